@@ -1,0 +1,36 @@
+# `make demo` and `make test` are the only commands a fresh machine needs: both create .venv on their own.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The CPU wheel; an unpinned torch can pull a multi-GB CUDA build.
+TORCH := torch==2.13.0
+DEMO := runs/demo-zh
+
+.PHONY: install demo test lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check $(TORCH)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	rm -rf $(DEMO)
+	$(BIN)/bertkit tokenize recipes/demo-zh.yaml output_dir=$(DEMO)
+	$(BIN)/bertkit pretrain recipes/demo-zh.yaml output_dir=$(DEMO)
+	$(BIN)/bertkit eval recipes/demo-zh.yaml output_dir=$(DEMO) eval.model_dir=$(DEMO)/pretrain
+	$(BIN)/bertkit finetune recipes/demo-zh.yaml output_dir=$(DEMO)
+	$(BIN)/bertkit eval recipes/demo-zh.yaml output_dir=$(DEMO)
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check bertkit tests
+	$(BIN)/ruff format --check bertkit tests
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache
