@@ -1,0 +1,5 @@
+"""`python -m bertkit …` (what `accelerate launch -m bertkit` runs)."""
+
+from bertkit.cli import main
+
+main()

@@ -1,0 +1,54 @@
+"""Atomic writes: outputs appear complete or not at all.
+
+    with atomic_dir(out_dir) as tmp:      # write everything into tmp …
+        model.save_pretrained(tmp)        # … and it is renamed to out_dir on success
+    write_text(path, json.dumps(report))  # a file, via a temporary sibling and os.replace
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+
+def write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path, keep: Iterable[str] = ()) -> Iterator[Path]:
+    """Yield a temporary sibling of `final`; on success it replaces `final` (an existing dir is swapped out
+    first, so a crash at any point leaves either the old or the new dir, plus at most a stray temp dir).
+    Entries of the old dir named in `keep` (e.g. checkpoints/) are moved into the new one."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for name in keep:
+        if (final / name).exists() and not (tmp / name).exists():
+            os.replace(final / name, tmp / name)
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)

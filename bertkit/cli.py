@@ -1,0 +1,86 @@
+"""The `bertkit` command line: thin commands that load a recipe and call a run_* function.
+
+    bertkit tokenize recipes/demo-zh.yaml data.files=my_corpus.txt output_dir=runs/mine
+    bertkit pretrain recipes/demo-zh.yaml train.max_steps=50 model.hidden_size=128
+    bertkit finetune recipes/demo-zh.yaml finetune.train.epochs=5
+    bertkit eval     recipes/demo-zh.yaml eval.model_dir=runs/mine/pretrain
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from bertkit.errors import reported
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="From a raw text corpus to a pretrained BERT and fine-tuned task models. Each command reads a recipe "
+    "(YAML, see recipes/) plus key=value overrides, and saves its effective config next to its outputs.",
+)
+
+RECIPE = typer.Argument(..., help="Recipe YAML file, e.g. recipes/demo-zh.yaml.", show_default=False)
+OVERRIDES = typer.Argument(
+    None,
+    help="Recipe overrides as section.key=value (value parsed as YAML), e.g. train.lr=5e-4 output_dir=runs/x.",
+    show_default=False,
+)
+DEBUG = typer.Option(False, "--debug", help="Show the full traceback of an error.")
+
+
+def _load(recipe: Path, overrides: list[str] | None):
+    from bertkit.config import load_recipe
+
+    return load_recipe(recipe, overrides or [])
+
+
+@app.command()
+def tokenize(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
+    """Train a WordPiece vocabulary on data.files (or reuse tokenizer.from_dir) and build sentence-pair
+    pretraining examples with whole-word ids. Writes <output_dir>/tokenizer and <output_dir>/data."""
+    with reported(debug):
+        cfg = _load(recipe, overrides)
+        from bertkit.prepare import run_tokenize
+
+        tokenizer_dir, dataset_dir = run_tokenize(cfg)
+        print(f"tokenizer: {tokenizer_dir}\ndataset: {dataset_dir}")
+
+
+@app.command()
+def pretrain(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
+    """Pretrain BERT (masked LM + next sentence prediction) on the tokenized data; works under
+    `accelerate launch`. Writes a Hugging Face model dir to <output_dir>/pretrain."""
+    with reported(debug):
+        cfg = _load(recipe, overrides)
+        from bertkit.pretrain import run_pretrain
+
+        run_pretrain(cfg)
+
+
+@app.command()
+def finetune(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
+    """Fine-tune a task head (finetune.task) from finetune.model_dir, default the recipe's pretrained model.
+    Keeps the best dev checkpoint in <output_dir>/finetune/<task.name>."""
+    with reported(debug):
+        cfg = _load(recipe, overrides)
+        from bertkit.finetune import run_finetune
+
+        run_finetune(cfg)
+
+
+@app.command("eval")
+def evaluate(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
+    """Score eval.model_dir (default: the fine-tuned model): MLM/NSP for a pretrained model, accuracy and
+    F1 for a classifier. Prints a table; writes report.json and predictions to <output_dir>/eval/<model>."""
+    with reported(debug):
+        cfg = _load(recipe, overrides)
+        from bertkit.evaluate import run_eval
+
+        run_eval(cfg)
+
+
+def main() -> None:
+    app()

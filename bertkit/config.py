@@ -1,0 +1,284 @@
+"""Typed recipe sections, recipe loading and `key=value` overrides.
+
+    cfg = load_recipe("recipes/demo-zh.yaml", ["train.lr=5e-4", "output_dir=runs/mine"])
+    cfg.train.lr           # 0.0005, checked to be a float
+    save_config(cfg, cfg.pretrain_dir)
+
+A recipe is one YAML file holding one complete run; every command reads the sections it needs. Unknown keys
+and values of the wrong type are one-line errors naming the key, where it came from, and the nearest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bertkit.atomic import write_text
+from bertkit.errors import BertkitError
+
+CONFIG_FILE = "bertkit.yaml"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TokenizerConfig(Section):
+    """`bertkit tokenize`: the WordPiece vocabulary and how text becomes tokens and words."""
+
+    from_dir: Path | None = None
+    """Reuse the tokenizer of this dir (a bertkit or Hugging Face BERT dir with vocab.txt/tokenizer.json)
+    instead of training one."""
+    vocab_size: int = Field(8000, gt=5)
+    """Size of the trained vocabulary, special tokens included."""
+    min_frequency: int = Field(2, ge=1)
+    """A merged word piece must occur this often to enter the vocabulary."""
+    limit_alphabet: int | None = None
+    """Most single characters kept; None keeps them all (the `tokenizers` default of 1000 drops most Chinese
+    characters to [UNK])."""
+    lowercase: bool = True
+    """Lower-case the text (BERT 'uncased'); Chinese is unaffected."""
+    strip_accents: bool | None = None
+    """Strip accents; None follows `lowercase`, as in BERT."""
+    segmenter: Literal["rjieba", "jieba", "none"] = "rjieba"
+    """Word segmenter for whole-word ids of Chinese text; 'none' makes every Chinese character its own word.
+    English words are always found from `##` pieces."""
+
+
+class DataConfig(Section):
+    """`bertkit tokenize`: the raw corpus and the sentence-pair pretraining examples made from it."""
+
+    files: list[str] = []
+    """Corpus files or glob patterns: one sentence per line, a blank line between documents."""
+    max_seq_length: int = Field(128, ge=8)
+    """Tokens per example, [CLS] and [SEP]s included."""
+    short_seq_prob: float = Field(0.1, ge=0, le=1)
+    """Share of examples given a random shorter target length, so the model sees short inputs too."""
+    dupe_factor: int = Field(1, ge=1)
+    """Pairings of the corpus with different random splits (useful for small corpora)."""
+    validation_fraction: float = Field(0.05, ge=0, lt=1)
+    """Share of documents held out for the validation split."""
+    dataset_dir: Path | None = None
+    """Where the examples are written/read; default `<output_dir>/data`."""
+    seed: int = 12345
+
+
+class ModelConfig(Section):
+    """`bertkit pretrain`: the BERT to train. A size preset, fields below override it."""
+
+    size: Literal["tiny", "mini", "small", "medium", "base", "large"] = "tiny"
+    """google-research/bert sizes: tiny L2/H128, mini L4/H256, small L4/H512, medium L8/H512, base L12/H768,
+    large L24/H1024."""
+    num_hidden_layers: int | None = None
+    hidden_size: int | None = None
+    num_attention_heads: int | None = None
+    intermediate_size: int | None = None
+    max_position_embeddings: int = 512
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    init_from: Path | None = None
+    """Continue pretraining from this Hugging Face BERT dir instead of a random init."""
+
+
+class MaskingConfig(Section):
+    """`bertkit pretrain`: masked-LM corruption, drawn afresh for every batch (dynamic masking)."""
+
+    rate: float = Field(0.15, gt=0, lt=1)
+    """Share of (non-special) tokens to predict."""
+    mask_prob: float = Field(0.8, ge=0, le=1)
+    """Of the predicted tokens: share replaced by [MASK] ..."""
+    random_prob: float = Field(0.1, ge=0, le=1)
+    """... share replaced by a random token; the rest stay unchanged."""
+    whole_word: bool = False
+    """Mask all pieces of a word together (word ids from `bertkit tokenize`)."""
+
+
+class TrainConfig(Section):
+    """The optimisation loop, shared by pretraining and fine-tuning."""
+
+    batch_size: int = Field(32, ge=1)
+    """Examples per step per process (before gradient accumulation)."""
+    grad_accum: int = Field(1, ge=1)
+    """Micro-batches summed into one optimizer step."""
+    lr: float = Field(1e-4, gt=0)
+    """Peak learning rate of AdamW."""
+    weight_decay: float = Field(0.01, ge=0)
+    """Decoupled weight decay (not applied to biases and LayerNorm)."""
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    """Share of steps with a linear warm-up, then linear decay to 0."""
+    max_steps: int | None = Field(None, ge=1)
+    """Optimizer steps; when unset, `epochs` passes over the data."""
+    epochs: float = Field(1.0, gt=0)
+    clip_grad_norm: float | None = 1.0
+    precision: Literal["no", "bf16", "fp16"] = "no"
+    """Mixed precision (through Accelerate)."""
+    seed: int = 42
+    log_every: int = Field(10, ge=1)
+    """Steps between logged loss lines (metrics.jsonl)."""
+    eval_every: int | None = Field(None, ge=1)
+    """Steps between evaluations; fine-tuning always evaluates after each epoch too."""
+    save_every: int | None = Field(None, ge=1)
+    """Steps between checkpoints in `checkpoints/step-N` (the final model is always saved)."""
+    keep_last: int = Field(2, ge=1)
+    """Checkpoints kept."""
+
+
+class TaskConfig(Section):
+    """`bertkit finetune`: the labelled data and its columns."""
+
+    type: Literal["classification"] = "classification"
+    """Sentence or sentence-pair classification."""
+    name: str = "task"
+    """Names the output dir `<output_dir>/finetune/<name>`."""
+    train_file: Path | None = None
+    """JSONL, CSV or TSV with a header line."""
+    validation_file: Path | None = None
+    test_file: Path | None = None
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    """Second text of a sentence pair; unset for single sentences."""
+    label_column: str = "label"
+    max_seq_length: int = Field(128, ge=8)
+    metric: Literal["accuracy", "macro_f1"] = "accuracy"
+    """Dev metric that selects the best checkpoint."""
+
+
+class FinetuneConfig(Section):
+    model_dir: Path | None = None
+    """Start from this BERT dir (bertkit pretrain output or any local Hugging Face BERT); default
+    `<output_dir>/pretrain`."""
+    task: TaskConfig = TaskConfig()
+    train: TrainConfig = TrainConfig(lr=5e-5, epochs=3, batch_size=32, warmup_ratio=0.1)
+
+
+class EvalConfig(Section):
+    """`bertkit eval`: which model on which data."""
+
+    model_dir: Path | None = None
+    """Model to evaluate; default the fine-tuned model of this recipe. A pretraining model (BertForPreTraining)
+    is evaluated on MLM/NSP, a classifier on a labelled file."""
+    file: Path | None = None
+    """Labelled file for a classifier (default: task.test_file, else task.validation_file) or a dataset dir for
+    a pretraining model (default: this recipe's dataset)."""
+    split: str = "validation"
+    """Split of a pretraining dataset dir to evaluate."""
+    batch_size: int = Field(64, ge=1)
+    output_dir: Path | None = None
+    """Where report.json and predictions go; default `<output_dir>/eval/<model dir name>`."""
+    seed: int = 0
+    """Seed of the evaluation masking, so MLM numbers are comparable between runs."""
+
+
+class RunConfig(Section):
+    """One recipe: every command reads the sections it needs."""
+
+    output_dir: Path = Path("runs/default")
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    masking: MaskingConfig = MaskingConfig()
+    train: TrainConfig = TrainConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    eval: EvalConfig = EvalConfig()
+
+    # Where each stage writes; each can be overridden by an explicit path in its section.
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.output_dir / "tokenizer"
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.data.dataset_dir or self.output_dir / "data"
+
+    @property
+    def pretrain_dir(self) -> Path:
+        return self.output_dir / "pretrain"
+
+    @property
+    def finetune_dir(self) -> Path:
+        return self.output_dir / "finetune" / self.finetune.task.name
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.lr=5e-4` → (["train", "lr"], 0.0005). The value is YAML, so lists and null work too."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise BertkitError(f"override '{text}' is not key=value; write e.g. train.lr=5e-4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def _set(tree: dict, path: list[str], value: Any, origin: str) -> None:
+    node = tree
+    for i, part in enumerate(path[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise BertkitError(f"{origin}: '{'.'.join(path[: i + 1])}' is a value, not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Valid keys of the section at `loc` (for 'did you mean')."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            break
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def _one_line(err: ValidationError, source: str, overridden: set[str]) -> str:
+    e = err.errors()[0]
+    key = ".".join(str(p) for p in e["loc"])
+    origin = "command line" if key in overridden else source
+    if e["type"] == "extra_forbidden":
+        valid = _fields_at(RunConfig, e["loc"][:-1])
+        close = difflib.get_close_matches(str(e["loc"][-1]), valid, n=1, cutoff=0.5)
+        hint = f"did you mean '{'.'.join([*map(str, e['loc'][:-1]), close[0]])}'?" if close else (
+            f"valid keys here: {', '.join(valid)}")
+        return f"{origin}: unknown key '{key}'; {hint}"
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{origin}: {key}: {e['msg']}, got {e.get('input')!r}{more}"
+
+
+def load_recipe(path: Path | str | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a recipe, apply `key=value` overrides, and validate the result."""
+    tree: dict = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise BertkitError(f"{path}: recipe not found; pass a YAML file such as recipes/demo-zh.yaml")
+        try:
+            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            where = getattr(e, "problem_mark", None)
+            line = f" line {where.line + 1}" if where else ""
+            raise BertkitError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
+        if not isinstance(tree, dict):
+            raise BertkitError(f"{path}: a recipe must be a mapping of sections (model:, data:, train:, …)")
+    overridden = set()
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        _set(tree, keys, value, "command line")
+        overridden.add(".".join(keys))
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as e:
+        raise BertkitError(_one_line(e, source, overridden)) from None
+
+
+def save_config(cfg: RunConfig, directory: Path) -> Path:
+    """Write the effective config next to a command's outputs."""
+    out = directory / CONFIG_FILE
+    write_text(out, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+    return out

@@ -1,0 +1,1 @@
+"""Corpus reading, pretraining examples, masking, and fine-tuning task data."""

@@ -1,0 +1,133 @@
+"""`bertkit eval`: metrics of a pretrained or fine-tuned model, as a table, report.json and predictions.
+
+    report = run_eval(load_recipe("recipes/demo-zh.yaml", ["eval.model_dir=runs/demo-zh/pretrain"]))
+
+The model's own config says what it is: a BertForPreTraining is scored on masked-LM and next-sentence
+prediction over held-out pretraining data, a BertForSequenceClassification on a labelled file.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from datasets import Dataset
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import BertForPreTraining, PreTrainedModel, PreTrainedTokenizerBase
+
+from bertkit.atomic import write_text
+from bertkit.config import MaskingConfig, RunConfig, save_config
+from bertkit.data.masking import PretrainingCollator
+from bertkit.data.tasks import TASKS, check_labels, read_rows
+from bertkit.errors import BertkitError
+from bertkit.metrics import classification_metrics, format_table, pretraining_metrics
+from bertkit.model import PretrainingObjective, check_model_dir, quiet_transformers
+from bertkit.prepare import load_pretraining_data
+from bertkit.tokenizer.train import load_tokenizer
+
+REPORT_FILE = "report.json"
+PREDICTIONS_FILE = "predictions.jsonl"
+
+
+@torch.no_grad()
+def evaluate_pretraining(accelerator: Accelerator, objective: torch.nn.Module, dataset: Dataset,
+                         tokenizer: PreTrainedTokenizerBase, masking: MaskingConfig, batch_size: int,
+                         seed: int) -> dict:
+    """MLM accuracy/perplexity and NSP accuracy with masks drawn from `seed`, so every call scores the same
+    corrupted inputs."""
+    collate = PretrainingCollator(tokenizer, masking, generator=torch.Generator().manual_seed(seed))
+    loader = accelerator.prepare(DataLoader(dataset, batch_size=batch_size, collate_fn=collate))
+    objective.eval()
+    totals = torch.zeros(5, dtype=torch.float64, device=accelerator.device)  # loss sum, correct, count, nsp ok, n
+    for batch in tqdm(loader, desc="eval", leave=False, disable=not accelerator.is_main_process):
+        out = objective(**batch)
+        n = out["mlm_labels"].numel()
+        totals[0] += out["mlm_loss"].double() * n
+        totals[1] += (out["mlm_logits"].argmax(-1) == out["mlm_labels"]).sum()
+        totals[2] += n
+        if "nsp_logits" in out:
+            totals[3] += (out["nsp_logits"].argmax(-1) == out["nsp_labels"]).sum()
+            totals[4] += out["nsp_labels"].numel()
+    loss_sum, correct, count, nsp_correct, nsp_count = accelerator.reduce(totals, "sum").tolist()
+    return pretraining_metrics(loss_sum, int(correct), int(count), int(nsp_correct), int(nsp_count))
+
+
+@torch.no_grad()
+def predict(model: PreTrainedModel, features: list[dict], collate, batch_size: int) -> torch.Tensor:
+    """Class probabilities (N, C) of a sequence classifier, in input order."""
+    model.eval()
+    probs = []
+    for start in tqdm(range(0, len(features), batch_size), desc="predict", leave=False):
+        batch = collate(features[start : start + batch_size])
+        batch.pop("labels", None)
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        probs.append(model(**batch).logits.float().softmax(-1).cpu())
+    return torch.cat(probs)
+
+
+def eval_classifier(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: RunConfig, path: Path,
+                    out_dir: Path) -> dict:
+    task_cfg = cfg.finetune.task
+    task = TASKS[task_cfg.type]
+    label2id = {str(k): int(v) for k, v in model.config.label2id.items()}
+    labels = [model.config.id2label[i] for i in range(len(label2id))]
+    rows = read_rows(path)
+    labelled = task_cfg.label_column in rows[0]
+    examples = task.read(rows, task_cfg, path, labelled=labelled)
+    if labelled:
+        check_labels(examples, label2id, path)
+    features = task.encode(tokenizer, examples, label2id if labelled else None, task_cfg.max_seq_length)
+    probs = predict(model, features, partial(task.collate, pad_id=tokenizer.pad_token_id), cfg.eval.batch_size)
+    pred = probs.argmax(-1).tolist()
+    lines = [json.dumps({**e, "prediction": labels[p], "probability": round(float(probs[i, p]), 6)},
+                        ensure_ascii=False) for i, (e, p) in enumerate(zip(examples, pred, strict=True))]
+    write_text(out_dir / PREDICTIONS_FILE, "\n".join(lines) + "\n")
+    if not labelled:
+        return {"examples": len(examples)}
+    gold = [label2id[e["label"]] for e in examples]
+    return {"examples": len(examples), **classification_metrics(gold, pred, labels)}
+
+
+def run_eval(cfg: RunConfig) -> dict:
+    """Evaluate `eval.model_dir` (default: this recipe's fine-tuned model) and write the report."""
+    quiet_transformers()
+    model_dir = check_model_dir(cfg.eval.model_dir or cfg.finetune_dir)
+    out_dir = cfg.eval.output_dir or cfg.output_dir / "eval" / model_dir.name
+    architectures = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+    tokenizer = load_tokenizer(model_dir)
+    accelerator = Accelerator(mixed_precision=cfg.train.precision)
+    if "BertForPreTraining" in architectures:
+        dataset_dir = cfg.eval.file or cfg.dataset_dir
+        splits, _ = load_pretraining_data(dataset_dir)
+        if cfg.eval.split not in splits:
+            raise BertkitError(f"{dataset_dir}: no split '{cfg.eval.split}' (have {', '.join(splits)}); "
+                               "set eval.split")
+        model = BertForPreTraining.from_pretrained(str(model_dir), attn_implementation="sdpa")
+        objective = accelerator.prepare(PretrainingObjective(model))
+        report = evaluate_pretraining(accelerator, objective, splits[cfg.eval.split], tokenizer, cfg.masking,
+                                      cfg.eval.batch_size, cfg.eval.seed)
+        data = f"{dataset_dir} [{cfg.eval.split}]"
+    elif any(a.endswith("ForSequenceClassification") for a in architectures):
+        task_cfg = cfg.finetune.task
+        path = cfg.eval.file or task_cfg.test_file or task_cfg.validation_file
+        if path is None:
+            raise BertkitError("no labelled file to evaluate on; set eval.file (or finetune.task.test_file)")
+        model = TASKS[task_cfg.type].model_class.from_pretrained(str(model_dir)).to(accelerator.device)
+        report = eval_classifier(model, tokenizer, cfg, Path(path), out_dir)
+        data = str(path)
+    else:
+        raise BertkitError(f"{model_dir}: bertkit eval handles BertForPreTraining and sequence classifiers; "
+                           f"this model is {', '.join(architectures) or 'of unknown architecture'}")
+    report = {"model": str(model_dir), "data": data, **report}
+    write_text(out_dir / REPORT_FILE, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    save_config(cfg, out_dir)
+    print(f"\n{model_dir} on {data}\n")
+    print(format_table(report))
+    print(f"\nreport: {out_dir / REPORT_FILE}")
+    if (out_dir / PREDICTIONS_FILE).exists():
+        print(f"predictions: {out_dir / PREDICTIONS_FILE}")
+    return report

@@ -1,0 +1,114 @@
+"""Building and loading BERT, and the pretraining objective.
+
+    model = build_pretraining_model(cfg.model, tokenizer)      # transformers.BertForPreTraining
+    objective = PretrainingObjective(model)                    # forward(**batch) → {"loss", "mlm_loss", …}
+    objective.model.save_pretrained(out)                       # the standard BertForPreTraining layout
+
+The objective runs the MLM head only on the masked positions (as NVIDIA's BERT does): the vocabulary decoder
+is most of the work of a small BERT's step, and the loss is the same as BertForPreTraining's.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import BertConfig, BertForPreTraining, PreTrainedTokenizerBase
+from transformers import logging as hf_logging
+
+from bertkit.config import ModelConfig
+from bertkit.data.masking import IGNORE_INDEX
+from bertkit.errors import BertkitError
+
+# (layers, hidden size) of google-research/bert's released sizes; heads = H/64, FFN = 4H.
+SIZES = {
+    "tiny": (2, 128),
+    "mini": (4, 256),
+    "small": (4, 512),
+    "medium": (8, 512),
+    "base": (12, 768),
+    "large": (24, 1024),
+}
+
+
+def quiet_transformers() -> None:
+    """Hide 'some weights were newly initialized' style warnings: bertkit says what it loads itself."""
+    hf_logging.set_verbosity_error()
+    logging.getLogger("accelerate").setLevel(logging.ERROR)
+
+
+def bert_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> BertConfig:
+    layers, hidden = SIZES[cfg.size]
+    hidden = cfg.hidden_size or hidden
+    heads = cfg.num_attention_heads or max(1, hidden // 64)
+    if hidden % heads:
+        raise BertkitError(f"model.hidden_size={hidden} is not divisible by model.num_attention_heads={heads}")
+    return BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=cfg.num_hidden_layers or layers,
+        num_attention_heads=heads,
+        intermediate_size=cfg.intermediate_size or 4 * hidden,
+        max_position_embeddings=cfg.max_position_embeddings,
+        hidden_dropout_prob=cfg.hidden_dropout_prob,
+        attention_probs_dropout_prob=cfg.attention_probs_dropout_prob,
+        pad_token_id=tokenizer.pad_token_id,
+        attn_implementation="sdpa",
+    )
+
+
+def check_model_dir(directory: Path) -> Path:
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        raise BertkitError(f"{directory}: not a model dir (no config.json); give a bertkit output or a "
+                           "local Hugging Face BERT dir")
+    return directory
+
+
+def build_pretraining_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> BertForPreTraining:
+    """A fresh BERT of the recipe's size, or `init_from` for continued pretraining."""
+    if cfg.init_from:
+        model = BertForPreTraining.from_pretrained(str(check_model_dir(cfg.init_from)), attn_implementation="sdpa")
+        if model.config.vocab_size != len(tokenizer):
+            raise BertkitError(f"{cfg.init_from}: model vocabulary ({model.config.vocab_size}) differs from the "
+                               f"tokenizer's ({len(tokenizer)}); tokenize with tokenizer.from_dir={cfg.init_from}")
+        return model
+    return BertForPreTraining(bert_config(cfg, tokenizer))
+
+
+class PretrainingObjective(nn.Module):
+    """MLM (+ NSP when the batch has next_sentence_label) on a BertForPreTraining, loss as transformers'."""
+
+    def __init__(self, model: BertForPreTraining):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids, labels, next_sentence_label=None) -> dict:
+        out = self.model.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        predicted = labels != IGNORE_INDEX  # (B, T)
+        hidden = out.last_hidden_state[predicted]  # (N, H): only the masked positions reach the decoder
+        mlm_logits = self.model.cls.predictions(hidden)  # (N, V)
+        mlm_labels = labels[predicted]
+        # Sum over the count rather than mean: the same value, and 0 (not NaN) when nothing is masked.
+        mlm_loss = F.cross_entropy(mlm_logits.float(), mlm_labels, reduction="sum") / predicted.sum().clamp(min=1)
+        result = {"mlm_loss": mlm_loss, "mlm_logits": mlm_logits, "mlm_labels": mlm_labels}
+        loss = mlm_loss
+        if next_sentence_label is not None:
+            nsp_logits = self.model.cls.seq_relationship(out.pooler_output)  # (B, 2)
+            nsp_loss = F.cross_entropy(nsp_logits.float(), next_sentence_label.long())
+            loss = loss + nsp_loss
+            result |= {"nsp_loss": nsp_loss, "nsp_logits": nsp_logits, "nsp_labels": next_sentence_label}
+        result["loss"] = loss
+        return result
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def no_decay(name: str, param: torch.Tensor) -> bool:
+    """Biases and LayerNorm weights get no weight decay (as in BERT)."""
+    return param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name

@@ -1,0 +1,1 @@
+"""Vocabulary training (train.py) and whole-word ids (words.py)."""
