@@ -26,7 +26,7 @@ demo: install
 	$(BIN)/bertkit eval recipes/demo-zh.yaml output_dir=$(DEMO)
 
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest -q
 
 lint: install
 	$(BIN)/ruff check bertkit tests

@@ -9,6 +9,7 @@ Definitions follow scikit-learn (F1 of a class with no predictions and no gold i
 from __future__ import annotations
 
 import math
+import unicodedata
 
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
@@ -44,6 +45,15 @@ def pretraining_metrics(mlm_loss_sum: float, mlm_correct: int, mlm_count: int, n
     return out
 
 
+def _width(text: str) -> int:
+    """Terminal columns of `text` (CJK characters take two)."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _ljust(text: str, width: int) -> str:
+    return text + " " * (width - _width(text))
+
+
 def format_table(report: dict) -> str:
     """Scalar metrics, then a per-class P/R/F1 block when present, as aligned text."""
     lines = []
@@ -53,10 +63,10 @@ def format_table(report: dict) -> str:
         lines.append(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
     per_class = report.get("per_class")
     if per_class:
-        name_w = max(8, *map(len, per_class))
+        name_w = max(8, *map(_width, per_class))
         lines.append("")
         lines.append(f"{'label':<{name_w}}  {'precision':>9}  {'recall':>9}  {'f1':>9}  {'support':>7}")
         for name, m in per_class.items():
-            lines.append(f"{name:<{name_w}}  {m['precision']:>9.4f}  {m['recall']:>9.4f}  {m['f1']:>9.4f}"
+            lines.append(f"{_ljust(name, name_w)}  {m['precision']:>9.4f}  {m['recall']:>9.4f}  {m['f1']:>9.4f}"
                          f"  {m['support']:>7}")
     return "\n".join(lines)

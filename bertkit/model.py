@@ -37,6 +37,7 @@ SIZES = {
 def quiet_transformers() -> None:
     """Hide 'some weights were newly initialized' style warnings: bertkit says what it loads itself."""
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars on every save
     logging.getLogger("accelerate").setLevel(logging.ERROR)
 
 
