@@ -1,8 +1,8 @@
 """Atomic writes: outputs appear complete or not at all.
 
-    with atomic_dir(out_dir) as tmp:      # write everything into tmp …
-        model.save_pretrained(tmp)        # … and it is renamed to out_dir on success
-    write_text(path, json.dumps(report))  # a file, via a temporary sibling and os.replace
+with atomic_dir(out_dir) as tmp:      # write everything into tmp …
+    model.save_pretrained(tmp)        # … and it is renamed to out_dir on success
+write_text(path, json.dumps(report))  # a file, via a temporary sibling and os.replace
 """
 
 from __future__ import annotations

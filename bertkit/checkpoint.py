@@ -23,8 +23,13 @@ from bertkit.tokenizer.train import save_tokenizer
 STATE_FILE = "training_state.pt"
 
 
-def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: Path,
-               cfg: RunConfig | None = None, keep: tuple[str, ...] = ()) -> Path:
+def save_model(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    directory: Path,
+    cfg: RunConfig | None = None,
+    keep: tuple[str, ...] = (),
+) -> Path:
     """Write a Hugging Face model dir atomically; `keep` names entries of an existing dir to carry over."""
     with atomic_dir(directory, keep=keep) as tmp:
         model.save_pretrained(tmp)
@@ -40,18 +45,28 @@ def checkpoint_dirs(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[5:]))
 
 
-def save_checkpoint(root: Path, step: int, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                    optimizer: torch.optim.Optimizer, scheduler, keep_last: int) -> Path:
+def save_checkpoint(
+    root: Path,
+    step: int,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    keep_last: int,
+) -> Path:
     directory = Path(root) / f"step-{step}"
     with atomic_dir(directory) as tmp:
         model.save_pretrained(tmp)
         save_tokenizer(tokenizer, tmp)
-        torch.save({
-            "step": step,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": {"python": random.getstate(), "torch": torch.get_rng_state()},
-        }, tmp / STATE_FILE)
+        torch.save(
+            {
+                "step": step,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": {"python": random.getstate(), "torch": torch.get_rng_state()},
+            },
+            tmp / STATE_FILE,
+        )
     for old in checkpoint_dirs(root)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return directory

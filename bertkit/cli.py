@@ -1,9 +1,9 @@
 """The `bertkit` command line: thin commands that load a recipe and call a run_* function.
 
-    bertkit tokenize recipes/demo-zh.yaml data.files=my_corpus.txt output_dir=runs/mine
-    bertkit pretrain recipes/demo-zh.yaml train.max_steps=50 model.hidden_size=128
-    bertkit finetune recipes/demo-zh.yaml finetune.train.epochs=5
-    bertkit eval     recipes/demo-zh.yaml eval.model_dir=runs/mine/pretrain
+bertkit tokenize recipes/demo-zh.yaml data.files=my_corpus.txt output_dir=runs/mine
+bertkit pretrain recipes/demo-zh.yaml train.max_steps=50 model.hidden_size=128
+bertkit finetune recipes/demo-zh.yaml finetune.train.epochs=5
+bertkit eval     recipes/demo-zh.yaml eval.model_dir=runs/mine/pretrain
 """
 
 from __future__ import annotations

@@ -242,8 +242,11 @@ def _one_line(err: ValidationError, source: str, overridden: set[str]) -> str:
     if e["type"] == "extra_forbidden":
         valid = _fields_at(RunConfig, e["loc"][:-1])
         close = difflib.get_close_matches(str(e["loc"][-1]), valid, n=1, cutoff=0.5)
-        hint = f"did you mean '{'.'.join([*map(str, e['loc'][:-1]), close[0]])}'?" if close else (
-            f"valid keys here: {', '.join(valid)}")
+        hint = (
+            f"did you mean '{'.'.join([*map(str, e['loc'][:-1]), close[0]])}'?"
+            if close
+            else (f"valid keys here: {', '.join(valid)}")
+        )
         return f"{origin}: unknown key '{key}'; {hint}"
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"{origin}: {key}: {e['msg']}, got {e.get('input')!r}{more}"

@@ -34,9 +34,15 @@ PREDICTIONS_FILE = "predictions.jsonl"
 
 
 @torch.no_grad()
-def evaluate_pretraining(accelerator: Accelerator, objective: torch.nn.Module, dataset: Dataset,
-                         tokenizer: PreTrainedTokenizerBase, masking: MaskingConfig, batch_size: int,
-                         seed: int) -> dict:
+def evaluate_pretraining(
+    accelerator: Accelerator,
+    objective: torch.nn.Module,
+    dataset: Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    masking: MaskingConfig,
+    batch_size: int,
+    seed: int,
+) -> dict:
     """MLM accuracy/perplexity and NSP accuracy with masks drawn from `seed`, so every call scores the same
     corrupted inputs."""
     collate = PretrainingCollator(tokenizer, masking, generator=torch.Generator().manual_seed(seed))
@@ -69,8 +75,9 @@ def predict(model: PreTrainedModel, features: list[dict], collate, batch_size: i
     return torch.cat(probs)
 
 
-def eval_classifier(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: RunConfig, path: Path,
-                    out_dir: Path) -> dict:
+def eval_classifier(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: RunConfig, path: Path, out_dir: Path
+) -> dict:
     task_cfg = cfg.finetune.task
     task = TASKS[task_cfg.type]
     label2id = {str(k): int(v) for k, v in model.config.label2id.items()}
@@ -83,8 +90,10 @@ def eval_classifier(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     features = task.encode(tokenizer, examples, label2id if labelled else None, task_cfg.max_seq_length)
     probs = predict(model, features, partial(task.collate, pad_id=tokenizer.pad_token_id), cfg.eval.batch_size)
     pred = probs.argmax(-1).tolist()
-    lines = [json.dumps({**e, "prediction": labels[p], "probability": round(float(probs[i, p]), 6)},
-                        ensure_ascii=False) for i, (e, p) in enumerate(zip(examples, pred, strict=True))]
+    lines = [
+        json.dumps({**e, "prediction": labels[p], "probability": round(float(probs[i, p]), 6)}, ensure_ascii=False)
+        for i, (e, p) in enumerate(zip(examples, pred, strict=True))
+    ]
     write_text(out_dir / PREDICTIONS_FILE, "\n".join(lines) + "\n")
     if not labelled:
         return {"examples": len(examples)}
@@ -104,12 +113,12 @@ def run_eval(cfg: RunConfig) -> dict:
         dataset_dir = cfg.eval.file or cfg.dataset_dir
         splits, _ = load_pretraining_data(dataset_dir)
         if cfg.eval.split not in splits:
-            raise BertkitError(f"{dataset_dir}: no split '{cfg.eval.split}' (have {', '.join(splits)}); "
-                               "set eval.split")
+            raise BertkitError(f"{dataset_dir}: no split '{cfg.eval.split}' (have {', '.join(splits)}); set eval.split")
         model = BertForPreTraining.from_pretrained(str(model_dir), attn_implementation="sdpa")
         objective = accelerator.prepare(PretrainingObjective(model))
-        report = evaluate_pretraining(accelerator, objective, splits[cfg.eval.split], tokenizer, cfg.masking,
-                                      cfg.eval.batch_size, cfg.eval.seed)
+        report = evaluate_pretraining(
+            accelerator, objective, splits[cfg.eval.split], tokenizer, cfg.masking, cfg.eval.batch_size, cfg.eval.seed
+        )
         data = f"{dataset_dir} [{cfg.eval.split}]"
     elif any(a.endswith("ForSequenceClassification") for a in architectures):
         task_cfg = cfg.finetune.task
@@ -120,8 +129,10 @@ def run_eval(cfg: RunConfig) -> dict:
         report = eval_classifier(model, tokenizer, cfg, Path(path), out_dir)
         data = str(path)
     else:
-        raise BertkitError(f"{model_dir}: bertkit eval handles BertForPreTraining and sequence classifiers; "
-                           f"this model is {', '.join(architectures) or 'of unknown architecture'}")
+        raise BertkitError(
+            f"{model_dir}: bertkit eval handles BertForPreTraining and sequence classifiers; "
+            f"this model is {', '.join(architectures) or 'of unknown architecture'}"
+        )
     report = {"model": str(model_dir), "data": data, **report}
     write_text(out_dir / REPORT_FILE, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     save_config(cfg, out_dir)

@@ -1,7 +1,7 @@
 """`bertkit finetune`: a task head on a pretrained BERT, trained by the same fit() as pretraining.
 
-    out_dir = run_finetune(load_recipe("recipes/demo-zh.yaml"))
-    BertForSequenceClassification.from_pretrained(out_dir)   # the best checkpoint by the dev metric
+out_dir = run_finetune(load_recipe("recipes/demo-zh.yaml"))
+BertForSequenceClassification.from_pretrained(out_dir)   # the best checkpoint by the dev metric
 """
 
 from __future__ import annotations
@@ -37,8 +37,10 @@ def run_finetune(cfg: RunConfig) -> Path:
     train_examples = task.read(read_rows(task_cfg.train_file), task_cfg, task_cfg.train_file)
     labels = label_set(train_examples)
     if len(labels) < 2:
-        raise BertkitError(f"{task_cfg.train_file}: only one label ({labels[0]!r}) in column "
-                           f"'{task_cfg.label_column}'; classification needs at least two")
+        raise BertkitError(
+            f"{task_cfg.train_file}: only one label ({labels[0]!r}) in column "
+            f"'{task_cfg.label_column}'; classification needs at least two"
+        )
     label2id = {name: i for i, name in enumerate(labels)}
     dev_examples = None
     if task_cfg.validation_file:
@@ -48,12 +50,17 @@ def run_finetune(cfg: RunConfig) -> Path:
     accelerator = Accelerator(mixed_precision=train_cfg.precision, gradient_accumulation_steps=train_cfg.grad_accum)
     set_seed(train_cfg.seed)
     model = task.model_class.from_pretrained(
-        str(model_dir), num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id,
+        str(model_dir),
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id=label2id,
         attn_implementation="sdpa",
     )
     if task_cfg.max_seq_length > model.config.max_position_embeddings:
-        raise BertkitError(f"finetune.task.max_seq_length={task_cfg.max_seq_length} exceeds the model's "
-                           f"{model.config.max_position_embeddings} positions; lower it")
+        raise BertkitError(
+            f"finetune.task.max_seq_length={task_cfg.max_seq_length} exceeds the model's "
+            f"{model.config.max_position_embeddings} positions; lower it"
+        )
     collate = partial(task.collate, pad_id=tokenizer.pad_token_id)
     features = task.encode(tokenizer, train_examples, label2id, task_cfg.max_seq_length)
     loader = DataLoader(features, batch_size=train_cfg.batch_size, shuffle=True, collate_fn=collate)
@@ -68,12 +75,13 @@ def run_finetune(cfg: RunConfig) -> Path:
     if accelerator.is_main_process:
         save_config(cfg, out_dir)
         (out_dir / "metrics.jsonl").unlink(missing_ok=True)
-        print(f"fine-tuning {model_dir} for {task_cfg.type} with {len(labels)} labels on "
-              f"{len(train_examples)} examples, {steps} steps")
+        print(
+            f"fine-tuning {model_dir} for {task_cfg.type} with {len(labels)} labels on "
+            f"{len(train_examples)} examples, {steps} steps"
+        )
 
     best = {"score": float("-inf"), "step": 0}
-    dev_features = (task.encode(tokenizer, dev_examples, label2id, task_cfg.max_seq_length)
-                    if dev_examples else None)
+    dev_features = task.encode(tokenizer, dev_examples, label2id, task_cfg.max_seq_length) if dev_examples else None
 
     def evaluate(step: int) -> dict:
         unwrapped = accelerator.unwrap_model(model)
@@ -85,8 +93,18 @@ def run_finetune(cfg: RunConfig) -> Path:
             save_model(unwrapped, tokenizer, out_dir, cfg, keep=("metrics.jsonl",))
         return scalars
 
-    fit(accelerator, model, optimizer, scheduler, loader, train_cfg, steps,
-        evaluate=evaluate if dev_features else None, log_file=out_dir / "metrics.jsonl", desc="finetune")
+    fit(
+        accelerator,
+        model,
+        optimizer,
+        scheduler,
+        loader,
+        train_cfg,
+        steps,
+        evaluate=evaluate if dev_features else None,
+        log_file=out_dir / "metrics.jsonl",
+        desc="finetune",
+    )
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if dev_features:

@@ -37,10 +37,12 @@ def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Ad
 
 def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> LambdaLR:
     """Linear warm-up to the peak LR, then linear decay to 0 at `total_steps`."""
+
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / (warmup_steps + 1)
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
     return LambdaLR(optimizer, factor)
 
 
@@ -108,8 +110,10 @@ def fit(
                 # .item() waits for the device: only once per log interval.
                 mean_loss = accelerator.reduce(loss_sum, "mean").item() / loss_count
                 if not math.isfinite(mean_loss):
-                    raise BertkitError(f"loss became {mean_loss} at step {step}; lower train.lr or use "
-                                       "train.precision=bf16 instead of fp16")
+                    raise BertkitError(
+                        f"loss became {mean_loss} at step {step}; lower train.lr or use "
+                        "train.precision=bf16 instead of fp16"
+                    )
                 elapsed = time.perf_counter() - window_start
                 tok_s = accelerator.reduce(tokens, "sum").item() / max(elapsed, 1e-9)
                 lr = scheduler.get_last_lr()[0]

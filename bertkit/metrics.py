@@ -31,8 +31,9 @@ def classification_metrics(gold: list[int], pred: list[int], labels: list[str]) 
     }
 
 
-def pretraining_metrics(mlm_loss_sum: float, mlm_correct: int, mlm_count: int, nsp_correct: int,
-                        nsp_count: int) -> dict:
+def pretraining_metrics(
+    mlm_loss_sum: float, mlm_correct: int, mlm_count: int, nsp_correct: int, nsp_count: int
+) -> dict:
     """MLM accuracy and perplexity (exp of the mean cross-entropy over masked tokens), NSP accuracy."""
     out = {
         "mlm_accuracy": mlm_correct / max(1, mlm_count),
@@ -67,6 +68,8 @@ def format_table(report: dict) -> str:
         lines.append("")
         lines.append(f"{'label':<{name_w}}  {'precision':>9}  {'recall':>9}  {'f1':>9}  {'support':>7}")
         for name, m in per_class.items():
-            lines.append(f"{_ljust(name, name_w)}  {m['precision']:>9.4f}  {m['recall']:>9.4f}  {m['f1']:>9.4f}"
-                         f"  {m['support']:>7}")
+            lines.append(
+                f"{_ljust(name, name_w)}  {m['precision']:>9.4f}  {m['recall']:>9.4f}  {m['f1']:>9.4f}"
+                f"  {m['support']:>7}"
+            )
     return "\n".join(lines)

@@ -64,8 +64,9 @@ def bert_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> BertCon
 def check_model_dir(directory: Path) -> Path:
     directory = Path(directory)
     if not (directory / "config.json").is_file():
-        raise BertkitError(f"{directory}: not a model dir (no config.json); give a bertkit output or a "
-                           "local Hugging Face BERT dir")
+        raise BertkitError(
+            f"{directory}: not a model dir (no config.json); give a bertkit output or a local Hugging Face BERT dir"
+        )
     return directory
 
 
@@ -74,8 +75,10 @@ def build_pretraining_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase
     if cfg.init_from:
         model = BertForPreTraining.from_pretrained(str(check_model_dir(cfg.init_from)), attn_implementation="sdpa")
         if model.config.vocab_size != len(tokenizer):
-            raise BertkitError(f"{cfg.init_from}: model vocabulary ({model.config.vocab_size}) differs from the "
-                               f"tokenizer's ({len(tokenizer)}); tokenize with tokenizer.from_dir={cfg.init_from}")
+            raise BertkitError(
+                f"{cfg.init_from}: model vocabulary ({model.config.vocab_size}) differs from the "
+                f"tokenizer's ({len(tokenizer)}); tokenize with tokenizer.from_dir={cfg.init_from}"
+            )
         return model
     return BertForPreTraining(bert_config(cfg, tokenizer))
 

@@ -27,12 +27,14 @@ from bertkit.tokenizer.words import encode_with_words
 
 METADATA_FILE = "bertkit_data.json"
 TOKENIZER_SUBDIR = "tokenizer"
-FEATURES = Features({
-    "input_ids": Sequence(Value("int32")),
-    "token_type_ids": Sequence(Value("int8")),
-    "word_ids": Sequence(Value("int16")),
-    "next_sentence_label": Value("int8"),
-})
+FEATURES = Features(
+    {
+        "input_ids": Sequence(Value("int32")),
+        "token_type_ids": Sequence(Value("int8")),
+        "word_ids": Sequence(Value("int16")),
+        "next_sentence_label": Value("int8"),
+    }
+)
 ENCODE_BATCH = 1000  # sentences per call into the Rust tokenizer
 
 
@@ -67,8 +69,7 @@ def build_split(documents: list[list[Sentence]], cfg: RunConfig, special: Specia
     rng = random.Random(seed)
     examples = []
     for _ in range(cfg.data.dupe_factor):
-        examples.extend(build_nsp_examples(documents, cfg.data.max_seq_length, cfg.data.short_seq_prob, rng,
-                                           special))
+        examples.extend(build_nsp_examples(documents, cfg.data.max_seq_length, cfg.data.short_seq_prob, rng, special))
     rng.shuffle(examples)
     columns = {name: [e[name] for e in examples] for name in FEATURES}
     return Dataset.from_dict(columns, features=FEATURES)
@@ -80,14 +81,17 @@ def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
     files = resolve_files(cfg.data.files)
     documents = list(read_documents(files))
     if not documents:
-        raise BertkitError(f"{', '.join(map(str, files))}: corpus holds no text; "
-                           "expected one sentence per line, a blank line between documents")
+        raise BertkitError(
+            f"{', '.join(map(str, files))}: corpus holds no text; "
+            "expected one sentence per line, a blank line between documents"
+        )
     if cfg.tokenizer.from_dir:
         tokenizer = load_tokenizer(cfg.tokenizer.from_dir)
     else:
         print(f"training a WordPiece vocabulary of {cfg.tokenizer.vocab_size} on {len(files)} file(s)")
-        tokenizer = train_wordpiece((s for doc in documents for s in doc), cfg.tokenizer,
-                                    model_max_length=cfg.model.max_position_embeddings)
+        tokenizer = train_wordpiece(
+            (s for doc in documents for s in doc), cfg.tokenizer, model_max_length=cfg.model.max_position_embeddings
+        )
     with atomic_dir(cfg.tokenizer_dir) as tmp:
         save_tokenizer(tokenizer, tmp)
         save_config(cfg, tmp)
@@ -95,13 +99,17 @@ def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
     tokenized = tokenize_documents(tokenizer, documents, cfg.tokenizer.segmenter)
     train_idx, val_idx = split_documents(len(tokenized), cfg.data.validation_fraction, cfg.data.seed)
     special = Special(cls=tokenizer.cls_token_id, sep=tokenizer.sep_token_id)
-    splits = DatasetDict({
-        "train": build_split([tokenized[i] for i in train_idx], cfg, special, cfg.data.seed),
-        "validation": build_split([tokenized[i] for i in val_idx], cfg, special, cfg.data.seed + 1),
-    })
+    splits = DatasetDict(
+        {
+            "train": build_split([tokenized[i] for i in train_idx], cfg, special, cfg.data.seed),
+            "validation": build_split([tokenized[i] for i in val_idx], cfg, special, cfg.data.seed + 1),
+        }
+    )
     if len(splits["train"]) == 0:
-        raise BertkitError(f"{', '.join(map(str, files))}: too little text to build one sentence pair; "
-                           "a document needs at least two sentences or the corpus two documents")
+        raise BertkitError(
+            f"{', '.join(map(str, files))}: too little text to build one sentence pair; "
+            "a document needs at least two sentences or the corpus two documents"
+        )
 
     n_tokens = {name: sum(map(len, split["input_ids"])) for name, split in splits.items()}
     unk = tokenizer.unk_token_id
@@ -124,10 +132,12 @@ def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
         save_tokenizer(tokenizer, tmp / TOKENIZER_SUBDIR)
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, ensure_ascii=False), encoding="utf-8")
         save_config(cfg, tmp)
-    print(f"{metadata['documents']['train'] + metadata['documents']['validation']} documents, "
-          f"{metadata['sentences']} sentences → {metadata['examples']['train']} train / "
-          f"{metadata['examples']['validation']} validation examples, mean length {metadata['mean_length']}, "
-          f"UNK rate {metadata['unk_rate']:.2%}")
+    print(
+        f"{metadata['documents']['train'] + metadata['documents']['validation']} documents, "
+        f"{metadata['sentences']} sentences → {metadata['examples']['train']} train / "
+        f"{metadata['examples']['validation']} validation examples, mean length {metadata['mean_length']}, "
+        f"UNK rate {metadata['unk_rate']:.2%}"
+    )
     return cfg.tokenizer_dir, cfg.dataset_dir
 
 
@@ -136,6 +146,8 @@ def load_pretraining_data(dataset_dir: Path) -> tuple[DatasetDict, dict]:
     dataset_dir = Path(dataset_dir)
     meta_path = dataset_dir / METADATA_FILE
     if not meta_path.is_file():
-        raise BertkitError(f"{dataset_dir}: no pretraining data here ({METADATA_FILE} missing); "
-                           "run `bertkit tokenize` with this recipe first")
+        raise BertkitError(
+            f"{dataset_dir}: no pretraining data here ({METADATA_FILE} missing); "
+            "run `bertkit tokenize` with this recipe first"
+        )
     return DatasetDict.load_from_disk(str(dataset_dir)), json.loads(meta_path.read_text(encoding="utf-8"))

@@ -1,7 +1,7 @@
 """`bertkit pretrain`: masked-LM + next-sentence-prediction pretraining, wired into fit().
 
-    out_dir = run_pretrain(load_recipe("recipes/demo-zh.yaml", ["train.max_steps=50"]))
-    BertForMaskedLM.from_pretrained(out_dir)   # or BertForPreTraining, BertModel, pipeline("fill-mask")
+out_dir = run_pretrain(load_recipe("recipes/demo-zh.yaml", ["train.max_steps=50"]))
+BertForMaskedLM.from_pretrained(out_dir)   # or BertForPreTraining, BertModel, pipeline("fill-mask")
 """
 
 from __future__ import annotations
@@ -32,12 +32,18 @@ def run_pretrain(cfg: RunConfig) -> Path:
     set_seed(cfg.train.seed)
     model = build_pretraining_model(cfg.model, tokenizer)
     if meta["max_seq_length"] > model.config.max_position_embeddings:
-        raise BertkitError(f"{cfg.dataset_dir}: examples of {meta['max_seq_length']} tokens exceed the model's "
-                           f"{model.config.max_position_embeddings} positions; raise model.max_position_embeddings "
-                           "or tokenize with a smaller data.max_seq_length")
+        raise BertkitError(
+            f"{cfg.dataset_dir}: examples of {meta['max_seq_length']} tokens exceed the model's "
+            f"{model.config.max_position_embeddings} positions; raise model.max_position_embeddings "
+            "or tokenize with a smaller data.max_seq_length"
+        )
     objective = PretrainingObjective(model)
-    loader = DataLoader(splits["train"], batch_size=cfg.train.batch_size, shuffle=True,
-                        collate_fn=PretrainingCollator(tokenizer, cfg.masking))
+    loader = DataLoader(
+        splits["train"],
+        batch_size=cfg.train.batch_size,
+        shuffle=True,
+        collate_fn=PretrainingCollator(tokenizer, cfg.masking),
+    )
     steps = total_steps(cfg.train, len(loader))
     optimizer = make_optimizer(objective, cfg.train)
     scheduler = linear_schedule(optimizer, round(cfg.train.warmup_ratio * steps), steps)
@@ -48,22 +54,42 @@ def run_pretrain(cfg: RunConfig) -> Path:
     if accelerator.is_main_process:
         save_config(cfg, out_dir)
         (out_dir / "metrics.jsonl").unlink(missing_ok=True)
-        print(f"pretraining a {model.config.num_hidden_layers}-layer BERT (H={model.config.hidden_size}, "
-              f"{parameter_count(model) / 1e6:.1f}M parameters) for {steps} steps on "
-              f"{len(splits['train'])} examples, {accelerator.num_processes} process(es) on {accelerator.device}")
+        print(
+            f"pretraining a {model.config.num_hidden_layers}-layer BERT (H={model.config.hidden_size}, "
+            f"{parameter_count(model) / 1e6:.1f}M parameters) for {steps} steps on "
+            f"{len(splits['train'])} examples, {accelerator.num_processes} process(es) on {accelerator.device}"
+        )
 
     def evaluate(step: int) -> dict:
-        return evaluate_pretraining(accelerator, objective, splits["validation"], tokenizer, cfg.masking,
-                                    cfg.eval.batch_size, cfg.eval.seed)
+        return evaluate_pretraining(
+            accelerator, objective, splits["validation"], tokenizer, cfg.masking, cfg.eval.batch_size, cfg.eval.seed
+        )
 
     def save(step: int) -> None:
         if accelerator.is_main_process:
-            save_checkpoint(out_dir / "checkpoints", step, accelerator.unwrap_model(objective).model, tokenizer,
-                            optimizer, scheduler, cfg.train.keep_last)
+            save_checkpoint(
+                out_dir / "checkpoints",
+                step,
+                accelerator.unwrap_model(objective).model,
+                tokenizer,
+                optimizer,
+                scheduler,
+                cfg.train.keep_last,
+            )
 
-    fit(accelerator, objective, optimizer, scheduler, loader, cfg.train, steps,
-        evaluate=evaluate if len(splits["validation"]) else None, save=save,
-        log_file=out_dir / "metrics.jsonl", desc="pretrain")
+    fit(
+        accelerator,
+        objective,
+        optimizer,
+        scheduler,
+        loader,
+        cfg.train,
+        steps,
+        evaluate=evaluate if len(splits["validation"]) else None,
+        save=save,
+        log_file=out_dir / "metrics.jsonl",
+        desc="pretrain",
+    )
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         # Into a temporary sibling, then renamed: checkpoints/ and metrics.jsonl are carried over.

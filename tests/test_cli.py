@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import torch
+from conftest import DATA, RECIPE, ROOT, run_cli, tiny_overrides
 from transformers import (
     BertForMaskedLM,
     BertForPreTraining,
@@ -14,14 +15,17 @@ from transformers import (
     pipeline,
 )
 
-from conftest import DATA, RECIPE, ROOT, run_cli, tiny_overrides
-
 
 def test_tokenize_writes_tokenizer_and_examples(tiny_run):
     out, _ = tiny_run
     tok = BertTokenizerFast.from_pretrained(out / "tokenizer")
     assert (out / "tokenizer" / "vocab.txt").read_text(encoding="utf-8").splitlines()[:5] == [
-        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+    ]
     assert tok.tokenize("北京") == ["北", "京"]  # CJK characters split, as in BERT
     meta = json.loads((out / "data" / "bertkit_data.json").read_text())
     assert meta["examples"]["train"] > 50 and meta["examples"]["validation"] > 0
@@ -86,10 +90,16 @@ def test_eval_pretrained_model_reports_mlm_and_nsp(tiny_run):
 
 def test_sentence_pair_classification_from_tsv(tiny_run, tmp_path):
     out, overrides = tiny_run
-    pair = [f"finetune.model_dir={out / 'pretrain'}", f"output_dir={tmp_path}", "finetune.task.name=pairs",
-            f"finetune.task.train_file={DATA / 'zh/pairs/train.tsv'}",
-            f"finetune.task.validation_file={DATA / 'zh/pairs/dev.tsv'}", "finetune.task.test_file=null",
-            "finetune.task.text_column=sentence1", "finetune.task.text_pair_column=sentence2"]
+    pair = [
+        f"finetune.model_dir={out / 'pretrain'}",
+        f"output_dir={tmp_path}",
+        "finetune.task.name=pairs",
+        f"finetune.task.train_file={DATA / 'zh/pairs/train.tsv'}",
+        f"finetune.task.validation_file={DATA / 'zh/pairs/dev.tsv'}",
+        "finetune.task.test_file=null",
+        "finetune.task.text_column=sentence1",
+        "finetune.task.text_pair_column=sentence2",
+    ]
     result = run_cli("finetune", RECIPE, *overrides, *pair)
     assert result.exit_code == 0, result.output
     model = BertForSequenceClassification.from_pretrained(tmp_path / "finetune" / "pairs")
@@ -119,8 +129,9 @@ def test_bad_inputs_are_one_line_errors(tmp_path, tiny_run):
 def test_console_script_error_has_no_traceback(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("data:\n  files: [missing.txt]\n")
-    proc = subprocess.run([sys.executable, "-m", "bertkit", "tokenize", str(recipe)], capture_output=True,
-                          text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bertkit", "tokenize", str(recipe)], capture_output=True, text=True, cwd=ROOT
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: missing.txt: no such file; check data.files in the recipe"
     assert "Traceback" not in proc.stdout + proc.stderr

@@ -38,8 +38,11 @@ def test_unknown_key_names_key_source_and_nearest(tmp_path):
     recipe.write_text("train:\n  learning_rate: 1e-3\n")
     with pytest.raises(BertkitError, match=r"r.yaml: unknown key 'train.learning_rate'"):
         load_recipe(recipe)
-    with pytest.raises(BertkitError, match=r"command line: unknown key 'train.batchsize'; did you mean "
-                                           r"'train.batch_size'"):
+    with pytest.raises(
+        BertkitError,
+        match=r"command line: unknown key 'train.batchsize'; did you mean "
+        r"'train.batch_size'",
+    ):
         load_recipe(None, ["train.batchsize=3"])
 
 

@@ -18,8 +18,9 @@ def _batch(b=256, t=128, seed=0):
 
 def test_rate_and_80_10_10():
     ids, words = _batch()
-    out, labels = mask_tokens(ids, words, vocab_size=VOCAB, mask_id=MASK, rate=0.15,
-                              generator=torch.Generator().manual_seed(1))
+    out, labels = mask_tokens(
+        ids, words, vocab_size=VOCAB, mask_id=MASK, rate=0.15, generator=torch.Generator().manual_seed(1)
+    )
     picked = labels != IGNORE_INDEX
     candidates = (words >= 0).sum().item()
     assert abs(picked.sum().item() / candidates - 0.15) < 0.01
@@ -45,8 +46,9 @@ def test_whole_words_are_picked_together():
     ids = torch.randint(10, VOCAB, (b, t))
     words = (torch.arange(t) // 3).expand(b, t).clone()  # words of 3 tokens
     words[:, 0] = -1
-    _, labels = mask_tokens(ids, words, vocab_size=VOCAB, mask_id=MASK, rate=0.3,
-                            generator=torch.Generator().manual_seed(3))
+    _, labels = mask_tokens(
+        ids, words, vocab_size=VOCAB, mask_id=MASK, rate=0.3, generator=torch.Generator().manual_seed(3)
+    )
     picked = (labels != IGNORE_INDEX)[:, 3:].reshape(b, -1, 3)  # full words only
     assert picked.any()
     assert torch.equal(picked.all(-1), picked.any(-1))
@@ -54,10 +56,18 @@ def test_whole_words_are_picked_together():
 
 def test_collator_pads_and_masks(tokenizer):
     examples = [
-        {"input_ids": [2, 50, 51, 3, 60, 3], "token_type_ids": [0, 0, 0, 0, 1, 1], "word_ids": [-1, 0, 0, -1, 1, -1],
-         "next_sentence_label": 1},
-        {"input_ids": [2, 70, 3, 80, 3], "token_type_ids": [0, 0, 0, 1, 1], "word_ids": [-1, 0, -1, 1, -1],
-         "next_sentence_label": 0},
+        {
+            "input_ids": [2, 50, 51, 3, 60, 3],
+            "token_type_ids": [0, 0, 0, 0, 1, 1],
+            "word_ids": [-1, 0, 0, -1, 1, -1],
+            "next_sentence_label": 1,
+        },
+        {
+            "input_ids": [2, 70, 3, 80, 3],
+            "token_type_ids": [0, 0, 0, 1, 1],
+            "word_ids": [-1, 0, -1, 1, -1],
+            "next_sentence_label": 0,
+        },
     ]
     collate = PretrainingCollator(tokenizer, MaskingConfig(rate=0.5), generator=torch.Generator().manual_seed(0))
     batch = collate(examples)

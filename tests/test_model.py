@@ -8,12 +8,18 @@ from bertkit.errors import BertkitError
 from bertkit.model import PretrainingObjective, bert_config, build_pretraining_model
 
 
-@pytest.mark.parametrize("size,layers,hidden,heads", [("tiny", 2, 128, 2), ("mini", 4, 256, 4),
-                                                      ("base", 12, 768, 12), ("large", 24, 1024, 16)])
+@pytest.mark.parametrize(
+    "size,layers,hidden,heads",
+    [("tiny", 2, 128, 2), ("mini", 4, 256, 4), ("base", 12, 768, 12), ("large", 24, 1024, 16)],
+)
 def test_size_presets(tokenizer, size, layers, hidden, heads):
     cfg = bert_config(ModelConfig(size=size), tokenizer)
     assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size) == (
-        layers, hidden, heads, 4 * hidden)
+        layers,
+        hidden,
+        heads,
+        4 * hidden,
+    )
     assert cfg.vocab_size == len(tokenizer)
 
 
@@ -27,9 +33,15 @@ def test_objective_equals_stock_bert_for_pretraining(tokenizer):
     torch.manual_seed(0)
     model = build_pretraining_model(ModelConfig(hidden_size=64, num_hidden_layers=2), tokenizer).eval()
     rows = [[2, *range(10, 10 + n), 3, *range(200, 210), 3] for n in (5, 17, 30)]
-    examples = [{"input_ids": r, "token_type_ids": [0] * (len(r) - 11) + [1] * 11,
-                 "word_ids": [-1 if t in (2, 3) else i for i, t in enumerate(r)], "next_sentence_label": i % 2}
-                for i, r in enumerate(rows)]
+    examples = [
+        {
+            "input_ids": r,
+            "token_type_ids": [0] * (len(r) - 11) + [1] * 11,
+            "word_ids": [-1 if t in (2, 3) else i for i, t in enumerate(r)],
+            "next_sentence_label": i % 2,
+        }
+        for i, r in enumerate(rows)
+    ]
     batch = PretrainingCollator(tokenizer, MaskingConfig(rate=0.3), torch.Generator().manual_seed(0))(examples)
 
     ours = PretrainingObjective(model)(**batch)

@@ -1,4 +1,5 @@
 import random
+
 import pytest
 
 from bertkit.data.pretraining import Sentence, Special, build_nsp_examples, truncate_pair
@@ -72,7 +73,7 @@ def test_word_ids_are_consecutive_and_special_tokens_have_none():
         sep = ex["input_ids"].index(SEP)
         assert words[0] == words[sep] == words[-1] == -1
         real = [w for w in words if w >= 0]
-        assert real[0] == 0 and all(b - a in (0, 1) for a, b in zip(real, real[1:]))
+        assert real[0] == 0 and all(b - a in (0, 1) for a, b in zip(real, real[1:], strict=False))
         # no word spans the [SEP]
         assert not set(words[1:sep]) & set(words[sep + 1 : -1])
 

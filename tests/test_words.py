@@ -5,7 +5,7 @@ def _groups(tokenizer, text, segmenter="rjieba"):
     ids, words = encode_with_words(tokenizer, [text], segmenter)
     tokens = tokenizer.convert_ids_to_tokens(ids[0])
     groups = {}
-    for tok, w in zip(tokens, words[0]):
+    for tok, w in zip(tokens, words[0], strict=True):
         groups.setdefault(w, []).append(tok)
     assert sorted(groups) == list(range(len(groups)))  # numbered 0.. in order
     return ["".join(t.removeprefix("##") for t in g) for g in groups.values()]
@@ -27,7 +27,13 @@ def test_english_pieces_of_a_word_share_an_id(tokenizer):
         if tok.startswith("##"):
             assert words[0][i] == words[0][i - 1]
     assert _groups(tokenizer, "Superconductivity isn't simple.") == [
-        "superconductivity", "isn", "'", "t", "simple", "."]
+        "superconductivity",
+        "isn",
+        "'",
+        "t",
+        "simple",
+        ".",
+    ]
 
 
 def test_mixed_text_numbers_and_punctuation(tokenizer):

@@ -1,8 +1,8 @@
 """Reading a raw corpus in the google-research/bert format: one sentence per line, blank line between documents.
 
-    files = resolve_files(["data/zh/*.txt"])
-    for document in read_documents(files):   # a document is a list of sentences
-        ...
+files = resolve_files(["data/zh/*.txt"])
+for document in read_documents(files):   # a document is a list of sentences
+    ...
 """
 
 from __future__ import annotations

@@ -70,8 +70,9 @@ class PretrainingCollator:
     Examples hold input_ids, token_type_ids, word_ids and (for NSP) next_sentence_label.
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, masking: MaskingConfig,
-                 generator: torch.Generator | None = None):
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, masking: MaskingConfig, generator: torch.Generator | None = None
+    ):
         self.pad_id = tokenizer.pad_token_id
         self.mask_id = tokenizer.mask_token_id
         self.vocab_size = len(tokenizer)
@@ -86,8 +87,14 @@ class PretrainingCollator:
             positions = torch.arange(length).expand_as(words)
             words = torch.where(words >= 0, positions, -1)
         inputs, labels = mask_tokens(
-            input_ids, words, vocab_size=self.vocab_size, mask_id=self.mask_id, rate=self.masking.rate,
-            mask_prob=self.masking.mask_prob, random_prob=self.masking.random_prob, generator=self.generator,
+            input_ids,
+            words,
+            vocab_size=self.vocab_size,
+            mask_id=self.mask_id,
+            rate=self.masking.rate,
+            mask_prob=self.masking.mask_prob,
+            random_prob=self.masking.random_prob,
+            generator=self.generator,
         )
         batch = {
             "input_ids": inputs,

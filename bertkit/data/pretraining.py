@@ -58,8 +58,9 @@ def _renumber(words: list[int]) -> list[int]:
     return [-1 if w < 0 else seen.setdefault(w, len(seen)) for w in words]
 
 
-def make_pair(a: list[int], a_words: list[int], b: list[int], b_words: list[int], is_random_next: bool,
-              special: Special) -> dict:
+def make_pair(
+    a: list[int], a_words: list[int], b: list[int], b_words: list[int], is_random_next: bool, special: Special
+) -> dict:
     # B's words are offset past A's so that no word spans the [SEP].
     shift = max(a_words, default=-1) + 1
     return {

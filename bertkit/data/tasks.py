@@ -65,8 +65,7 @@ def read_rows(path: Path) -> list[dict]:
 
 def _column(rows: list[dict], name: str, path: Path, setting: str) -> list:
     if name not in rows[0]:
-        raise BertkitError(f"{path}: no column '{name}' (columns: {', '.join(map(str, rows[0]))}); "
-                           f"set {setting}")
+        raise BertkitError(f"{path}: no column '{name}' (columns: {', '.join(map(str, rows[0]))}); set {setting}")
     values = []
     for n, row in enumerate(rows, 1):
         value = row.get(name)
@@ -78,24 +77,31 @@ def _column(rows: list[dict], name: str, path: Path, setting: str) -> list:
 
 def read_classification(rows: list[dict], task: TaskConfig, path: Path, labelled: bool = True) -> list[dict]:
     texts = _column(rows, task.text_column, path, "finetune.task.text_column")
-    pairs = (_column(rows, task.text_pair_column, path, "finetune.task.text_pair_column")
-             if task.text_pair_column else [None] * len(rows))
-    labels = (_column(rows, task.label_column, path, "finetune.task.label_column") if labelled
-              else [None] * len(rows))
-    return [{"text": str(t), "text_pair": None if p is None else str(p), "label": None if y is None else str(y)}
-            for t, p, y in zip(texts, pairs, labels, strict=True)]
+    pairs = (
+        _column(rows, task.text_pair_column, path, "finetune.task.text_pair_column")
+        if task.text_pair_column
+        else [None] * len(rows)
+    )
+    labels = _column(rows, task.label_column, path, "finetune.task.label_column") if labelled else [None] * len(rows)
+    return [
+        {"text": str(t), "text_pair": None if p is None else str(p), "label": None if y is None else str(y)}
+        for t, p, y in zip(texts, pairs, labels, strict=True)
+    ]
 
 
 def label_set(examples: list[dict]) -> list[str]:
     """Sorted labels; integers in numeric order."""
+
     def key(label: str):
         number = label.lstrip("-").isdigit()
         return (not number, int(label) if number else 0, label)
+
     return sorted({e["label"] for e in examples}, key=key)
 
 
-def encode_classification(tokenizer: PreTrainedTokenizerBase, examples: list[dict], label2id: dict[str, int] | None,
-                          max_length: int) -> list[dict]:
+def encode_classification(
+    tokenizer: PreTrainedTokenizerBase, examples: list[dict], label2id: dict[str, int] | None, max_length: int
+) -> list[dict]:
     texts = [e["text"] for e in examples]
     pairs = [e["text_pair"] for e in examples] if examples and examples[0]["text_pair"] is not None else None
     enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
@@ -129,13 +135,16 @@ class Task:
 
 
 TASKS: dict[str, Task] = {
-    "classification": Task(BertForSequenceClassification, read_classification, encode_classification,
-                           collate_classification),
+    "classification": Task(
+        BertForSequenceClassification, read_classification, encode_classification, collate_classification
+    ),
 }
 
 
 def check_labels(examples: list[dict], label2id: dict[str, int], path: Path) -> None:
     unknown = sorted({e["label"] for e in examples if e["label"] not in label2id})
     if unknown:
-        raise BertkitError(f"{path}: label(s) {', '.join(map(repr, unknown[:5]))} not seen in training "
-                           f"(known: {', '.join(label2id)}); fix the file or add examples to the train file")
+        raise BertkitError(
+            f"{path}: label(s) {', '.join(map(repr, unknown[:5]))} not seen in training "
+            f"(known: {', '.join(label2id)}); fix the file or add examples to the train file"
+        )

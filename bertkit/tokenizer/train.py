@@ -59,8 +59,10 @@ def load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
     """Load a BERT tokenizer from a local dir; one clear error if there is none."""
     directory = Path(directory)
     if not (directory / "tokenizer.json").is_file() and not (directory / "vocab.txt").is_file():
-        raise BertkitError(f"{directory}: no tokenizer here (tokenizer.json or vocab.txt); "
-                           "run `bertkit tokenize` first or point tokenizer.from_dir at a BERT dir")
+        raise BertkitError(
+            f"{directory}: no tokenizer here (tokenizer.json or vocab.txt); "
+            "run `bertkit tokenize` first or point tokenizer.from_dir at a BERT dir"
+        )
     tok = AutoTokenizer.from_pretrained(str(directory))
     missing = [t for t in ("cls_token", "sep_token", "mask_token", "pad_token") if getattr(tok, t) is None]
     if missing:
