@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bertkit.atomic import write_text
 from bertkit.errors import BertkitError
@@ -53,7 +53,8 @@ class DataConfig(Section):
     """`bertkit tokenize`: the raw corpus and the sentence-pair pretraining examples made from it."""
 
     files: list[str] = []
-    """Corpus files or glob patterns: one sentence per line, a blank line between documents."""
+    """Corpus files, glob patterns or directories (their *.txt): one sentence per line, a blank line between
+    documents. A single path may be given as a plain string."""
     max_seq_length: int = Field(128, ge=8)
     """Tokens per example, [CLS] and [SEP]s included."""
     short_seq_prob: float = Field(0.1, ge=0, le=1)
@@ -65,6 +66,11 @@ class DataConfig(Section):
     dataset_dir: Path | None = None
     """Where the examples are written/read; default `<output_dir>/data`."""
     seed: int = 12345
+
+    @field_validator("files", mode="before")
+    @classmethod
+    def _one_path(cls, value):
+        return [value] if isinstance(value, str) else value
 
 
 class ModelConfig(Section):

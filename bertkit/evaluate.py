@@ -16,7 +16,6 @@ import torch
 from accelerate import Accelerator
 from datasets import Dataset
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import BertForPreTraining, PreTrainedModel, PreTrainedTokenizerBase
 
 from bertkit.atomic import write_text
@@ -27,6 +26,7 @@ from bertkit.errors import BertkitError
 from bertkit.metrics import classification_metrics, format_table, pretraining_metrics
 from bertkit.model import PretrainingObjective, check_model_dir, quiet_transformers
 from bertkit.prepare import load_pretraining_data
+from bertkit.progress import progress
 from bertkit.tokenizer.train import load_tokenizer
 
 REPORT_FILE = "report.json"
@@ -49,7 +49,7 @@ def evaluate_pretraining(
     loader = accelerator.prepare(DataLoader(dataset, batch_size=batch_size, collate_fn=collate))
     objective.eval()
     totals = torch.zeros(5, dtype=torch.float64, device=accelerator.device)  # loss sum, correct, count, nsp ok, n
-    for batch in tqdm(loader, desc="eval", leave=False, disable=not accelerator.is_main_process):
+    for batch in progress(loader, desc="eval", leave=False, disable=not accelerator.is_main_process):
         out = objective(**batch)
         n = out["mlm_labels"].numel()
         totals[0] += out["mlm_loss"].double() * n
@@ -67,7 +67,7 @@ def predict(model: PreTrainedModel, features: list[dict], collate, batch_size: i
     """Class probabilities (N, C) of a sequence classifier, in input order."""
     model.eval()
     probs = []
-    for start in tqdm(range(0, len(features), batch_size), desc="predict", leave=False):
+    for start in progress(range(0, len(features), batch_size), desc="predict", leave=False):
         batch = collate(features[start : start + batch_size])
         batch.pop("labels", None)
         batch = {k: v.to(model.device) for k, v in batch.items()}

@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from torch.optim.lr_scheduler import LambdaLR
-from tqdm.auto import tqdm
 
 from bertkit.config import TrainConfig
 from bertkit.errors import BertkitError
 from bertkit.model import no_decay
+from bertkit.progress import progress
 
 
 def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.AdamW:
@@ -83,7 +83,7 @@ def fit(
     loss_sum, loss_count = torch.zeros((), device=accelerator.device), 0
     tokens = torch.zeros((), device=accelerator.device, dtype=torch.long)
     window_start = time.perf_counter()
-    bar = tqdm(total=max_steps, desc=desc, unit="step", disable=not main, dynamic_ncols=True)
+    bar = progress(total=max_steps, desc=desc, unit="step", disable=not main)
     model.train()
     while step < max_steps:
         if hasattr(loader, "set_epoch"):

@@ -15,13 +15,13 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, Features, Sequence, Value
 from datasets.utils.logging import disable_progress_bar
-from tqdm.auto import tqdm
 
 from bertkit.atomic import atomic_dir
 from bertkit.config import RunConfig, save_config
 from bertkit.data.corpus import read_documents, resolve_files
 from bertkit.data.pretraining import Sentence, Special, build_nsp_examples
 from bertkit.errors import BertkitError
+from bertkit.progress import progress
 from bertkit.tokenizer.train import load_tokenizer, save_tokenizer, train_wordpiece
 from bertkit.tokenizer.words import encode_with_words
 
@@ -50,7 +50,7 @@ def tokenize_documents(tokenizer, documents: list[list[str]], segmenter: str) ->
     """Token ids and word ids of every sentence, documents kept apart; empty sentences dropped."""
     flat = [s for doc in documents for s in doc]
     ids, words = [], []
-    with tqdm(total=len(flat), desc="encode", unit="sent", leave=False) as bar:
+    with progress(total=len(flat), desc="encode", unit="sent", leave=False) as bar:
         for start in range(0, len(flat), ENCODE_BATCH):
             batch_ids, batch_words = encode_with_words(tokenizer, flat[start : start + ENCODE_BATCH], segmenter)
             ids.extend(batch_ids)

@@ -31,6 +31,7 @@ def test_overrides_apply_and_are_type_checked(tmp_path):
     cfg = load_recipe(recipe, ["train.max_steps=50", "model.hidden_size=256"])
     assert cfg.train.lr == pytest.approx(1e-3) and isinstance(cfg.train.lr, float)
     assert cfg.train.max_steps == 50 and cfg.model.hidden_size == 256
+    assert load_recipe(recipe, ["data.files=my_corpus.txt"]).data.files == ["my_corpus.txt"]
 
 
 def test_unknown_key_names_key_source_and_nearest(tmp_path):
