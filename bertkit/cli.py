@@ -18,6 +18,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help text: the recipe key listing keeps its lines
     help="From a raw text corpus to a pretrained BERT and fine-tuned task models. Each command reads a recipe "
     "(YAML, see recipes/) plus key=value overrides, and saves its effective config next to its outputs.",
 )
@@ -31,13 +32,23 @@ OVERRIDES = typer.Argument(
 DEBUG = typer.Option(False, "--debug", help="Show the full traceback of an error.")
 
 
+def _keys(*sections: str) -> str:
+    import textwrap
+
+    from bertkit.config import describe
+
+    lines = [textwrap.fill(line, 100, subsequent_indent="    ") for line in describe(list(sections)).splitlines()]
+    # "\b" keeps click from re-flowing the paragraph into one block.
+    return "Recipe keys this command reads (section.key = default):\n\n\b\n" + "\n".join(lines)
+
+
 def _load(recipe: Path, overrides: list[str] | None):
     from bertkit.config import load_recipe
 
     return load_recipe(recipe, overrides or [])
 
 
-@app.command()
+@app.command(epilog=_keys("output_dir", "tokenizer", "data", "model"))
 def tokenize(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
     """Train a WordPiece vocabulary on data.files (or reuse tokenizer.from_dir) and build sentence-pair
     pretraining examples with whole-word ids. Writes <output_dir>/tokenizer and <output_dir>/data."""
@@ -49,7 +60,7 @@ def tokenize(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: boo
         print(f"tokenizer: {tokenizer_dir}\ndataset: {dataset_dir}")
 
 
-@app.command()
+@app.command(epilog=_keys("output_dir", "data", "model", "masking", "train", "eval"))
 def pretrain(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
     """Pretrain BERT (masked LM + next sentence prediction) on the tokenized data; works under
     `accelerate launch`. Writes a Hugging Face model dir to <output_dir>/pretrain."""
@@ -60,7 +71,7 @@ def pretrain(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: boo
         run_pretrain(cfg)
 
 
-@app.command()
+@app.command(epilog=_keys("output_dir", "finetune", "eval"))
 def finetune(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
     """Fine-tune a task head (finetune.task) from finetune.model_dir, default the recipe's pretrained model.
     Keeps the best dev checkpoint in <output_dir>/finetune/<task.name>."""
@@ -71,7 +82,7 @@ def finetune(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: boo
         run_finetune(cfg)
 
 
-@app.command("eval")
+@app.command("eval", epilog=_keys("output_dir", "eval", "finetune", "masking", "data"))
 def evaluate(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
     """Score eval.model_dir (default: the fine-tuned model): MLM/NSP for a pretrained model, accuracy and
     F1 for a classifier. Prints a table; writes report.json and predictions to <output_dir>/eval/<model>."""

@@ -24,7 +24,8 @@ CONFIG_FILE = "bertkit.yaml"
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Attribute docstrings become field descriptions: `bertkit COMMAND --help` lists them.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
 
 
 class TokenizerConfig(Section):
@@ -66,6 +67,7 @@ class DataConfig(Section):
     dataset_dir: Path | None = None
     """Where the examples are written/read; default `<output_dir>/data`."""
     seed: int = 12345
+    """Seeds the document split and pair building."""
 
     @field_validator("files", mode="before")
     @classmethod
@@ -80,10 +82,13 @@ class ModelConfig(Section):
     """google-research/bert sizes: tiny L2/H128, mini L4/H256, small L4/H512, medium L8/H512, base L12/H768,
     large L24/H1024."""
     num_hidden_layers: int | None = None
+    """Overrides the preset's layers."""
     hidden_size: int | None = None
+    """Overrides the preset's hidden size (heads = H/64 and FFN = 4H unless set)."""
     num_attention_heads: int | None = None
     intermediate_size: int | None = None
     max_position_embeddings: int = 512
+    """Longest input the model can take; data.max_seq_length must not exceed it."""
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
     init_from: Path | None = None
@@ -120,9 +125,11 @@ class TrainConfig(Section):
     """Optimizer steps; when unset, `epochs` passes over the data."""
     epochs: float = Field(1.0, gt=0)
     clip_grad_norm: float | None = 1.0
+    """Gradient norm clipping; null turns it off."""
     precision: Literal["no", "bf16", "fp16"] = "no"
     """Mixed precision (through Accelerate)."""
     seed: int = 42
+    """Seeds model init, data order and masking."""
     log_every: int = Field(10, ge=1)
     """Steps between logged loss lines (metrics.jsonl)."""
     eval_every: int | None = Field(None, ge=1)
@@ -143,12 +150,15 @@ class TaskConfig(Section):
     train_file: Path | None = None
     """JSONL, CSV or TSV with a header line."""
     validation_file: Path | None = None
+    """Dev file: evaluated during training, picks the best checkpoint."""
     test_file: Path | None = None
+    """Held-out file that `bertkit eval` scores by default."""
     text_column: str = "text"
     text_pair_column: str | None = None
     """Second text of a sentence pair; unset for single sentences."""
     label_column: str = "label"
     max_seq_length: int = Field(128, ge=8)
+    """Longer inputs are truncated."""
     metric: Literal["accuracy", "macro_f1"] = "accuracy"
     """Dev metric that selects the best checkpoint."""
 
@@ -207,6 +217,29 @@ class RunConfig(Section):
     @property
     def finetune_dir(self) -> Path:
         return self.output_dir / "finetune" / self.finetune.task.name
+
+
+def describe(sections: list[str]) -> str:
+    """Every key of the given RunConfig sections with its default and description, one line each."""
+    lines = []
+
+    def walk(section: BaseModel, prefix: str) -> None:
+        for name, field in type(section).model_fields.items():
+            value = getattr(section, name)
+            if isinstance(value, BaseModel):
+                walk(value, f"{prefix}{name}.")
+            else:
+                doc = " ".join((field.description or "").split())
+                lines.append(f"{prefix}{name} = {value!s}" + (f": {doc}" if doc else ""))
+
+    defaults = RunConfig()
+    for section in sections:
+        value = getattr(defaults, section)
+        if isinstance(value, BaseModel):
+            walk(value, f"{section}.")
+        else:
+            lines.append(f"{section} = {value!s}")
+    return "\n".join(lines)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

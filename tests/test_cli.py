@@ -135,3 +135,15 @@ def test_console_script_error_has_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: missing.txt: no such file; check data.files in the recipe"
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_help_documents_every_recipe_key():
+    from bertkit.config import RunConfig, describe
+
+    every_key = {line.split(" = ")[0] for line in describe(list(RunConfig.model_fields)).splitlines()}
+    shown = ""
+    for command in ("tokenize", "pretrain", "finetune", "eval"):
+        result = run_cli(command, "--help")
+        assert result.exit_code == 0 and "key=value" in result.output
+        shown += result.output
+    assert {k for k in every_key if k not in shown} == set()
