@@ -48,6 +48,8 @@ class TokenizerConfig(Section):
     segmenter: Literal["rjieba", "jieba", "none"] = "rjieba"
     """Word segmenter for whole-word ids of Chinese text; 'none' makes every Chinese character its own word.
     English words are always found from `##` pieces."""
+    user_dict: Path | None = None
+    """A jieba user dictionary (`word [freq] [tag]` per line) of domain words to keep whole."""
 
 
 class DataConfig(Section):
@@ -56,6 +58,19 @@ class DataConfig(Section):
     files: list[str] = []
     """Corpus files, glob patterns or directories (their *.txt): one sentence per line, a blank line between
     documents. A single path may be given as a plain string."""
+    text_field: str = "text"
+    """JSONL files: the field holding a document's text."""
+    split_sentences: bool = False
+    """Split lines into sentences at Chinese 。！？； and English . ! ? (for text that is not one sentence per
+    line)."""
+    on_error: Literal["skip", "strict"] = "skip"
+    """Lines that are not UTF-8, not valid JSON or longer than max_line_chars: `skip` counts them and reports the
+    first; `strict` stops with file:line."""
+    max_line_chars: int = Field(20000, ge=1)
+    """Longer lines are bad input (see on_error)."""
+    objective: Literal["nsp", "sop", "packed"] = "nsp"
+    """Examples to build: `nsp` sentence pairs with random next (BERT), `sop` sentence order (ALBERT), `packed`
+    full rows of consecutive text for MLM only (RoBERTa FULL-SENTENCES)."""
     max_seq_length: int = Field(128, ge=8)
     """Tokens per example, [CLS] and [SEP]s included."""
     short_seq_prob: float = Field(0.1, ge=0, le=1)
@@ -66,6 +81,8 @@ class DataConfig(Section):
     """Share of documents held out for the validation split."""
     dataset_dir: Path | None = None
     """Where the examples are written/read; default `<output_dir>/data`."""
+    num_proc: int | None = Field(None, ge=1)
+    """Worker processes for encoding; default one per CPU core. The output is the same whatever the number."""
     seed: int = 12345
     """Seeds the document split and pair building."""
 

@@ -1,86 +1,252 @@
-"""`bertkit tokenize`: raw corpus → WordPiece vocabulary + sentence-pair examples on disk.
+"""`bertkit tokenize`: raw corpus → WordPiece vocabulary + pretraining examples on disk, streamed and parallel.
 
     tokenizer_dir, dataset_dir = run_tokenize(load_recipe("recipes/demo-zh.yaml"))
     DatasetDict.load_from_disk(dataset_dir)["train"][0]   # input_ids, token_type_ids, word_ids, next_sentence_label
 
-The dataset dir is self-contained: it holds its tokenizer (dataset_dir/tokenizer) and `bertkit_data.json`
-(what made it and its statistics), so `bertkit pretrain` needs nothing else.
+The corpus is read as a stream and cut into chunks of about 1 MB of whole documents; worker processes turn
+each chunk into examples (random-next segments come from other documents of the same chunk) and the main
+process appends them to Arrow files. Each chunk's randomness is seeded by its index, so the output is the same
+whatever `data.num_proc` is, and memory does not grow with the corpus.
+
+The dataset dir is self-contained: its tokenizer (dataset_dir/tokenizer), `bertkit_data.json` (what made it)
+and `statistics.json`, so `bertkit pretrain` needs nothing else.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import random
+import tempfile
+import unicodedata
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 from datasets import Dataset, DatasetDict, Features, Sequence, Value
+from datasets.arrow_writer import ArrowWriter
 from datasets.utils.logging import disable_progress_bar
 
-from bertkit.atomic import atomic_dir
+from bertkit.atomic import atomic_dir, write_text
 from bertkit.config import RunConfig, save_config
-from bertkit.data.corpus import read_documents, resolve_files
-from bertkit.data.pretraining import Sentence, Special, build_nsp_examples
+from bertkit.data.corpus import ReadReport, read_documents, resolve_files
+from bertkit.data.pretraining import BUILDERS, LABELLED, Sentence, Special
 from bertkit.errors import BertkitError
 from bertkit.progress import progress
 from bertkit.tokenizer.train import load_tokenizer, save_tokenizer, train_wordpiece
-from bertkit.tokenizer.words import encode_with_words
+from bertkit.tokenizer.words import encode_with_words, segmenter
 
 METADATA_FILE = "bertkit_data.json"
+STATISTICS_FILE = "statistics.json"
 TOKENIZER_SUBDIR = "tokenizer"
-FEATURES = Features(
-    {
+SPLITS = ("train", "validation")
+CHUNK_BYTES = 1 << 20  # text per work unit: the pool of documents a random-next segment is drawn from
+ENCODE_BATCH = 1000  # sentences per call into the Rust tokenizer
+WORD_STATS_SENTENCES = 200  # sentences per chunk sampled for the Chinese word statistics
+COVERAGE_SENTENCES = 5000  # sentences sampled for the vocabulary coverage report
+
+
+def features(objective: str) -> Features:
+    columns = {
         "input_ids": Sequence(Value("int32")),
         "token_type_ids": Sequence(Value("int8")),
         "word_ids": Sequence(Value("int16")),
-        "next_sentence_label": Value("int8"),
     }
-)
-ENCODE_BATCH = 1000  # sentences per call into the Rust tokenizer
+    if objective in LABELLED:
+        columns["next_sentence_label"] = Value("int8")
+    return Features(columns)
 
 
-def split_documents(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+def split_documents(n: int, fraction: float, rng: random.Random) -> tuple[list[int], list[int]]:
     """Document indices for (train, validation); validation gets at least one document when asked for."""
     order = list(range(n))
-    random.Random(seed).shuffle(order)
+    rng.shuffle(order)
     n_val = min(n - 1, max(1, round(n * fraction))) if fraction > 0 and n > 1 else 0
     return sorted(order[n_val:]), sorted(order[:n_val])
 
 
-def tokenize_documents(tokenizer, documents: list[list[str]], segmenter: str) -> list[list[Sentence]]:
-    """Token ids and word ids of every sentence, documents kept apart; empty sentences dropped."""
+def _is_cjk(char: str) -> bool:
+    return "CJK" in unicodedata.name(char, "")
+
+
+def chinese_word_counts(pieces: Iterable[str]) -> tuple[int, int]:
+    """(Chinese words, of which multi-character) among segmenter pieces."""
+    words = [p for p in pieces if _is_cjk(p[0])]
+    return len(words), sum(len(p) > 1 for p in words)
+
+
+# Per-process state of the encoding workers, set once by _init_worker.
+_WORKER: dict = {}
+
+
+def _init_worker(tokenizer_dir: str, cfg: RunConfig) -> None:
+    _WORKER["tokenizer"] = load_tokenizer(Path(tokenizer_dir))
+    _WORKER["cut"] = segmenter(cfg.tokenizer.segmenter, cfg.tokenizer.user_dict)
+    _WORKER["cfg"] = cfg
+
+
+@dataclass
+class ChunkResult:
+    tables: dict[str, pa.Table]  # split → examples
+    stats: Counter
+    size: int  # bytes of text read for the chunk
+
+
+def _tokenize(documents: list[list[str]]) -> tuple[list[list[Sentence]], Counter]:
+    tokenizer, cut = _WORKER["tokenizer"], _WORKER["cut"]
     flat = [s for doc in documents for s in doc]
     ids, words = [], []
-    with progress(total=len(flat), desc="encode", unit="sent", leave=False) as bar:
-        for start in range(0, len(flat), ENCODE_BATCH):
-            batch_ids, batch_words = encode_with_words(tokenizer, flat[start : start + ENCODE_BATCH], segmenter)
-            ids.extend(batch_ids)
-            words.extend(batch_words)
-            bar.update(len(batch_ids))
+    for start in range(0, len(flat), ENCODE_BATCH):
+        batch_ids, batch_words = encode_with_words(tokenizer, flat[start : start + ENCODE_BATCH], cut)
+        ids.extend(batch_ids)
+        words.extend(batch_words)
+    stats = Counter(documents=len(documents), sentences=len(flat))
+    if cut is not None:
+        zh_words, zh_multi = chinese_word_counts(p for s in flat[:WORD_STATS_SENTENCES] for p in cut(s))
+        stats.update(zh_words=zh_words, zh_multi_char_words=zh_multi)
     out, k = [], 0
     for doc in documents:
         sentences = [Sentence(ids[k + j], words[k + j]) for j in range(len(doc)) if ids[k + j]]
         k += len(doc)
         if sentences:
             out.append(sentences)
+    return out, stats
+
+
+def _table(examples: list[dict], schema: Features) -> pa.Table:
+    return pa.Table.from_pydict({name: [e[name] for e in examples] for name in schema}, schema=schema.arrow_schema)
+
+
+def process_chunk(index: int, documents: list[list[str]], size: int) -> ChunkResult:
+    """Examples of one chunk of documents; a pure function of (index, documents) and the config."""
+    cfg = _WORKER["cfg"]
+    data = cfg.data
+    rng = random.Random(data.seed * 1_000_003 + index)
+    tokenized, stats = _tokenize(documents)
+    tokenizer = _WORKER["tokenizer"]
+    special = Special(cls=tokenizer.cls_token_id, sep=tokenizer.sep_token_id)
+    build, schema = BUILDERS[data.objective], features(data.objective)
+    tables = {}
+    for split, indices in zip(SPLITS, split_documents(len(tokenized), data.validation_fraction, rng), strict=True):
+        docs = [tokenized[i] for i in indices]
+        examples = []
+        for _ in range(data.dupe_factor):
+            examples.extend(build(docs, data.max_seq_length, data.short_seq_prob, rng, special))
+        rng.shuffle(examples)
+        tables[split] = _table(examples, schema)
+        lengths = [len(e["input_ids"]) for e in examples]
+        stats[f"{split}_documents"] += len(docs)
+        stats[f"{split}_examples"] += len(examples)
+        stats[f"{split}_tokens"] += sum(lengths)
+        stats[f"{split}_unk"] += sum(e["input_ids"].count(tokenizer.unk_token_id) for e in examples)
+        if data.objective in LABELLED:
+            stats[f"{split}_label_1"] += sum(e["next_sentence_label"] for e in examples)
+    return ChunkResult(tables, stats, size)
+
+
+def _chunks(documents: Iterator[list[str]], report: ReadReport) -> Iterator[tuple[int, list[list[str]], int]]:
+    """(index, documents, bytes) of about CHUNK_BYTES each; at least two documents, so random-next has a choice."""
+    chunk, start_bytes, index = [], 0, 0
+    for document in documents:
+        chunk.append(document)
+        if report.bytes_read - start_bytes >= CHUNK_BYTES and len(chunk) >= 2:
+            yield index, chunk, report.bytes_read - start_bytes
+            chunk, start_bytes, index = [], report.bytes_read, index + 1
+    if chunk:
+        yield index, chunk, report.bytes_read - start_bytes
+
+
+def map_ordered(
+    fn: Callable, items: Iterable[tuple], num_proc: int, initializer: Callable, initargs: tuple
+) -> Iterator:
+    """fn(*item) for every item, results in input order; with num_proc > 1 in forked worker processes, with
+    at most 2 items per worker in flight so memory stays bounded."""
+    if num_proc == 1:
+        initializer(*initargs)
+        for item in items:
+            yield fn(*item)
+        return
+    # Each worker runs the Rust tokenizer single-threaded; forked children must not inherit its thread pool.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    with multiprocessing.get_context("fork").Pool(num_proc, initializer, initargs) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.apply_async(fn, item))
+            if len(pending) >= 2 * num_proc:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def coverage(tokenizer, sentences: list[str]) -> dict:
+    """UNK rate on sample sentences and the characters of the sample the vocabulary cannot represent."""
+    backend = tokenizer.backend_tokenizer
+    unk = tokenizer.unk_token_id
+    encodings = backend.encode_batch(sentences, add_special_tokens=False)
+    n_tokens = sum(len(e.ids) for e in encodings)
+    n_unk = sum(e.ids.count(unk) for e in encodings)
+    chars = Counter(c for s in sentences for c in s if not c.isspace())
+    distinct = list(chars)
+    dropped = {
+        c: chars[c]
+        for c, e in zip(distinct, backend.encode_batch(distinct, add_special_tokens=False), strict=True)
+        if unk in e.ids
+    }
+    top = sorted(dropped.items(), key=lambda kv: -kv[1])[:20]
+    return {
+        "sample_sentences": len(sentences),
+        "unk_rate": n_unk / max(1, n_tokens),
+        "characters_seen": len(chars),
+        "characters_dropped": len(dropped),
+        "dropped_share": sum(dropped.values()) / max(1, sum(chars.values())),
+        "most_frequent_dropped": "".join(c for c, _ in top),
+    }
+
+
+def _sample(files, cfg: RunConfig, n: int) -> list[str]:
+    out = []
+    for document in read_documents(files, cfg.data, ReadReport()):
+        out.extend(document[: n - len(out)])
+        if len(out) >= n:
+            break
     return out
 
 
-def build_split(documents: list[list[Sentence]], cfg: RunConfig, special: Special, seed: int) -> Dataset:
-    rng = random.Random(seed)
-    examples = []
-    for _ in range(cfg.data.dupe_factor):
-        examples.extend(build_nsp_examples(documents, cfg.data.max_seq_length, cfg.data.short_seq_prob, rng, special))
-    rng.shuffle(examples)
-    columns = {name: [e[name] for e in examples] for name in FEATURES}
-    return Dataset.from_dict(columns, features=FEATURES)
+def statistics(totals: Counter, cfg: RunConfig, report: ReadReport, cover: dict) -> dict:
+    stats: dict = {
+        "megabytes": round(report.bytes_read / 1e6, 3),
+        "documents": totals["documents"],
+        "sentences": totals["sentences"],
+    }
+    for split in SPLITS:
+        examples, tokens = totals[f"{split}_examples"], totals[f"{split}_tokens"]
+        stats[split] = {
+            "documents": totals[f"{split}_documents"],
+            "examples": examples,
+            "tokens": tokens,
+            "mean_length": round(tokens / max(1, examples), 2),
+            "padding_fraction": round(1 - tokens / max(1, examples * cfg.data.max_seq_length), 4),
+            "unk_rate": round(totals[f"{split}_unk"] / max(1, tokens), 6),
+        }
+        if cfg.data.objective in LABELLED:
+            stats[split]["label_1_share"] = round(totals[f"{split}_label_1"] / max(1, examples), 4)
+    if totals["zh_words"]:
+        stats["zh_multi_char_word_share"] = round(totals["zh_multi_char_words"] / totals["zh_words"], 4)
+    stats["vocabulary_coverage"] = cover
+    stats["skipped_lines"] = dict(report.skipped)
+    stats["first_skipped"] = report.first_skipped
+    return stats
 
 
 def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
     """Train (or reuse) the tokenizer, build train/validation examples, save both. Returns their dirs."""
     disable_progress_bar()  # bertkit shows its own progress; datasets' per-shard bars are noise here
     files = resolve_files(cfg.data.files)
-    documents = list(read_documents(files))
-    if not documents:
+    total_mb = sum(f.stat().st_size for f in files) / 1e6
+    if next(read_documents(files, cfg.data), None) is None:
         raise BertkitError(
             f"{', '.join(map(str, files))}: corpus holds no text; "
             "expected one sentence per line, a blank line between documents"
@@ -88,57 +254,73 @@ def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
     if cfg.tokenizer.from_dir:
         tokenizer = load_tokenizer(cfg.tokenizer.from_dir)
     else:
-        print(f"training a WordPiece vocabulary of {cfg.tokenizer.vocab_size} on {len(files)} file(s)")
-        tokenizer = train_wordpiece(
-            (s for doc in documents for s in doc), cfg.tokenizer, model_max_length=cfg.model.max_position_embeddings
+        print(
+            f"training a WordPiece vocabulary of {cfg.tokenizer.vocab_size} on {len(files)} file(s), {total_mb:.1f} MB"
         )
+        sentences = (s for doc in read_documents(files, cfg.data, ReadReport()) for s in doc)
+        tokenizer = train_wordpiece(sentences, cfg.tokenizer, model_max_length=cfg.model.max_position_embeddings)
+    cover = coverage(tokenizer, _sample(files, cfg, COVERAGE_SENTENCES))
     with atomic_dir(cfg.tokenizer_dir) as tmp:
         save_tokenizer(tokenizer, tmp)
         save_config(cfg, tmp)
 
-    tokenized = tokenize_documents(tokenizer, documents, cfg.tokenizer.segmenter)
-    train_idx, val_idx = split_documents(len(tokenized), cfg.data.validation_fraction, cfg.data.seed)
-    special = Special(cls=tokenizer.cls_token_id, sep=tokenizer.sep_token_id)
-    splits = DatasetDict(
-        {
-            "train": build_split([tokenized[i] for i in train_idx], cfg, special, cfg.data.seed),
-            "validation": build_split([tokenized[i] for i in val_idx], cfg, special, cfg.data.seed + 1),
+    num_proc = cfg.data.num_proc or os.cpu_count() or 1
+    schema = features(cfg.data.objective)
+    report, totals = ReadReport(), Counter()
+    with atomic_dir(cfg.dataset_dir) as out, tempfile.TemporaryDirectory(dir=out.parent) as scratch:
+        writers = {s: ArrowWriter(features=schema, path=str(Path(scratch) / f"{s}.arrow")) for s in SPLITS}
+        chunks = _chunks(read_documents(files, cfg.data, report), report)
+        bar = progress(total=round(total_mb, 2), unit="MB", desc="tokenize")
+        for result in map_ordered(process_chunk, chunks, num_proc, _init_worker, (str(cfg.tokenizer_dir), cfg)):
+            for split, table in result.tables.items():
+                writers[split].write_table(table)
+            totals.update(result.stats)
+            bar.update(round(result.size / 1e6, 3))
+            bar.set_postfix(examples=totals["train_examples"] + totals["validation_examples"])
+        bar.close()
+        for writer in writers.values():
+            writer.finalize()
+        if totals["train_examples"] == 0:
+            raise BertkitError(
+                f"{', '.join(map(str, files))}: too little text to build one example; "
+                "a document needs at least two sentences or the corpus two documents"
+            )
+        splits = DatasetDict({s: Dataset.from_file(str(Path(scratch) / f"{s}.arrow")) for s in SPLITS})
+        splits.save_to_disk(str(out))
+        del splits  # the scratch files are memory-mapped
+        save_tokenizer(tokenizer, out / TOKENIZER_SUBDIR)
+        stats = statistics(totals, cfg, report, cover)
+        metadata = {
+            "objective": cfg.data.objective,
+            "max_seq_length": cfg.data.max_seq_length,
+            "vocab_size": len(tokenizer),
+            "segmenter": cfg.tokenizer.segmenter,
+            "user_dict": str(cfg.tokenizer.user_dict) if cfg.tokenizer.user_dict else None,
+            "word_ids": "per token: tokens of one whole word share an id (0.. in order); -1 on special tokens",
+            "files": [str(f) for f in files],
         }
-    )
-    if len(splits["train"]) == 0:
-        raise BertkitError(
-            f"{', '.join(map(str, files))}: too little text to build one sentence pair; "
-            "a document needs at least two sentences or the corpus two documents"
-        )
-
-    n_tokens = {name: sum(map(len, split["input_ids"])) for name, split in splits.items()}
-    unk = tokenizer.unk_token_id
-    n_unk = sum(row.count(unk) for row in splits["train"]["input_ids"])
-    metadata = {
-        "objective": "nsp",
-        "max_seq_length": cfg.data.max_seq_length,
-        "vocab_size": len(tokenizer),
-        "segmenter": cfg.tokenizer.segmenter,
-        "files": [str(f) for f in files],
-        "documents": {"train": len(train_idx), "validation": len(val_idx)},
-        "sentences": sum(len(d) for d in tokenized),
-        "examples": {name: len(split) for name, split in splits.items()},
-        "tokens": n_tokens,
-        "mean_length": round(n_tokens["train"] / len(splits["train"]), 2),
-        "unk_rate": round(n_unk / max(1, n_tokens["train"]), 6),
-    }
-    with atomic_dir(cfg.dataset_dir) as tmp:
-        splits.save_to_disk(str(tmp))
-        save_tokenizer(tokenizer, tmp / TOKENIZER_SUBDIR)
-        (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, ensure_ascii=False), encoding="utf-8")
-        save_config(cfg, tmp)
-    print(
-        f"{metadata['documents']['train'] + metadata['documents']['validation']} documents, "
-        f"{metadata['sentences']} sentences → {metadata['examples']['train']} train / "
-        f"{metadata['examples']['validation']} validation examples, mean length {metadata['mean_length']}, "
-        f"UNK rate {metadata['unk_rate']:.2%}"
-    )
+        write_text(out / METADATA_FILE, json.dumps(metadata, indent=2, ensure_ascii=False) + "\n")
+        write_text(out / STATISTICS_FILE, json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
+        save_config(cfg, out)
+    _print_summary(stats, report)
     return cfg.tokenizer_dir, cfg.dataset_dir
+
+
+def _print_summary(stats: dict, report: ReadReport) -> None:
+    train, val, cover = stats["train"], stats["validation"], stats["vocabulary_coverage"]
+    print(
+        f"{stats['documents']} documents, {stats['sentences']} sentences, {stats['megabytes']} MB → "
+        f"{train['examples']} train / {val['examples']} validation examples, mean length {train['mean_length']}, "
+        f"UNK rate {train['unk_rate']:.3%}"
+    )
+    dropped = cover["most_frequent_dropped"]
+    print(
+        f"vocabulary coverage: UNK rate {cover['unk_rate']:.3%} on {cover['sample_sentences']} sample sentences, "
+        f"{cover['characters_dropped']} of {cover['characters_seen']} characters not representable"
+        + (f" (most frequent: {dropped})" if dropped else "")
+    )
+    if report.summary():
+        print(report.summary())
 
 
 def load_pretraining_data(dataset_dir: Path) -> tuple[DatasetDict, dict]:

@@ -28,8 +28,12 @@ def test_tokenize_writes_tokenizer_and_examples(tiny_run):
     ]
     assert tok.tokenize("北京") == ["北", "京"]  # CJK characters split, as in BERT
     meta = json.loads((out / "data" / "bertkit_data.json").read_text())
-    assert meta["examples"]["train"] > 50 and meta["examples"]["validation"] > 0
-    assert meta["segmenter"] == "rjieba" and meta["max_seq_length"] == 64
+    assert meta["segmenter"] == "rjieba" and meta["max_seq_length"] == 64 and meta["objective"] == "nsp"
+    stats = json.loads((out / "data" / "statistics.json").read_text())
+    assert stats["train"]["examples"] > 50 and stats["validation"]["examples"] > 0
+    assert stats["documents"] == 200 and stats["sentences"] == 1401
+    assert 0.5 < stats["zh_multi_char_word_share"] < 0.9
+    assert stats["vocabulary_coverage"]["unk_rate"] < 0.01
     from datasets import load_from_disk
 
     example = load_from_disk(str(out / "data"))["train"][0]

@@ -2,7 +2,16 @@ import random
 
 import pytest
 
-from bertkit.data.pretraining import Sentence, Special, build_nsp_examples, truncate_pair
+from bertkit.data.pretraining import (
+    BUILDERS,
+    LABELLED,
+    Sentence,
+    Special,
+    build_nsp_examples,
+    build_packed_examples,
+    build_sop_examples,
+    truncate_pair,
+)
 from bertkit.prepare import split_documents
 
 CLS, SEP = 2, 3
@@ -92,8 +101,104 @@ def test_truncate_pair_trims_the_longer_side():
     assert a == aw and a == sorted(a) and set(a) <= set(range(10))
 
 
+def _sop_examples(max_len=64, **kw):
+    return list(build_sop_examples(_corpus(**kw), max_len, 0.1, random.Random(1), SPECIAL))
+
+
+def test_sop_layout_lengths_and_segments():
+    examples = _sop_examples()
+    assert len(examples) > 100
+    for ex in examples:
+        ids, types = ex["input_ids"], ex["token_type_ids"]
+        assert len(ids) <= 64 and len(types) == len(ids) == len(ex["word_ids"])
+        assert ids[0] == CLS and ids[-1] == SEP and ids.count(SEP) == 2
+        first_sep = ids.index(SEP)
+        assert 2 <= first_sep <= len(ids) - 3  # both segments non-empty
+        assert types == [0] * (first_sep + 1) + [1] * (len(ids) - first_sep - 1)
+
+
+def test_sop_segments_are_consecutive_text_of_one_document_swapped_half_of_the_time():
+    examples = _sop_examples(max_len=32, n_docs=1000)
+    assert len(examples) > 3000
+    assert 0.45 < sum(ex["next_sentence_label"] for ex in examples) / len(examples) < 0.55
+    for ex in examples:
+        ids = ex["input_ids"]
+        sep = ids.index(SEP)
+        x, y = ids[1:sep], ids[sep + 1 : -1]
+        assert len({_doc(t) for t in x + y}) == 1
+        # Token id % 100 is the sentence index; a lone sentence split in two puts the same index on both sides.
+        first, second = (x, y) if ex["next_sentence_label"] == 0 else (y, x)
+        assert max(t % 100 for t in first) <= min(t % 100 for t in second)
+
+
+def test_sop_splits_a_lone_sentence_and_skips_one_of_a_single_token():
+    docs = [[Sentence([5] * 6, [0, 0, 1, 2, 2, 3])], [Sentence([7], [0])]]
+    examples = list(build_sop_examples(docs, 32, 0.0, random.Random(0), SPECIAL))
+    assert len(examples) == 1
+    ids = examples[0]["input_ids"]
+    assert ids.count(5) == 6 and ids[0] == CLS and ids.count(SEP) == 2
+    words = examples[0]["word_ids"]
+    sep = ids.index(SEP)
+    assert not set(words[1:sep]) & set(words[sep + 1 : -1])  # a word cut by the split becomes two
+
+
+def test_sop_word_ids_are_consecutive_and_special_tokens_have_none():
+    for ex in _sop_examples():
+        words = ex["word_ids"]
+        sep = ex["input_ids"].index(SEP)
+        assert words[0] == words[sep] == words[-1] == -1
+        real = [w for w in words if w >= 0]
+        assert real[0] == 0 and all(b - a in (0, 1) for a, b in zip(real, real[1:], strict=False))
+        assert not set(words[1:sep]) & set(words[sep + 1 : -1])
+
+
+def test_packed_rows_are_full_and_lose_nothing():
+    docs = _corpus(n_docs=30, longest=80)
+    examples = list(build_packed_examples(docs, 64, 0.1, random.Random(1), SPECIAL))
+    stream = []
+    for d, doc in enumerate(docs):
+        stream += [SEP] * (d > 0) + [t for s in doc for t in s.ids]
+    assert len(examples) == -(-len(stream) // 62)
+    assert all(len(ex["input_ids"]) == 64 for ex in examples[:-1]) and 3 <= len(examples[-1]["input_ids"]) <= 64
+    inner = []
+    for ex in examples:
+        ids = ex["input_ids"]
+        assert ids[0] == CLS and ids[-1] == SEP
+        assert ex["token_type_ids"] == [0] * len(ids)
+        assert "next_sentence_label" not in ex
+        inner += ids[1:-1]
+    assert inner == stream
+    # Sentences of up to 80 tokens do not fit a 62-token row: some run on into the next row.
+    assert any(examples[k]["input_ids"][-2] == examples[k + 1]["input_ids"][1] for k in range(len(examples) - 1))
+
+
+def test_packed_word_ids():
+    docs = [
+        [Sentence([5] * 4, [0, 0, 1, 1]), Sentence([6] * 3, [0, 1, 2])],
+        [Sentence([7] * 3, [0, 0, 1])],
+    ]
+    examples = list(build_packed_examples(docs, 7, 0.0, random.Random(0), SPECIAL))
+    rows = [[CLS, 5, 5, 5, 5, 6, SEP], [CLS, 6, 6, SEP, 7, 7, SEP], [CLS, 7, SEP]]
+    assert [ex["input_ids"] for ex in examples] == rows
+    # Per row, 0.. in order; the word cut by the row boundary starts row 2 afresh; -1 on every [CLS]/[SEP].
+    assert [ex["word_ids"] for ex in examples] == [[-1, 0, 0, 1, 1, 2, -1], [-1, 0, 1, -1, 2, 2, -1], [-1, 0, -1]]
+
+
+def test_packed_word_ids_on_a_corpus():
+    for ex in build_packed_examples(_corpus(), 64, 0.1, random.Random(1), SPECIAL):
+        ids, words = ex["input_ids"], ex["word_ids"]
+        assert [i for i, w in enumerate(words) if w < 0] == [i for i, t in enumerate(ids) if t in (CLS, SEP)]
+        real = [w for w in words if w >= 0]
+        assert real[0] == 0 and all(b - a in (0, 1) for a, b in zip(real, real[1:], strict=False))
+
+
+def test_builders():
+    assert BUILDERS == {"nsp": build_nsp_examples, "sop": build_sop_examples, "packed": build_packed_examples}
+    assert LABELLED == {"nsp", "sop"}
+
+
 @pytest.mark.parametrize("n,fraction,expected", [(100, 0.05, 5), (10, 0.05, 1), (1, 0.5, 0), (5, 0.0, 0)])
 def test_split_documents(n, fraction, expected):
-    train, val = split_documents(n, fraction, seed=0)
+    train, val = split_documents(n, fraction, random.Random(0))
     assert len(val) == expected and sorted(train + val) == list(range(n))
-    assert split_documents(n, fraction, seed=0) == (train, val)
+    assert split_documents(n, fraction, random.Random(0)) == (train, val)

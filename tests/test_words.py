@@ -1,8 +1,8 @@
-from bertkit.tokenizer.words import encode_with_words
+from bertkit.tokenizer.words import encode_with_words, segmenter
 
 
-def _groups(tokenizer, text, segmenter="rjieba"):
-    ids, words = encode_with_words(tokenizer, [text], segmenter)
+def _groups(tokenizer, text, name="rjieba"):
+    ids, words = encode_with_words(tokenizer, [text], segmenter(name))
     tokens = tokenizer.convert_ids_to_tokens(ids[0])
     groups = {}
     for tok, w in zip(tokens, words[0], strict=True):
@@ -20,7 +20,7 @@ def test_without_segmenter_each_chinese_character_is_a_word(tokenizer):
 
 
 def test_english_pieces_of_a_word_share_an_id(tokenizer):
-    ids, words = encode_with_words(tokenizer, ["Superconductivity isn't simple."], "rjieba")
+    ids, words = encode_with_words(tokenizer, ["Superconductivity isn't simple."], segmenter("rjieba"))
     tokens = tokenizer.convert_ids_to_tokens(ids[0])
     assert tokens[1].startswith("##")  # the word is split into pieces …
     for i, tok in enumerate(tokens):  # … and every ## piece belongs to the word before it
