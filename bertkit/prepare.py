@@ -245,7 +245,7 @@ def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
     """Train (or reuse) the tokenizer, build train/validation examples, save both. Returns their dirs."""
     disable_progress_bar()  # bertkit shows its own progress; datasets' per-shard bars are noise here
     files = resolve_files(cfg.data.files)
-    total_mb = sum(f.stat().st_size for f in files) / 1e6
+    total_bytes = sum(f.stat().st_size for f in files)
     if next(read_documents(files, cfg.data), None) is None:
         raise BertkitError(
             f"{', '.join(map(str, files))}: corpus holds no text; "
@@ -254,9 +254,8 @@ def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
     if cfg.tokenizer.from_dir:
         tokenizer = load_tokenizer(cfg.tokenizer.from_dir)
     else:
-        print(
-            f"training a WordPiece vocabulary of {cfg.tokenizer.vocab_size} on {len(files)} file(s), {total_mb:.1f} MB"
-        )
+        mb = total_bytes / 1e6
+        print(f"training a WordPiece vocabulary of {cfg.tokenizer.vocab_size} on {len(files)} file(s), {mb:.1f} MB")
         sentences = (s for doc in read_documents(files, cfg.data, ReadReport()) for s in doc)
         tokenizer = train_wordpiece(sentences, cfg.tokenizer, model_max_length=cfg.model.max_position_embeddings)
     cover = coverage(tokenizer, _sample(files, cfg, COVERAGE_SENTENCES))
@@ -270,12 +269,13 @@ def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
     with atomic_dir(cfg.dataset_dir) as out, tempfile.TemporaryDirectory(dir=out.parent) as scratch:
         writers = {s: ArrowWriter(features=schema, path=str(Path(scratch) / f"{s}.arrow")) for s in SPLITS}
         chunks = _chunks(read_documents(files, cfg.data, report), report)
-        bar = progress(total=round(total_mb, 2), unit="MB", desc="tokenize")
+        # Compressed input reads more bytes than its size on disk: the total is only a guide there.
+        bar = progress(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1000, desc="tokenize")
         for result in map_ordered(process_chunk, chunks, num_proc, _init_worker, (str(cfg.tokenizer_dir), cfg)):
             for split, table in result.tables.items():
                 writers[split].write_table(table)
             totals.update(result.stats)
-            bar.update(round(result.size / 1e6, 3))
+            bar.update(result.size)
             bar.set_postfix(examples=totals["train_examples"] + totals["validation_examples"])
         bar.close()
         for writer in writers.values():
@@ -285,7 +285,10 @@ def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
                 f"{', '.join(map(str, files))}: too little text to build one example; "
                 "a document needs at least two sentences or the corpus two documents"
             )
-        splits = DatasetDict({s: Dataset.from_file(str(Path(scratch) / f"{s}.arrow")) for s in SPLITS})
+        # Empty splits (validation_fraction=0) are left out: datasets cannot load an empty saved split.
+        splits = DatasetDict(
+            {s: Dataset.from_file(str(Path(scratch) / f"{s}.arrow")) for s in SPLITS if totals[f"{s}_examples"]}
+        )
         splits.save_to_disk(str(out))
         del splits  # the scratch files are memory-mapped
         save_tokenizer(tokenizer, out / TOKENIZER_SUBDIR)

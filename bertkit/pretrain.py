@@ -85,7 +85,7 @@ def run_pretrain(cfg: RunConfig) -> Path:
         loader,
         cfg.train,
         steps,
-        evaluate=evaluate if len(splits["validation"]) else None,
+        evaluate=evaluate if "validation" in splits else None,
         save=save,
         log_file=out_dir / "metrics.jsonl",
         desc="pretrain",

@@ -39,14 +39,23 @@ def train_wordpiece(sentences: Iterable[str], cfg: TokenizerConfig, model_max_le
         **limit,
     )
     tok.train_from_iterator(sentences, trainer=trainer)
-    # Rebuilt through transformers so the saved files carry BERT's own pipeline and tokenizer_class.
+    # The trainer numbers tokens in hash-map order, which changes from run to run: a sorted order makes the
+    # same corpus give the same vocab.txt. Rebuilt through transformers so the saved files carry BERT's own
+    # pipeline and tokenizer_class.
+    learned = sorted(set(tok.get_vocab()) - set(SPECIAL_TOKENS), key=_vocab_order)
     return BertTokenizer(
-        vocab=tok.get_vocab(),
+        vocab={token: i for i, token in enumerate(SPECIAL_TOKENS + learned)},
         do_lower_case=cfg.lowercase,
         strip_accents=cfg.strip_accents,
         tokenize_chinese_chars=True,
         model_max_length=model_max_length,
     )
+
+
+def _vocab_order(token: str) -> tuple:
+    """Single characters, then their ## forms, then longer pieces; alphabetical within each group."""
+    piece = token.removeprefix("##")
+    return (len(piece) > 1, token.startswith("##"), token)
 
 
 def save_tokenizer(tok: PreTrainedTokenizerBase, directory: Path) -> None:

@@ -1,0 +1,108 @@
+"""run_tokenize end to end: objectives, determinism across worker counts, whole words on disk, bad input."""
+
+import json
+
+import pytest
+from conftest import DATA, RECIPE, run_cli
+from datasets import load_from_disk
+from transformers import BertTokenizerFast
+
+import bertkit.prepare as prepare
+from bertkit.config import load_recipe
+from bertkit.errors import BertkitError
+
+ZH = [str(DATA / "zh" / "corpus-a.txt"), str(DATA / "zh" / "corpus-b.txt")]
+
+
+def _cfg(tmp_path, *extra):
+    return load_recipe(
+        RECIPE,
+        [f"output_dir={tmp_path}", "tokenizer.vocab_size=1500", "data.max_seq_length=64", "data.dupe_factor=1", *extra],
+    )
+
+
+def _columns(path):
+    splits = load_from_disk(str(path))
+    return {name: split.to_dict() for name, split in splits.items()}
+
+
+def test_same_output_whatever_num_proc(tmp_path, monkeypatch):
+    monkeypatch.setattr(prepare, "CHUNK_BYTES", 20_000)  # several chunks from the small sample
+    outputs = []
+    for n in (1, 2):
+        reuse = [f"tokenizer.from_dir={tmp_path / 'p1' / 'tokenizer'}"] if n > 1 else []
+        _, dataset_dir = prepare.run_tokenize(_cfg(tmp_path / f"p{n}", f"data.num_proc={n}", *reuse))
+        outputs.append((_columns(dataset_dir), json.loads((dataset_dir / "statistics.json").read_text())))
+    assert outputs[0] == outputs[1]
+    assert outputs[0][1]["train"]["examples"] > 100
+
+
+def test_same_corpus_same_vocabulary(sentences):
+    from bertkit.config import TokenizerConfig
+    from bertkit.tokenizer.train import SPECIAL_TOKENS, train_wordpiece
+
+    vocabs = [train_wordpiece(iter(sentences), TokenizerConfig(vocab_size=2000)).get_vocab() for _ in range(3)]
+    assert vocabs[0] == vocabs[1] == vocabs[2]
+    assert [t for t, _ in sorted(vocabs[0].items(), key=lambda kv: kv[1])][:5] == SPECIAL_TOKENS
+
+
+def test_whole_chinese_words_share_an_id_on_disk(tmp_path):
+    _, dataset_dir = prepare.run_tokenize(_cfg(tmp_path, f"data.files={ZH[0]}"))
+    tok = BertTokenizerFast.from_pretrained(dataset_dir / "tokenizer")
+    example = load_from_disk(str(dataset_dir))["train"][0]
+    groups: dict[int, str] = {}
+    for token, word in zip(tok.convert_ids_to_tokens(example["input_ids"]), example["word_ids"], strict=True):
+        if word >= 0:
+            groups[word] = groups.get(word, "") + token.removeprefix("##")
+    assert sorted(groups) == list(range(len(groups)))
+    assert sum(len(g) >= 2 and "\u4e00" <= g[0] <= "\u9fff" for g in groups.values()) >= 5  # multi-character words
+
+
+def test_user_dictionary_keeps_domain_words_whole(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("我们研究自然语言处理。\n它很有趣。\n\n自然语言处理很难。\n但是值得。\n", encoding="utf-8")
+    user_dict = tmp_path / "dict.txt"
+    user_dict.write_text("自然语言处理 10 n\n", encoding="utf-8")
+    cfg = _cfg(
+        tmp_path,
+        f"data.files={corpus}",
+        f"tokenizer.user_dict={user_dict}",
+        "tokenizer.min_frequency=1",
+        "data.validation_fraction=0",
+        "data.num_proc=1",
+    )
+    _, dataset_dir = prepare.run_tokenize(cfg)
+    tok = BertTokenizerFast.from_pretrained(dataset_dir / "tokenizer")
+    found = False
+    for example in load_from_disk(str(dataset_dir))["train"]:
+        tokens = tok.convert_ids_to_tokens(example["input_ids"])
+        if "自" in tokens:
+            start = tokens.index("自")
+            assert len(set(example["word_ids"][start : start + 6])) == 1
+            found = True
+    assert found
+
+
+@pytest.mark.parametrize("objective,label", [("sop", True), ("packed", False)])
+def test_objectives_write_their_columns(tmp_path, objective, label):
+    _, dataset_dir = prepare.run_tokenize(_cfg(tmp_path, f"data.objective={objective}", f"data.files={ZH[0]}"))
+    train = load_from_disk(str(dataset_dir))["train"]
+    assert ("next_sentence_label" in train.column_names) == label
+    assert json.loads((dataset_dir / "bertkit_data.json").read_text())["objective"] == objective
+    if objective == "packed":
+        stats = json.loads((dataset_dir / "statistics.json").read_text())
+        assert stats["train"]["padding_fraction"] < 0.02  # dense rows
+
+
+def test_bad_corpus_input_through_the_cli(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(open(ZH[0], "rb").read() + b"\n\xff\xfe\n")
+    result = run_cli("tokenize", RECIPE, f"output_dir={tmp_path / 'o'}", f"data.files={bad}", "data.max_seq_length=64")
+    assert result.exit_code == 0, result.output
+    assert f"skipped 1 lines (not UTF-8: 1); first at {bad}:" in result.output
+    result = run_cli("tokenize", RECIPE, f"output_dir={tmp_path / 'o'}", f"data.files={bad}", "data.on_error=strict")
+    assert result.exit_code == 2 and "not UTF-8" in result.stderr
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(BertkitError, match="corpus holds no text"):
+        prepare.run_tokenize(_cfg(tmp_path, f"data.files={tmp_path / 'empty.txt'}"))
+    assert not (tmp_path / "tokenizer").exists()  # nothing written for an unusable corpus
