@@ -23,8 +23,10 @@ import unicodedata
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 from datasets import Dataset, DatasetDict, Features, Sequence, Value
 from datasets.arrow_writer import ArrowWriter
@@ -33,7 +35,7 @@ from datasets.utils.logging import disable_progress_bar
 from bertkit.atomic import atomic_dir, write_text
 from bertkit.config import RunConfig, save_config
 from bertkit.data.corpus import ReadReport, read_documents, resolve_files
-from bertkit.data.pretraining import BUILDERS, LABELLED, Sentence, Special
+from bertkit.data.pretraining import BUILDERS, LABELLED, Sentence, Special, word_ids_from_starts
 from bertkit.errors import BertkitError
 from bertkit.progress import progress
 from bertkit.tokenizer.train import load_tokenizer, save_tokenizer, train_wordpiece
@@ -98,26 +100,47 @@ class ChunkResult:
 def _tokenize(documents: list[list[str]]) -> tuple[list[list[Sentence]], Counter]:
     tokenizer, cut = _WORKER["tokenizer"], _WORKER["cut"]
     flat = [s for doc in documents for s in doc]
-    ids, words = [], []
+    ids, starts = [], []
     for start in range(0, len(flat), ENCODE_BATCH):
-        batch_ids, batch_words = encode_with_words(tokenizer, flat[start : start + ENCODE_BATCH], cut)
+        batch_ids, batch_starts = encode_with_words(tokenizer, flat[start : start + ENCODE_BATCH], cut)
         ids.extend(batch_ids)
-        words.extend(batch_words)
+        starts.extend(batch_starts)
     stats = Counter(documents=len(documents), sentences=len(flat))
     if cut is not None:
         zh_words, zh_multi = chinese_word_counts(p for s in flat[:WORD_STATS_SENTENCES] for p in cut(s))
         stats.update(zh_words=zh_words, zh_multi_char_words=zh_multi)
     out, k = [], 0
     for doc in documents:
-        sentences = [Sentence(ids[k + j], words[k + j]) for j in range(len(doc)) if ids[k + j]]
+        sentences = [Sentence(ids[k + j], starts[k + j]) for j in range(len(doc)) if ids[k + j]]
         k += len(doc)
         if sentences:
             out.append(sentences)
     return out, stats
 
 
-def _table(examples: list[dict], schema: Features) -> pa.Table:
-    return pa.Table.from_pydict({name: [e[name] for e in examples] for name in schema}, schema=schema.arrow_schema)
+def _list_column(rows: list[list[int]], lengths: np.ndarray, dtype) -> tuple[np.ndarray, pa.ListArray]:
+    values = np.fromiter(chain.from_iterable(rows), dtype=dtype, count=int(lengths.sum()))
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return values, pa.ListArray.from_arrays(offsets, values)
+
+
+def _table(examples: list[dict], schema: Features) -> tuple[pa.Table, np.ndarray]:
+    """Examples as an Arrow table (word-start flags become word ids), built from flat arrays; and the flat
+    input ids (for statistics)."""
+    lengths = np.fromiter((len(e["input_ids"]) for e in examples), dtype=np.int64, count=len(examples))
+    ids, ids_column = _list_column([e["input_ids"] for e in examples], lengths, np.int32)
+    _, types = _list_column([e["token_type_ids"] for e in examples], lengths, np.int8)
+    starts, _ = _list_column([e["word_starts"] for e in examples], lengths, np.int8)
+    offsets = types.offsets
+    columns = {
+        "input_ids": ids_column,
+        "token_type_ids": types,
+        "word_ids": pa.ListArray.from_arrays(offsets, word_ids_from_starts(starts, lengths).astype(np.int16)),
+    }
+    if "next_sentence_label" in schema:
+        columns["next_sentence_label"] = pa.array([e["next_sentence_label"] for e in examples], type=pa.int8())
+    return pa.Table.from_pydict(columns, schema=schema.arrow_schema), ids
 
 
 def process_chunk(index: int, documents: list[list[str]], size: int) -> ChunkResult:
@@ -136,12 +159,11 @@ def process_chunk(index: int, documents: list[list[str]], size: int) -> ChunkRes
         for _ in range(data.dupe_factor):
             examples.extend(build(docs, data.max_seq_length, data.short_seq_prob, rng, special))
         rng.shuffle(examples)
-        tables[split] = _table(examples, schema)
-        lengths = [len(e["input_ids"]) for e in examples]
+        tables[split], ids = _table(examples, schema)
         stats[f"{split}_documents"] += len(docs)
         stats[f"{split}_examples"] += len(examples)
-        stats[f"{split}_tokens"] += sum(lengths)
-        stats[f"{split}_unk"] += sum(e["input_ids"].count(tokenizer.unk_token_id) for e in examples)
+        stats[f"{split}_tokens"] += len(ids)
+        stats[f"{split}_unk"] += int((ids == tokenizer.unk_token_id).sum())
         if data.objective in LABELLED:
             stats[f"{split}_label_1"] += sum(e["next_sentence_label"] for e in examples)
     return ChunkResult(tables, stats, size)

@@ -11,6 +11,7 @@ from bertkit.data.pretraining import (
     build_packed_examples,
     build_sop_examples,
     truncate_pair,
+    word_ids_from_starts,
 )
 from bertkit.prepare import split_documents
 
@@ -26,9 +27,14 @@ def _corpus(n_docs=60, seed=0, longest=25, n_sentences=(2, 12)):
         sentences = []
         for s in range(rng.randint(*n_sentences)):
             n = rng.randint(3, longest)
-            sentences.append(Sentence([10000 + 100 * d + s] * n, [k // 2 for k in range(n)]))
+            sentences.append(Sentence([10000 + 100 * d + s] * n, [1 - k % 2 for k in range(n)]))
         docs.append(sentences)
     return docs
+
+
+def _word_ids(example):
+    starts = example["word_starts"]
+    return word_ids_from_starts(starts, [len(starts)]).tolist()
 
 
 def _doc(token):
@@ -52,7 +58,7 @@ def test_layout_lengths_and_segments():
     assert len(examples) > 100
     for ex in examples:
         ids, types = ex["input_ids"], ex["token_type_ids"]
-        assert len(ids) <= 64 and len(types) == len(ids) == len(ex["word_ids"])
+        assert len(ids) <= 64 and len(types) == len(ids) == len(_word_ids(ex))
         assert ids[0] == CLS and ids[-1] == SEP and ids.count(SEP) == 2
         first_sep = ids.index(SEP)
         assert first_sep >= 2 and first_sep <= len(ids) - 3  # A and B are non-empty
@@ -78,7 +84,7 @@ def test_random_next_comes_from_another_document():
 
 def test_word_ids_are_consecutive_and_special_tokens_have_none():
     for ex in _examples():
-        words = ex["word_ids"]
+        words = _word_ids(ex)
         sep = ex["input_ids"].index(SEP)
         assert words[0] == words[sep] == words[-1] == -1
         real = [w for w in words if w >= 0]
@@ -88,7 +94,7 @@ def test_word_ids_are_consecutive_and_special_tokens_have_none():
 
 
 def test_every_sentence_of_a_single_document_corpus_needs_a_pair():
-    docs = [[Sentence([5] * 4, [0, 1, 2, 3]), Sentence([6] * 4, [0, 1, 2, 3])]]
+    docs = [[Sentence([5] * 4, [1, 1, 1, 1]), Sentence([6] * 4, [1, 1, 1, 1])]]
     examples = list(build_nsp_examples(docs, 32, 0.0, random.Random(0), SPECIAL))
     assert [ex["next_sentence_label"] for ex in examples] == [0]  # no other document to draw from
 
@@ -110,7 +116,7 @@ def test_sop_layout_lengths_and_segments():
     assert len(examples) > 100
     for ex in examples:
         ids, types = ex["input_ids"], ex["token_type_ids"]
-        assert len(ids) <= 64 and len(types) == len(ids) == len(ex["word_ids"])
+        assert len(ids) <= 64 and len(types) == len(ids) == len(_word_ids(ex))
         assert ids[0] == CLS and ids[-1] == SEP and ids.count(SEP) == 2
         first_sep = ids.index(SEP)
         assert 2 <= first_sep <= len(ids) - 3  # both segments non-empty
@@ -132,19 +138,19 @@ def test_sop_segments_are_consecutive_text_of_one_document_swapped_half_of_the_t
 
 
 def test_sop_splits_a_lone_sentence_and_skips_one_of_a_single_token():
-    docs = [[Sentence([5] * 6, [0, 0, 1, 2, 2, 3])], [Sentence([7], [0])]]
+    docs = [[Sentence([5] * 6, [1, 0, 1, 1, 0, 1])], [Sentence([7], [1])]]
     examples = list(build_sop_examples(docs, 32, 0.0, random.Random(0), SPECIAL))
     assert len(examples) == 1
     ids = examples[0]["input_ids"]
     assert ids.count(5) == 6 and ids[0] == CLS and ids.count(SEP) == 2
-    words = examples[0]["word_ids"]
+    words = _word_ids(examples[0])
     sep = ids.index(SEP)
     assert not set(words[1:sep]) & set(words[sep + 1 : -1])  # a word cut by the split becomes two
 
 
 def test_sop_word_ids_are_consecutive_and_special_tokens_have_none():
     for ex in _sop_examples():
-        words = ex["word_ids"]
+        words = _word_ids(ex)
         sep = ex["input_ids"].index(SEP)
         assert words[0] == words[sep] == words[-1] == -1
         real = [w for w in words if w >= 0]
@@ -174,19 +180,19 @@ def test_packed_rows_are_full_and_lose_nothing():
 
 def test_packed_word_ids():
     docs = [
-        [Sentence([5] * 4, [0, 0, 1, 1]), Sentence([6] * 3, [0, 1, 2])],
-        [Sentence([7] * 3, [0, 0, 1])],
+        [Sentence([5] * 4, [1, 0, 1, 0]), Sentence([6] * 3, [1, 1, 1])],
+        [Sentence([7] * 3, [1, 0, 1])],
     ]
     examples = list(build_packed_examples(docs, 7, 0.0, random.Random(0), SPECIAL))
     rows = [[CLS, 5, 5, 5, 5, 6, SEP], [CLS, 6, 6, SEP, 7, 7, SEP], [CLS, 7, SEP]]
     assert [ex["input_ids"] for ex in examples] == rows
     # Per row, 0.. in order; the word cut by the row boundary starts row 2 afresh; -1 on every [CLS]/[SEP].
-    assert [ex["word_ids"] for ex in examples] == [[-1, 0, 0, 1, 1, 2, -1], [-1, 0, 1, -1, 2, 2, -1], [-1, 0, -1]]
+    assert [_word_ids(ex) for ex in examples] == [[-1, 0, 0, 1, 1, 2, -1], [-1, 0, 1, -1, 2, 2, -1], [-1, 0, -1]]
 
 
 def test_packed_word_ids_on_a_corpus():
     for ex in build_packed_examples(_corpus(), 64, 0.1, random.Random(1), SPECIAL):
-        ids, words = ex["input_ids"], ex["word_ids"]
+        ids, words = ex["input_ids"], _word_ids(ex)
         assert [i for i, w in enumerate(words) if w < 0] == [i for i, t in enumerate(ids) if t in (CLS, SEP)]
         real = [w for w in words if w >= 0]
         assert real[0] == 0 and all(b - a in (0, 1) for a, b in zip(real, real[1:], strict=False))
@@ -202,3 +208,17 @@ def test_split_documents(n, fraction, expected):
     train, val = split_documents(n, fraction, random.Random(0))
     assert len(val) == expected and sorted(train + val) == list(range(n))
     assert split_documents(n, fraction, random.Random(0)) == (train, val)
+
+
+def test_word_ids_from_starts_over_many_rows():
+    starts = [-1, 1, 0, 1, -1, 0, 1, -1] + [-1, 0, 0, 1, -1]
+    # A continuation right after a special token (front-truncated segment) begins a word; rows restart at 0.
+    assert word_ids_from_starts(starts, [8, 5]).tolist() == [-1, 0, 0, 1, -1, 2, 3, -1] + [-1, 0, 0, 1, -1]
+
+
+def test_truncating_a_huge_segment_is_linear():
+    a, b = list(range(300_000)), list(range(10))
+    a_starts, b_starts = [1] * len(a), [1] * len(b)
+    truncate_pair(a, a_starts, b, b_starts, 100, random.Random(0))
+    assert len(a) == 90 and len(b) == 10 and len(a_starts) == 90
+    assert a == list(range(a[0], a[0] + 90))  # one contiguous window survives

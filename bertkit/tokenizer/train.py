@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-from transformers import AutoTokenizer, BertTokenizer, PreTrainedTokenizerBase
+from transformers import BertTokenizer, PreTrainedTokenizerBase
 
 from bertkit.config import TokenizerConfig
 from bertkit.errors import BertkitError
@@ -72,7 +72,8 @@ def load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
             f"{directory}: no tokenizer here (tokenizer.json or vocab.txt); "
             "run `bertkit tokenize` first or point tokenizer.from_dir at a BERT dir"
         )
-    tok = AutoTokenizer.from_pretrained(str(directory))
+    # BertTokenizer, not AutoTokenizer: the latter imports torch, a second of start-up for every command.
+    tok = BertTokenizer.from_pretrained(str(directory))
     missing = [t for t in ("cls_token", "sep_token", "mask_token", "pad_token") if getattr(tok, t) is None]
     if missing:
         raise BertkitError(f"{directory}: tokenizer lacks {', '.join(missing)}; it is not a BERT tokenizer")
