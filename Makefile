@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 DEMO := runs/demo-zh
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint bench-data clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ demo: install
 
 test: install
 	$(BIN)/pytest -q
+
+# The tokenize stage on a generated 50 MB corpus per language vs the tokenizer's raw batch encoding (~5 min).
+bench-data: install
+	$(BIN)/python bench/bench_data.py
 
 lint: install
 	$(BIN)/ruff check bertkit tests

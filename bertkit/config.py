@@ -48,6 +48,9 @@ class TokenizerConfig(Section):
     segmenter: Literal["rjieba", "jieba", "none"] = "rjieba"
     """Word segmenter for whole-word ids of Chinese text; 'none' makes every Chinese character its own word.
     English words are always found from `##` pieces."""
+    train_sample_mb: float | None = Field(1024, gt=0)
+    """Learn the vocabulary from the corpus' first this many MB (a 30k vocabulary is settled long before a
+    gigabyte, and training on 100 GB would take hours); null uses everything."""
     user_dict: Path | None = None
     """A jieba user dictionary (`word [freq] [tag]` per line) of domain words to keep whole."""
 

@@ -46,7 +46,7 @@ STATISTICS_FILE = "statistics.json"
 TOKENIZER_SUBDIR = "tokenizer"
 SPLITS = ("train", "validation")
 CHUNK_BYTES = 1 << 20  # text per work unit: the pool of documents a random-next segment is drawn from
-ENCODE_BATCH = 1000  # sentences per call into the Rust tokenizer
+ENCODE_BATCH = 4000  # sentences per call into the Rust tokenizer
 WORD_STATS_SENTENCES = 200  # sentences per chunk sampled for the Chinese word statistics
 COVERAGE_SENTENCES = 5000  # sentences sampled for the vocabulary coverage report
 
@@ -228,6 +228,16 @@ def coverage(tokenizer, sentences: list[str]) -> dict:
     }
 
 
+def _training_sentences(files: list[Path], cfg: RunConfig) -> Iterator[str]:
+    """The sentences of the corpus' first `tokenizer.train_sample_mb` MB."""
+    report = ReadReport()
+    limit = cfg.tokenizer.train_sample_mb * 1e6 if cfg.tokenizer.train_sample_mb else float("inf")
+    for document in read_documents(files, cfg.data, report):
+        yield from document
+        if report.bytes_read >= limit:
+            return
+
+
 def _sample(files, cfg: RunConfig, n: int) -> list[str]:
     out = []
     for document in read_documents(files, cfg.data, ReadReport()):
@@ -276,10 +286,11 @@ def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
     if cfg.tokenizer.from_dir:
         tokenizer = load_tokenizer(cfg.tokenizer.from_dir)
     else:
-        mb = total_bytes / 1e6
-        print(f"training a WordPiece vocabulary of {cfg.tokenizer.vocab_size} on {len(files)} file(s), {mb:.1f} MB")
-        sentences = (s for doc in read_documents(files, cfg.data, ReadReport()) for s in doc)
-        tokenizer = train_wordpiece(sentences, cfg.tokenizer, model_max_length=cfg.model.max_position_embeddings)
+        mb = min(total_bytes / 1e6, cfg.tokenizer.train_sample_mb or float("inf"))
+        print(f"training a WordPiece vocabulary of {cfg.tokenizer.vocab_size} on {mb:.1f} MB of {len(files)} file(s)")
+        tokenizer = train_wordpiece(
+            _training_sentences(files, cfg), cfg.tokenizer, model_max_length=cfg.model.max_position_embeddings
+        )
     cover = coverage(tokenizer, _sample(files, cfg, COVERAGE_SENTENCES))
     with atomic_dir(cfg.tokenizer_dir) as tmp:
         save_tokenizer(tokenizer, tmp)

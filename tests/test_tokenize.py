@@ -106,3 +106,12 @@ def test_bad_corpus_input_through_the_cli(tmp_path):
     with pytest.raises(BertkitError, match="corpus holds no text"):
         prepare.run_tokenize(_cfg(tmp_path, f"data.files={tmp_path / 'empty.txt'}"))
     assert not (tmp_path / "tokenizer").exists()  # nothing written for an unusable corpus
+
+
+def test_vocabulary_sample_stops_at_its_size(tmp_path):
+    cfg = _cfg(tmp_path, "tokenizer.train_sample_mb=0.01")  # 10 kB of a 130 kB corpus
+    from bertkit.data.corpus import resolve_files
+
+    sampled = list(prepare._training_sentences(resolve_files(cfg.data.files), cfg))
+    size = sum(len(s.encode()) for s in sampled)
+    assert 10_000 <= size < 12_000 and sampled[0] == open(ZH[0], encoding="utf-8").readline().strip()
