@@ -39,8 +39,9 @@ def train_wordpiece(sentences: Iterable[str], cfg: TokenizerConfig, model_max_le
         **limit,
     )
     tok.train_from_iterator(sentences, trainer=trainer)
-    # The trainer numbers tokens in hash-map order, which changes from run to run: a sorted order makes the
-    # same corpus give the same vocab.txt. Rebuilt through transformers so the saved files carry BERT's own
+    # The trainer numbers tokens in hash-map order, which changes from run to run: a sorted order gives the
+    # same corpus the same ids (up to ties between equally frequent merges at the end of training, which the
+    # trainer also breaks in hash-map order). Rebuilt through transformers so the saved files carry BERT's own
     # pipeline and tokenizer_class.
     learned = sorted(set(tok.get_vocab()) - set(SPECIAL_TOKENS), key=_vocab_order)
     return BertTokenizer(
