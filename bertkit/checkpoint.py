@@ -1,10 +1,12 @@
-"""Saving models and training checkpoints, atomically.
+"""Saving models and training checkpoints atomically, and resuming from them exactly.
 
-    save_model(model, tokenizer, out_dir, cfg)            # a plain Hugging Face dir: config, safetensors, tokenizer
-    save_checkpoint(out_dir / "checkpoints", step, model, tokenizer, optimizer, scheduler, keep_last=2)
+    save_model(model, tokenizer, out_dir, cfg)      # a plain Hugging Face dir: config, safetensors, tokenizer
+    save_checkpoint(accelerator, root, state, model, tokenizer, optimizer, scheduler, keep_last=2)
+    state = load_checkpoint(accelerator, path, optimizer, scheduler)   # after accelerator.prepare
 
-A checkpoint is a model dir plus `training_state.pt` (optimizer, scheduler, step, RNG states), so it also
-loads with `from_pretrained`.
+A checkpoint `step-N/` is a model dir (it loads with `from_pretrained`) plus `training_state.pt` (optimizer,
+scheduler, grad scaler, step, epoch, position in the epoch) and `rng_states.pt` (every process' Python and
+torch RNG states). Both load with `torch.load(weights_only=True)`: no pickled code runs.
 """
 
 from __future__ import annotations
@@ -14,13 +16,18 @@ import shutil
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from bertkit.atomic import atomic_dir
 from bertkit.config import RunConfig, save_config
+from bertkit.errors import BertkitError
+from bertkit.loop import TrainState
 from bertkit.tokenizer.train import save_tokenizer
 
 STATE_FILE = "training_state.pt"
+RNG_FILE = "rng_states.pt"
 
 
 def save_model(
@@ -40,33 +47,93 @@ def save_model(
 
 
 def checkpoint_dirs(root: Path) -> list[Path]:
-    """Checkpoints under `root`, oldest first."""
+    """Complete checkpoints under `root`, oldest first."""
     found = [p for p in Path(root).glob("step-*") if p.is_dir() and p.name[5:].isdigit()]
     return sorted(found, key=lambda p: int(p.name[5:]))
 
 
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
 def save_checkpoint(
+    accelerator: Accelerator,
     root: Path,
-    step: int,
+    state: TrainState,
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     optimizer: torch.optim.Optimizer,
     scheduler,
     keep_last: int,
-) -> Path:
-    directory = Path(root) / f"step-{step}"
-    with atomic_dir(directory) as tmp:
-        model.save_pretrained(tmp)
-        save_tokenizer(tokenizer, tmp)
-        torch.save(
-            {
-                "step": step,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": {"python": random.getstate(), "torch": torch.get_rng_state()},
-            },
-            tmp / STATE_FILE,
-        )
-    for old in checkpoint_dirs(root)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+) -> Path | None:
+    """Called on every process (the RNG states of all are gathered); the main process writes."""
+    rng_states = gather_object([_rng_state()])  # one per process, in rank order
+    directory = Path(root) / f"step-{state.step}"
+    if accelerator.is_main_process:
+        with atomic_dir(directory) as tmp:
+            model.save_pretrained(tmp)
+            save_tokenizer(tokenizer, tmp)
+            scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
+            torch.save(
+                {
+                    "step": state.step,
+                    "epoch": state.epoch,
+                    "batches_in_epoch": state.batches_in_epoch,
+                    "num_processes": accelerator.num_processes,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler,
+                },
+                tmp / STATE_FILE,
+            )
+            torch.save(rng_states, tmp / RNG_FILE)
+        for old in checkpoint_dirs(root)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
     return directory
+
+
+def resolve_resume(resume: str | None, root: Path) -> Path | None:
+    """The checkpoint to resume from: None, `auto` (the newest under `root`, if any) or an explicit dir."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        found = checkpoint_dirs(root)
+        return found[-1] if found else None
+    path = Path(resume)
+    if not (path / STATE_FILE).is_file():
+        raise BertkitError(
+            f"{path}: not a bertkit checkpoint ({STATE_FILE} missing); give a checkpoints/step-N "
+            "dir or train.resume=auto"
+        )
+    return path
+
+
+def load_checkpoint(accelerator: Accelerator, path: Path, optimizer: torch.optim.Optimizer, scheduler) -> TrainState:
+    """Restore optimizer, scheduler, scaler and this process' RNG states; returns where training stood."""
+    try:
+        saved = torch.load(path / STATE_FILE, weights_only=True, map_location="cpu")
+        rng_states = torch.load(path / RNG_FILE, weights_only=True)
+    except Exception as e:  # a truncated or foreign file: say which, not how torch failed
+        raise BertkitError(
+            f"{path}: checkpoint is unreadable ({type(e).__name__}); resume from an earlier step-N dir"
+        ) from None
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    if saved["scaler"] is not None and accelerator.scaler is not None:
+        accelerator.scaler.load_state_dict(saved["scaler"])
+    if saved["num_processes"] != accelerator.num_processes:
+        raise BertkitError(
+            f"{path}: saved by {saved['num_processes']} process(es), resumed by "
+            f"{accelerator.num_processes}; the data position would not match; resume with the same "
+            "number of processes"
+        )
+    rng = rng_states[accelerator.process_index]
+    random.setstate(rng["python"])
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return TrainState(step=saved["step"], epoch=saved["epoch"], batches_in_epoch=saved["batches_in_epoch"])

@@ -126,6 +126,9 @@ class MaskingConfig(Section):
     """... share replaced by a random token; the rest stay unchanged."""
     whole_word: bool = False
     """Mask all pieces of a word together (word ids from `bertkit tokenize`)."""
+    max_predictions_per_seq: int | None = Field(None, ge=1)
+    """At most this many masked tokens per sequence (google-research/bert used 20 at length 128); whole words
+    that would cross it are left unmasked."""
 
 
 class TrainConfig(Section):
@@ -140,7 +143,11 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.01, ge=0)
     """Decoupled weight decay (not applied to biases and LayerNorm)."""
     warmup_ratio: float = Field(0.1, ge=0, le=1)
-    """Share of steps with a linear warm-up, then linear decay to 0."""
+    """Share of steps with a linear warm-up before the decay."""
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    """Learning-rate decay after the warm-up: linear or cosine to 0, or constant."""
+    optimizer: Literal["adamw", "lamb"] = "adamw"
+    """AdamW, or LAMB for very large batches."""
     max_steps: int | None = Field(None, ge=1)
     """Optimizer steps; when unset, `epochs` passes over the data."""
     epochs: float = Field(1.0, gt=0)
@@ -158,6 +165,12 @@ class TrainConfig(Section):
     """Steps between checkpoints in `checkpoints/step-N` (the final model is always saved)."""
     keep_last: int = Field(2, ge=1)
     """Checkpoints kept."""
+    max_time_minutes: float | None = Field(None, gt=0)
+    """Stop cleanly (checkpoint and model saved) after this much training time."""
+    resume: str | None = None
+    """Continue a run from a checkpoint: `auto` takes the newest in <output>/checkpoints (starting afresh if
+    there is none), or give a checkpoint dir. Model, optimizer, scheduler, step, RNG states and the position in
+    the data are restored, so the result equals an uninterrupted run."""
 
 
 class TaskConfig(Section):

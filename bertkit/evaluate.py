@@ -20,6 +20,7 @@ from transformers import BertForPreTraining, PreTrainedModel, PreTrainedTokenize
 
 from bertkit.atomic import write_text
 from bertkit.config import MaskingConfig, RunConfig, save_config
+from bertkit.data.loader import EpochSampler, KeyedDataset
 from bertkit.data.masking import PretrainingCollator
 from bertkit.data.tasks import TASKS, check_labels, read_rows
 from bertkit.errors import BertkitError
@@ -42,24 +43,29 @@ def evaluate_pretraining(
     masking: MaskingConfig,
     batch_size: int,
     seed: int,
+    pair: str | None,
 ) -> dict:
-    """MLM accuracy/perplexity and NSP accuracy with masks drawn from `seed`, so every call scores the same
-    corrupted inputs."""
-    collate = PretrainingCollator(tokenizer, masking, generator=torch.Generator().manual_seed(seed))
-    loader = accelerator.prepare(DataLoader(dataset, batch_size=batch_size, collate_fn=collate))
+    """MLM accuracy/perplexity, and NSP or SOP accuracy (`pair`), with every example's masks drawn from
+    (seed, index): each call scores the same corrupted inputs, whatever the batch size or process count."""
+    loader = DataLoader(
+        KeyedDataset(dataset, seed),
+        batch_size=batch_size,
+        sampler=EpochSampler(len(dataset), seed, shuffle=False),
+        collate_fn=PretrainingCollator(tokenizer, masking),
+    )
+    loader = accelerator.prepare(loader)
     objective.eval()
-    totals = torch.zeros(5, dtype=torch.float64, device=accelerator.device)  # loss sum, correct, count, nsp ok, n
+    totals = torch.zeros(5, dtype=torch.float64, device=accelerator.device)  # loss sum, correct, count, pair ok, n
     for batch in progress(loader, desc="eval", leave=False, disable=not accelerator.is_main_process):
         out = objective(**batch)
-        n = out["mlm_labels"].numel()
-        totals[0] += out["mlm_loss"].double() * n
+        totals[0] += out["mlm_sum"].double()
         totals[1] += (out["mlm_logits"].argmax(-1) == out["mlm_labels"]).sum()
-        totals[2] += n
+        totals[2] += out["mlm_labels"].numel()
         if "nsp_logits" in out:
             totals[3] += (out["nsp_logits"].argmax(-1) == out["nsp_labels"]).sum()
             totals[4] += out["nsp_labels"].numel()
-    loss_sum, correct, count, nsp_correct, nsp_count = accelerator.reduce(totals, "sum").tolist()
-    return pretraining_metrics(loss_sum, int(correct), int(count), int(nsp_correct), int(nsp_count))
+    loss_sum, correct, count, pair_correct, pair_count = accelerator.reduce(totals, "sum").tolist()
+    return pretraining_metrics(loss_sum, int(correct), int(count), int(pair_correct), int(pair_count), pair or "nsp")
 
 
 @torch.no_grad()
@@ -111,13 +117,21 @@ def run_eval(cfg: RunConfig) -> dict:
     accelerator = Accelerator(mixed_precision=cfg.train.precision)
     if "BertForPreTraining" in architectures:
         dataset_dir = cfg.eval.file or cfg.dataset_dir
-        splits, _ = load_pretraining_data(dataset_dir)
+        splits, meta = load_pretraining_data(dataset_dir)
         if cfg.eval.split not in splits:
             raise BertkitError(f"{dataset_dir}: no split '{cfg.eval.split}' (have {', '.join(splits)}); set eval.split")
         model = BertForPreTraining.from_pretrained(str(model_dir), attn_implementation="sdpa")
         objective = accelerator.prepare(PretrainingObjective(model))
+        pair = meta["objective"] if meta["objective"] in ("nsp", "sop") else None
         report = evaluate_pretraining(
-            accelerator, objective, splits[cfg.eval.split], tokenizer, cfg.masking, cfg.eval.batch_size, cfg.eval.seed
+            accelerator,
+            objective,
+            splits[cfg.eval.split],
+            tokenizer,
+            cfg.masking,
+            cfg.eval.batch_size,
+            cfg.eval.seed,
+            pair,
         )
         data = f"{dataset_dir} [{cfg.eval.split}]"
     elif any(a.endswith("ForSequenceClassification") for a in architectures):

@@ -18,9 +18,10 @@ from bertkit.config import RunConfig, save_config
 from bertkit.data.tasks import TASKS, check_labels, label_set, read_rows
 from bertkit.errors import BertkitError
 from bertkit.evaluate import predict
-from bertkit.loop import fit, linear_schedule, make_optimizer, total_steps
+from bertkit.loop import TrainState, fit, total_steps
 from bertkit.metrics import classification_metrics
 from bertkit.model import check_model_dir, quiet_transformers
+from bertkit.optim import make_optimizer, make_schedule
 from bertkit.tokenizer.train import load_tokenizer
 
 
@@ -64,10 +65,10 @@ def run_finetune(cfg: RunConfig) -> Path:
     collate = partial(task.collate, pad_id=tokenizer.pad_token_id)
     features = task.encode(tokenizer, train_examples, label2id, task_cfg.max_seq_length)
     loader = DataLoader(features, batch_size=train_cfg.batch_size, shuffle=True, collate_fn=collate)
-    steps = total_steps(train_cfg, len(loader))
     optimizer = make_optimizer(model, train_cfg)
-    scheduler = linear_schedule(optimizer, round(train_cfg.warmup_ratio * steps), steps)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    steps = total_steps(train_cfg, len(loader))
+    scheduler = make_schedule(optimizer, train_cfg, steps)
     if train_cfg.eval_every is None:  # evaluate after each epoch
         train_cfg = train_cfg.model_copy(update={"eval_every": max(1, len(loader) // train_cfg.grad_accum)})
 
@@ -83,13 +84,13 @@ def run_finetune(cfg: RunConfig) -> Path:
     best = {"score": float("-inf"), "step": 0}
     dev_features = task.encode(tokenizer, dev_examples, label2id, task_cfg.max_seq_length) if dev_examples else None
 
-    def evaluate(step: int) -> dict:
+    def evaluate(state: TrainState) -> dict:
         unwrapped = accelerator.unwrap_model(model)
         probs = predict(unwrapped, dev_features, collate, cfg.eval.batch_size)
         metrics = classification_metrics([f["labels"] for f in dev_features], probs.argmax(-1).tolist(), labels)
         scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
         if scalars[task_cfg.metric] > best["score"] and accelerator.is_main_process:
-            best.update(score=scalars[task_cfg.metric], step=step)
+            best.update(score=scalars[task_cfg.metric], step=state.step)
             save_model(unwrapped, tokenizer, out_dir, cfg, keep=("metrics.jsonl",))
         return scalars
 

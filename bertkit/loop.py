@@ -1,11 +1,12 @@
 """fit(): the one training loop, for pretraining and fine-tuning alike.
 
-    step = fit(accelerator, model, optimizer, scheduler, loader, cfg.train, max_steps,
-               evaluate=lambda step: {"accuracy": …}, save=lambda step: …, log_file=out / "metrics.jsonl")
+    state = fit(accelerator, model, optimizer, scheduler, loader, cfg.train, max_steps,
+                evaluate=lambda state: {"accuracy": …}, save=lambda state: …, log_file=out / "metrics.jsonl")
 
 `model(**batch)` must return a mapping or ModelOutput with a scalar "loss"; fit knows nothing else about the
-task. Evaluation and saving are the caller's functions, called every `eval_every` / `save_every` steps and at
-the end.
+task. Evaluation and checkpointing are the caller's functions, called every `eval_every` / `save_every` steps
+and at the end. `state` says where training is (step, epoch, micro-batches into the epoch); a
+resumed run passes the checkpoint's state and continues exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,28 +24,15 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from bertkit.config import TrainConfig
 from bertkit.errors import BertkitError
-from bertkit.model import no_decay
 from bertkit.progress import progress
 
 
-def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.AdamW:
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for n, p in named if not no_decay(n, p)], "weight_decay": train.weight_decay},
-        {"params": [p for n, p in named if no_decay(n, p)], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=train.lr, betas=(0.9, 0.999), eps=1e-6)
-
-
-def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> LambdaLR:
-    """Linear warm-up to the peak LR, then linear decay to 0 at `total_steps`."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-    return LambdaLR(optimizer, factor)
+@dataclass
+class TrainState:
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    batches_in_epoch: int = 0  # micro-batches of `epoch` this process has consumed
+    stopped_early: bool = False  # max_time reached
 
 
 def total_steps(train: TrainConfig, batches_per_epoch: int) -> int:
@@ -53,10 +42,12 @@ def total_steps(train: TrainConfig, batches_per_epoch: int) -> int:
     return max(1, math.ceil(train.epochs * batches_per_epoch / train.grad_accum))
 
 
-def _log(log_file: Path | None, record: dict) -> None:
+def _log(accelerator: Accelerator, log_file: Path | None, record: dict) -> None:
+    """A metrics.jsonl line (main process) and the same values to accelerate's trackers (TensorBoard)."""
     if log_file is not None:
         with open(log_file, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+    accelerator.log({k: v for k, v in record.items() if k not in ("step", "epoch")}, step=record["step"])
 
 
 def fit(
@@ -68,29 +59,34 @@ def fit(
     train: TrainConfig,
     max_steps: int,
     *,
-    evaluate: Callable[[int], dict] | None = None,
-    save: Callable[[int], None] | None = None,
+    state: TrainState | None = None,
+    evaluate: Callable[[TrainState], dict] | None = None,
+    save: Callable[[TrainState], None] | None = None,
     log_file: Path | None = None,
     desc: str = "train",
-) -> int:
-    """Train until `max_steps` optimizer steps; returns the last step."""
+) -> TrainState:
+    """Train until `max_steps` optimizer steps (or `train.max_time_minutes`); returns where it stopped."""
+    state = state or TrainState()
     main = accelerator.is_main_process
     if log_file is not None and main:
         log_file.parent.mkdir(parents=True, exist_ok=True)
     else:
         log_file = None
-    step, epoch = 0, 0
+    started = time.perf_counter()
+    deadline = started + train.max_time_minutes * 60 if train.max_time_minutes else math.inf
     loss_sum, loss_count = torch.zeros((), device=accelerator.device), 0
     tokens = torch.zeros((), device=accelerator.device, dtype=torch.long)
     window_start = time.perf_counter()
-    bar = progress(total=max_steps, desc=desc, unit="step", disable=not main)
+    bar = progress(total=max_steps, initial=state.step, desc=desc, unit="step", disable=not main)
     model.train()
-    while step < max_steps:
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
+    while state.step < max_steps:
+        loader.set_epoch(state.epoch)
+        # Resuming mid-epoch: skip what was consumed at the sampler, without loading or masking it.
+        batches = accelerator.skip_first_batches(loader, state.batches_in_epoch) if state.batches_in_epoch else loader
         seen = 0
-        for batch in loader:
+        for batch in batches:
             seen += 1
+            state.batches_in_epoch += 1
             with accelerator.accumulate(model):
                 loss = model(**batch)["loss"]
                 accelerator.backward(loss)
@@ -104,37 +100,51 @@ def fit(
             if not accelerator.sync_gradients:
                 continue
             scheduler.step()
-            step += 1
+            state.step += 1
             bar.update(1)
-            if step % train.log_every == 0 or step == max_steps:
+            if state.step % train.log_every == 0 or state.step == max_steps:
                 # .item() waits for the device: only once per log interval.
                 mean_loss = accelerator.reduce(loss_sum, "mean").item() / loss_count
                 if not math.isfinite(mean_loss):
                     raise BertkitError(
-                        f"loss became {mean_loss} at step {step}; lower train.lr or use "
+                        f"loss became {mean_loss} at step {state.step}; lower train.lr or use "
                         "train.precision=bf16 instead of fp16"
                     )
                 elapsed = time.perf_counter() - window_start
                 tok_s = accelerator.reduce(tokens, "sum").item() / max(elapsed, 1e-9)
                 lr = scheduler.get_last_lr()[0]
                 bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}")
-                _log(log_file, {"step": step, "epoch": epoch, "loss": mean_loss, "lr": lr, "tokens_per_s": tok_s})
+                _log(
+                    accelerator,
+                    log_file,
+                    {"step": state.step, "epoch": state.epoch, "loss": mean_loss, "lr": lr, "tokens_per_s": tok_s},
+                )
                 loss_sum.zero_()
                 tokens.zero_()
                 loss_count = 0
                 window_start = time.perf_counter()
-            if evaluate and ((train.eval_every and step % train.eval_every == 0) or step == max_steps):
-                metrics = evaluate(step)
+            out_of_time = time.perf_counter() > deadline
+            if evaluate and ((train.eval_every and state.step % train.eval_every == 0) or state.step == max_steps):
+                metrics = evaluate(state)
                 model.train()
                 if main:
-                    bar.write(f"step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-                _log(log_file, {"step": step, **{f"eval/{k}": v for k, v in metrics.items()}})
-            if save and train.save_every and step % train.save_every == 0 and step != max_steps:
-                save(step)
-            if step >= max_steps:
+                    bar.write(f"step {state.step}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+                _log(accelerator, log_file, {"step": state.step, **{f"eval/{k}": v for k, v in metrics.items()}})
+            at_end = state.step == max_steps or out_of_time
+            if save and ((train.save_every and state.step % train.save_every == 0) or at_end):
+                save(state)
+            if out_of_time:
+                if main:
+                    bar.write(f"train.max_time_minutes={train.max_time_minutes} reached at step {state.step}")
+                state.stopped_early = True
+                bar.close()
+                return state
+            if state.step >= max_steps:
                 break
-        if seen == 0:
+        if seen == 0 and state.batches_in_epoch == 0:
             raise BertkitError("the training data yields no batch; check the data files and train.batch_size")
-        epoch += 1
+        if state.step < max_steps:
+            state.epoch += 1
+            state.batches_in_epoch = 0
     bar.close()
-    return step
+    return state

@@ -32,17 +32,18 @@ def classification_metrics(gold: list[int], pred: list[int], labels: list[str]) 
 
 
 def pretraining_metrics(
-    mlm_loss_sum: float, mlm_correct: int, mlm_count: int, nsp_correct: int, nsp_count: int
+    mlm_loss_sum: float, mlm_correct: int, mlm_count: int, pair_correct: int, pair_count: int, pair: str = "nsp"
 ) -> dict:
-    """MLM accuracy and perplexity (exp of the mean cross-entropy over masked tokens), NSP accuracy."""
+    """MLM accuracy and perplexity (exp of the mean cross-entropy over masked tokens), and the accuracy of the
+    sentence-pair task `pair` (nsp or sop) when it was scored."""
     out = {
         "mlm_accuracy": mlm_correct / max(1, mlm_count),
         "mlm_perplexity": math.exp(min(mlm_loss_sum / max(1, mlm_count), 700.0)),
         "mlm_loss": mlm_loss_sum / max(1, mlm_count),
         "masked_tokens": mlm_count,
     }
-    if nsp_count:
-        out |= {"nsp_accuracy": nsp_correct / nsp_count, "examples": nsp_count}
+    if pair_count:
+        out |= {f"{pair}_accuracy": pair_correct / pair_count, "examples": pair_count}
     return out
 
 

@@ -11,6 +11,7 @@ is most of the work of a small BERT's step, and the loss is the same as BertForP
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -70,25 +71,49 @@ def check_model_dir(directory: Path) -> Path:
     return directory
 
 
+def check_vocabulary(model, tokenizer: PreTrainedTokenizerBase, model_dir: Path) -> None:
+    """The data's tokenizer must be the model's: same size, and the same tokens where the dir has a vocab."""
+    fix = f"tokenize with tokenizer.from_dir={model_dir}"
+    if model.config.vocab_size != len(tokenizer):
+        raise BertkitError(
+            f"{model_dir}: model vocabulary ({model.config.vocab_size}) differs from the data's "
+            f"tokenizer ({len(tokenizer)} tokens); {fix}"
+        )
+    if (Path(model_dir) / "vocab.txt").is_file() or (Path(model_dir) / "tokenizer.json").is_file():
+        from bertkit.tokenizer.train import load_tokenizer
+
+        if load_tokenizer(model_dir).get_vocab() != tokenizer.get_vocab():
+            raise BertkitError(f"{model_dir}: the model's vocabulary differs from the data's tokenizer; {fix}")
+
+
 def build_pretraining_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> BertForPreTraining:
     """A fresh BERT of the recipe's size, or `init_from` for continued pretraining."""
     if cfg.init_from:
-        model = BertForPreTraining.from_pretrained(str(check_model_dir(cfg.init_from)), attn_implementation="sdpa")
-        if model.config.vocab_size != len(tokenizer):
-            raise BertkitError(
-                f"{cfg.init_from}: model vocabulary ({model.config.vocab_size}) differs from the "
-                f"tokenizer's ({len(tokenizer)}); tokenize with tokenizer.from_dir={cfg.init_from}"
-            )
+        model_dir = check_model_dir(cfg.init_from)
+        model = BertForPreTraining.from_pretrained(str(model_dir), attn_implementation="sdpa")
+        check_vocabulary(model, tokenizer, model_dir)
         return model
     return BertForPreTraining(bert_config(cfg, tokenizer))
 
 
 class PretrainingObjective(nn.Module):
-    """MLM (+ NSP when the batch has next_sentence_label) on a BertForPreTraining, loss as transformers'."""
+    """MLM (+ NSP/SOP when the batch has next_sentence_label) on a BertForPreTraining, loss as transformers'.
 
-    def __init__(self, model: BertForPreTraining):
+    `global_sum`, given under data parallelism, sums a tensor over processes: the MLM loss is then the mean
+    over every masked token of the global batch (each process' share scaled so that the processes' average,
+    which DDP takes, is that mean), the same loss and gradient as one process with the whole batch.
+    """
+
+    def __init__(
+        self,
+        model: BertForPreTraining,
+        global_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        num_processes: int = 1,
+    ):
         super().__init__()
         self.model = model
+        self.global_sum = global_sum
+        self.num_processes = num_processes
 
     def forward(self, input_ids, attention_mask, token_type_ids, labels, next_sentence_label=None) -> dict:
         out = self.model.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
@@ -96,9 +121,13 @@ class PretrainingObjective(nn.Module):
         hidden = out.last_hidden_state[predicted]  # (N, H): only the masked positions reach the decoder
         mlm_logits = self.model.cls.predictions(hidden)  # (N, V)
         mlm_labels = labels[predicted]
-        # Sum over the count rather than mean: the same value, and 0 (not NaN) when nothing is masked.
-        mlm_loss = F.cross_entropy(mlm_logits.float(), mlm_labels, reduction="sum") / predicted.sum().clamp(min=1)
-        result = {"mlm_loss": mlm_loss, "mlm_logits": mlm_logits, "mlm_labels": mlm_labels}
+        mlm_sum = F.cross_entropy(mlm_logits.float(), mlm_labels, reduction="sum")
+        count = predicted.sum()
+        if self.global_sum is not None:
+            count = self.global_sum(count.detach()).float() / self.num_processes
+        # A sum over the count rather than a mean: the same value, and 0 (not NaN) when nothing is masked.
+        mlm_loss = mlm_sum / count.clamp(min=1)
+        result = {"mlm_loss": mlm_loss, "mlm_logits": mlm_logits, "mlm_labels": mlm_labels, "mlm_sum": mlm_sum}
         loss = mlm_loss
         if next_sentence_label is not None:
             nsp_logits = self.model.cls.seq_relationship(out.pooler_output)  # (B, 2)
@@ -111,8 +140,3 @@ class PretrainingObjective(nn.Module):
 
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def no_decay(name: str, param: torch.Tensor) -> bool:
-    """Biases and LayerNorm weights get no weight decay (as in BERT)."""
-    return param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name

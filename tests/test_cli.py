@@ -54,8 +54,10 @@ def test_pretrain_output_loads_in_transformers(tiny_run):
     log = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [2, 4, 6]
     assert any("eval/mlm_accuracy" in r for r in log)
-    assert sorted(p.name for p in (model_dir / "checkpoints").iterdir()) == ["step-3"]
+    assert sorted(p.name for p in (model_dir / "checkpoints").iterdir()) == ["step-3", "step-6"]  # every 3, last
     assert (model_dir / "checkpoints" / "step-3" / "training_state.pt").is_file()
+    assert (model_dir / "curves.png").stat().st_size > 10_000
+    assert list((model_dir / "tensorboard").rglob("events.out.tfevents.*"))
 
 
 def test_finetune_output_is_a_classifier_with_labels(tiny_run):

@@ -25,10 +25,13 @@ def test_class_never_predicted_or_seen_scores_zero():
 
 
 def test_pretraining_metrics():
-    m = pretraining_metrics(mlm_loss_sum=20.0, mlm_correct=3, mlm_count=10, nsp_correct=7, nsp_count=8)
+    m = pretraining_metrics(mlm_loss_sum=20.0, mlm_correct=3, mlm_count=10, pair_correct=7, pair_count=8)
     assert m["mlm_accuracy"] == pytest.approx(0.3)
     assert m["mlm_perplexity"] == pytest.approx(math.exp(2.0))
     assert m["nsp_accuracy"] == pytest.approx(7 / 8)
+    sop = pretraining_metrics(20.0, 3, 10, 5, 8, pair="sop")
+    assert sop["sop_accuracy"] == pytest.approx(5 / 8) and "nsp_accuracy" not in sop
+    assert "nsp_accuracy" not in pretraining_metrics(20.0, 3, 10, 0, 0)  # MLM only
 
 
 def test_table_aligns_cjk_labels():
