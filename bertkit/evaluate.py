@@ -13,6 +13,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 from datasets import Dataset
 from torch.utils.data import DataLoader
@@ -21,9 +22,10 @@ from transformers import BertForPreTraining, PreTrainedModel, PreTrainedTokenize
 from bertkit.atomic import write_text
 from bertkit.config import MaskingConfig, RunConfig, save_config
 from bertkit.data.loader import EpochSampler, KeyedDataset
-from bertkit.data.masking import PretrainingCollator
+from bertkit.data.masking import IGNORE_INDEX, PretrainingCollator
 from bertkit.data.tasks import TASKS, check_labels, read_rows
 from bertkit.errors import BertkitError
+from bertkit.loop import make_accelerator
 from bertkit.metrics import classification_metrics, format_table, pretraining_metrics
 from bertkit.model import PretrainingObjective, check_model_dir, quiet_transformers
 from bertkit.prepare import load_pretraining_data
@@ -58,13 +60,19 @@ def evaluate_pretraining(
     totals = torch.zeros(5, dtype=torch.float64, device=accelerator.device)  # loss sum, correct, count, pair ok, n
     for batch in progress(loader, desc="eval", leave=False, disable=not accelerator.is_main_process):
         out = objective(**batch)
-        totals[0] += out["mlm_sum"].double()
-        totals[1] += (out["mlm_logits"].argmax(-1) == out["mlm_labels"]).sum()
-        totals[2] += out["mlm_labels"].numel()
+        # Per-example sums, so that gather_for_metrics can drop the examples that data parallelism repeats to
+        # give every process full batches.
+        rows = (batch["labels"] != IGNORE_INDEX).nonzero()[:, 0]
+        per = torch.zeros(len(batch["labels"]), 5, dtype=torch.float64, device=accelerator.device)
+        token_loss = F.cross_entropy(out["mlm_logits"].float(), out["mlm_labels"], reduction="none")
+        per[:, 0].index_add_(0, rows, token_loss.double())
+        per[:, 1].index_add_(0, rows, (out["mlm_logits"].argmax(-1) == out["mlm_labels"]).double())
+        per[:, 2].index_add_(0, rows, torch.ones_like(token_loss, dtype=torch.float64))
         if "nsp_logits" in out:
-            totals[3] += (out["nsp_logits"].argmax(-1) == out["nsp_labels"]).sum()
-            totals[4] += out["nsp_labels"].numel()
-    loss_sum, correct, count, pair_correct, pair_count = accelerator.reduce(totals, "sum").tolist()
+            per[:, 3] = (out["nsp_logits"].argmax(-1) == out["nsp_labels"]).double()
+            per[:, 4] = 1
+        totals += accelerator.gather_for_metrics(per).sum(0)
+    loss_sum, correct, count, pair_correct, pair_count = totals.tolist()
     return pretraining_metrics(loss_sum, int(correct), int(count), int(pair_correct), int(pair_count), pair or "nsp")
 
 
@@ -114,7 +122,7 @@ def run_eval(cfg: RunConfig) -> dict:
     out_dir = cfg.eval.output_dir or cfg.output_dir / "eval" / model_dir.name
     architectures = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("architectures") or []
     tokenizer = load_tokenizer(model_dir)
-    accelerator = Accelerator(mixed_precision=cfg.train.precision)
+    accelerator = make_accelerator(cfg.train)
     if "BertForPreTraining" in architectures:
         dataset_dir = cfg.eval.file or cfg.dataset_dir
         splits, meta = load_pretraining_data(dataset_dir)

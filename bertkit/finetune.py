@@ -9,7 +9,6 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
@@ -18,7 +17,7 @@ from bertkit.config import RunConfig, save_config
 from bertkit.data.tasks import TASKS, check_labels, label_set, read_rows
 from bertkit.errors import BertkitError
 from bertkit.evaluate import predict
-from bertkit.loop import TrainState, fit, total_steps
+from bertkit.loop import TrainState, fit, make_accelerator, total_steps
 from bertkit.metrics import classification_metrics
 from bertkit.model import check_model_dir, quiet_transformers
 from bertkit.optim import make_optimizer, make_schedule
@@ -48,7 +47,7 @@ def run_finetune(cfg: RunConfig) -> Path:
         dev_examples = task.read(read_rows(task_cfg.validation_file), task_cfg, task_cfg.validation_file)
         check_labels(dev_examples, label2id, task_cfg.validation_file)
 
-    accelerator = Accelerator(mixed_precision=train_cfg.precision, gradient_accumulation_steps=train_cfg.grad_accum)
+    accelerator = make_accelerator(train_cfg)
     set_seed(train_cfg.seed)
     model = task.model_class.from_pretrained(
         str(model_dir),

@@ -11,6 +11,7 @@ resumed run passes the checkpoint's state and continues exactly where it stopped
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from torch.optim.lr_scheduler import LambdaLR
 
 from bertkit.config import TrainConfig
@@ -33,6 +35,24 @@ class TrainState:
     epoch: int = 0
     batches_in_epoch: int = 0  # micro-batches of `epoch` this process has consumed
     stopped_early: bool = False  # max_time reached
+
+
+def make_accelerator(train: TrainConfig, project_dir: Path | None = None) -> Accelerator:
+    """Mixed precision and accumulation from the recipe; TensorBoard logs under `project_dir` when tensorboard
+    is installed. Without a GPU, Accelerate must be told `cpu=True` to run several processes (gloo) under
+    `torchrun` or `accelerate launch`; otherwise each would train alone."""
+    accelerated = torch.cuda.is_available() or torch.backends.mps.is_available()
+    # Accelerate keeps one global state per process; a second run in the same process (a notebook, the tests)
+    # may ask for another precision. The process group (PartialState) is kept.
+    AcceleratorState._reset_state()
+    tensorboard = project_dir is not None and importlib.util.find_spec("tensorboard") is not None
+    return Accelerator(
+        cpu=not accelerated,
+        mixed_precision=train.precision,
+        gradient_accumulation_steps=train.grad_accum,
+        log_with="tensorboard" if tensorboard else None,
+        project_dir=str(project_dir) if project_dir else None,
+    )
 
 
 def total_steps(train: TrainConfig, batches_per_epoch: int) -> int:

@@ -9,12 +9,10 @@ The objective follows the data: `nsp` examples train MLM+NSP, `sop` MLM+SOP (the
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from transformers import BertForPreTraining
@@ -25,7 +23,7 @@ from bertkit.data.loader import EpochSampler, KeyedDataset
 from bertkit.data.masking import PretrainingCollator
 from bertkit.errors import BertkitError
 from bertkit.evaluate import evaluate_pretraining
-from bertkit.loop import TrainState, fit, total_steps
+from bertkit.loop import TrainState, fit, make_accelerator, total_steps
 from bertkit.model import (
     PretrainingObjective,
     build_pretraining_model,
@@ -41,17 +39,6 @@ from bertkit.tokenizer.train import load_tokenizer
 METRICS_FILE = "metrics.jsonl"
 
 
-def make_accelerator(cfg: RunConfig, project_dir: Path) -> Accelerator:
-    """Mixed precision and accumulation from the recipe; TensorBoard logs when tensorboard is installed."""
-    tensorboard = importlib.util.find_spec("tensorboard") is not None
-    return Accelerator(
-        mixed_precision=cfg.train.precision,
-        gradient_accumulation_steps=cfg.train.grad_accum,
-        log_with="tensorboard" if tensorboard else None,
-        project_dir=str(project_dir),
-    )
-
-
 def _trim_metrics(path: Path, step: int) -> None:
     """On resume, drop what the interrupted run logged after its checkpoint."""
     if path.is_file():
@@ -65,7 +52,7 @@ def run_pretrain(cfg: RunConfig) -> Path:
     splits, meta = load_pretraining_data(cfg.dataset_dir)
     tokenizer = load_tokenizer(cfg.dataset_dir / TOKENIZER_SUBDIR)
     out_dir = cfg.pretrain_dir
-    accelerator = make_accelerator(cfg, out_dir)
+    accelerator = make_accelerator(cfg.train, project_dir=out_dir)
     set_seed(cfg.train.seed)
     resume_from = resolve_resume(cfg.train.resume, out_dir / "checkpoints")
     if resume_from:

@@ -1,0 +1,204 @@
+"""Pretraining: data parallelism, exact resume, objectives, whole-word masking, budgets, continued pretraining."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import DATA, RECIPE, ROOT, run_cli
+from datasets import load_from_disk
+from safetensors.torch import load_file
+
+from bertkit.config import MaskingConfig, TrainConfig
+from bertkit.data.loader import KeyedDataset
+from bertkit.data.masking import IGNORE_INDEX, PretrainingCollator
+from bertkit.optim import Lamb, lr_factor
+from bertkit.tokenizer.train import load_tokenizer
+
+# A 1-layer H64 BERT without dropout, so that runs can be compared number for number.
+SMALL = [
+    "tokenizer.vocab_size=1500",
+    "data.max_seq_length=64",
+    "model.max_position_embeddings=64",
+    "model.hidden_size=64",
+    "model.num_hidden_layers=1",
+    "model.hidden_dropout_prob=0",
+    "model.attention_probs_dropout_prob=0",
+    "train.log_every=1",
+    f"data.files={DATA / 'zh' / 'corpus-a.txt'}",
+]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pretrain")
+    assert run_cli("tokenize", RECIPE, f"output_dir={out}", *SMALL).exit_code == 0
+    return out / "data"
+
+
+def _pretrain(out, data_dir, *extra):
+    result = run_cli("pretrain", RECIPE, f"output_dir={out}", f"data.dataset_dir={data_dir}", *SMALL, *extra)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _losses(out):
+    lines = (out / "pretrain" / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
+
+
+def _evals(out):
+    lines = (out / "pretrain" / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if "eval/mlm_accuracy" in r]
+
+
+def test_two_processes_match_one_with_the_same_global_batch(data_dir, tmp_path):
+    _pretrain(tmp_path / "one", data_dir, "train.max_steps=5", "train.batch_size=8", "train.eval_every=5")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "bertkit",
+        "pretrain",
+        str(RECIPE),
+        f"output_dir={tmp_path / 'two'}",
+        f"data.dataset_dir={data_dir}",
+        *SMALL,
+        "train.max_steps=5",
+        "train.batch_size=4",
+        "train.eval_every=5",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stdout  # really two gloo processes, not two lone runs
+    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert sorted(one) == sorted(two) == [1, 2, 3, 4, 5]
+    # Same examples, same per-example masks, MLM loss normalised over the global batch: equal up to the order
+    # of float sums across processes.
+    for step in one:
+        assert two[step] == pytest.approx(one[step], rel=1e-5)
+    e1, e2 = _evals(tmp_path / "one")[-1], _evals(tmp_path / "two")[-1]
+    assert e1["eval/masked_tokens"] == e2["eval/masked_tokens"]  # no example counted twice
+    assert e2["eval/mlm_loss"] == pytest.approx(e1["eval/mlm_loss"], rel=1e-5)
+
+
+def test_resume_after_a_crash_equals_an_uninterrupted_run(data_dir, tmp_path):
+    steps = ["train.max_steps=8", "train.save_every=3", "train.batch_size=8", "train.eval_every=4"]
+    _pretrain(tmp_path / "straight", data_dir, *steps)
+    crashed = tmp_path / "crashed"
+    _pretrain(crashed, data_dir, *steps)
+    # What a run killed between steps 6 and 8 leaves: checkpoint step-6, no final model.
+    shutil.rmtree(crashed / "pretrain" / "checkpoints" / "step-8")
+    (crashed / "pretrain" / "model.safetensors").unlink()
+    output = _pretrain(crashed, data_dir, *steps, "train.resume=auto")
+    assert "resuming from" in output and "step-6" in output
+    assert _losses(crashed) == pytest.approx(_losses(tmp_path / "straight"), rel=1e-6)
+    a = load_file(tmp_path / "straight" / "pretrain" / "model.safetensors")
+    b = load_file(crashed / "pretrain" / "model.safetensors")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_resume_mid_epoch_with_accumulation(data_dir, tmp_path):
+    steps = ["train.max_steps=6", "train.save_every=2", "train.batch_size=4", "train.grad_accum=2"]
+    _pretrain(tmp_path / "straight", data_dir, *steps)
+    crashed = tmp_path / "crashed"
+    _pretrain(crashed, data_dir, *steps)
+    for step in (4, 6):
+        shutil.rmtree(crashed / "pretrain" / "checkpoints" / f"step-{step}")
+    _pretrain(crashed, data_dir, *steps, "train.resume=auto", "train.keep_last=5")
+    assert _losses(crashed) == pytest.approx(_losses(tmp_path / "straight"), rel=1e-6)
+
+
+@pytest.mark.parametrize("objective,pair", [("sop", "sop"), ("packed", None)])
+def test_objectives_follow_the_data(tmp_path, objective, pair):
+    assert run_cli("tokenize", RECIPE, f"output_dir={tmp_path}", *SMALL, f"data.objective={objective}").exit_code == 0
+    output = _pretrain(tmp_path, tmp_path / "data", "train.max_steps=2", "train.eval_every=2")
+    assert ("MLM+SOP" if pair else "(MLM)") in output
+    evals = _evals(tmp_path)[-1]
+    assert ("eval/sop_accuracy" in evals) == (pair == "sop") and "eval/nsp_accuracy" not in evals
+
+
+def test_chinese_whole_word_masking_masks_segmenter_words(data_dir):
+    import rjieba
+
+    corpus_words = {w for line in open(DATA / "zh" / "corpus-a.txt", encoding="utf-8") for w in rjieba.cut(line)}
+    tok = load_tokenizer(data_dir / "tokenizer")
+    train = load_from_disk(str(data_dir))["train"]
+    collate = PretrainingCollator(tok, MaskingConfig(rate=0.3, whole_word=True))
+    keyed = KeyedDataset(train, seed=0)
+    multi_char_words = 0
+    for i in range(20):
+        example = train[i]
+        batch = collate([keyed[(0, i)]])
+        masked = (batch["labels"][0] != IGNORE_INDEX).tolist()
+        words = example["word_ids"]
+        tokens = tok.convert_ids_to_tokens(example["input_ids"])
+        groups: dict[int, list[int]] = {}
+        for pos, w in enumerate(words):
+            if w >= 0:
+                groups.setdefault(w, []).append(pos)
+        for positions in groups.values():
+            flags = {masked[p] for p in positions}
+            assert len(flags) == 1  # a word is masked whole or not at all
+            text = "".join(tokens[p].removeprefix("##") for p in positions)
+            at_edge = words[positions[0] - 1] < 0 or words[positions[-1] + 1] < 0  # truncation may cut a word
+            if flags == {True} and len(positions) > 1 and "\u4e00" <= text[0] <= "\u9fff" and not at_edge:
+                assert text in corpus_words  # the group is one word of the segmenter's
+                multi_char_words += 1
+    assert multi_char_words >= 10
+
+
+def test_max_time_stops_cleanly_with_a_checkpoint(data_dir, tmp_path):
+    output = _pretrain(tmp_path, data_dir, "train.max_steps=500", "train.max_time_minutes=0.0001")
+    assert "stopped at step 1 of 500; continue with train.resume=auto" in output
+    assert (tmp_path / "pretrain" / "checkpoints" / "step-1" / "training_state.pt").is_file()
+    assert (tmp_path / "pretrain" / "model.safetensors").is_file()
+
+
+def test_continued_pretraining_checks_the_vocabulary(data_dir, tmp_path):
+    _pretrain(tmp_path / "base", data_dir, "train.max_steps=1")
+    _pretrain(tmp_path / "more", data_dir, "train.max_steps=1", f"model.init_from={tmp_path / 'base' / 'pretrain'}")
+    other = tmp_path / "other"
+    english = f"data.files={DATA / 'en' / 'corpus.txt'}"
+    assert run_cli("tokenize", RECIPE, f"output_dir={other}", *SMALL, english).exit_code == 0
+    result = run_cli(
+        "pretrain",
+        RECIPE,
+        f"output_dir={other}",
+        *SMALL,
+        "train.max_steps=1",
+        f"model.init_from={tmp_path / 'base' / 'pretrain'}",
+    )
+    assert result.exit_code == 2 and "differs from the data's tokenizer" in result.stderr
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_runs(data_dir, tmp_path, precision):
+    _pretrain(tmp_path, data_dir, "train.max_steps=2", f"train.precision={precision}")
+    assert all(v == v for v in _losses(tmp_path).values())  # finite, not NaN
+
+
+def test_lr_schedules():
+    assert lr_factor(0, 10, 100, "linear") == pytest.approx(1 / 11)
+    assert lr_factor(10, 10, 100, "linear") == 1.0 and lr_factor(55, 10, 100, "linear") == pytest.approx(0.5)
+    assert lr_factor(55, 10, 100, "cosine") == pytest.approx(0.5) and lr_factor(100, 10, 100, "cosine") == 0.0
+    assert lr_factor(32, 10, 100, "cosine") > lr_factor(32, 10, 100, "linear")
+    assert lr_factor(90, 10, 100, "constant") == 1.0
+    assert TrainConfig(schedule="cosine", optimizer="lamb").optimizer == "lamb"
+
+
+def test_lamb_scales_each_update_by_the_trust_ratio():
+    w = torch.nn.Parameter(torch.full((4,), 2.0))
+    opt = Lamb([w], lr=0.1)
+    w.grad = torch.tensor([1.0, -1.0, 1.0, -1.0]) * 1e-3
+    opt.step()
+    # Adam's first update is ±1 per element (norm 2); the trust ratio ‖w‖/‖u‖ = 4/2 rescales it to ±2.
+    assert torch.allclose(w.detach(), torch.tensor([1.8, 2.2, 1.8, 2.2]))
