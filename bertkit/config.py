@@ -131,6 +131,17 @@ class MaskingConfig(Section):
     that would cross it are left unmasked."""
 
 
+class PhaseConfig(Section):
+    """One phase of a multi-phase pretraining run (e.g. sequence 128, then 512)."""
+
+    dataset_dir: Path
+    """Examples of this phase (a `bertkit tokenize` output)."""
+    max_steps: int = Field(ge=1)
+    """Optimizer steps of this phase."""
+    batch_size: int | None = Field(None, ge=1)
+    """Examples per step per process; default train.batch_size."""
+
+
 class TrainConfig(Section):
     """The optimisation loop, shared by pretraining and fine-tuning."""
 
@@ -167,6 +178,9 @@ class TrainConfig(Section):
     """Checkpoints kept."""
     max_time_minutes: float | None = Field(None, gt=0)
     """Stop cleanly (checkpoint and model saved) after this much training time."""
+    phases: list[PhaseConfig] = []
+    """Pretraining only: phases run one after another in one run, on their own data and batch size, with one
+    optimizer, one step count and one LR schedule over all of them; empty = one phase on data.dataset_dir."""
     resume: str | None = None
     """Continue a run from a checkpoint: `auto` takes the newest in <output>/checkpoints (starting afresh if
     there is none), or give a checkpoint dir. Model, optimizer, scheduler, step, RNG states and the position in

@@ -9,11 +9,14 @@ The objective follows the data: `nsp` examples train MLM+NSP, `sop` MLM+SOP (the
 
 from __future__ import annotations
 
+import itertools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from accelerate.utils import set_seed
+from datasets import DatasetDict
 from torch.utils.data import DataLoader
 from transformers import BertForPreTraining
 
@@ -46,11 +49,37 @@ def _trim_metrics(path: Path, step: int) -> None:
         path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
 
 
+@dataclass
+class Phase:
+    dataset_dir: Path
+    splits: DatasetDict
+    meta: dict
+    batch_size: int
+    max_steps: int | None  # None: train.epochs over the data (a run without phases)
+
+
+def _phases(cfg: RunConfig, tokenizer) -> list[Phase]:
+    specs = [(p.dataset_dir, p.max_steps, p.batch_size) for p in cfg.train.phases]
+    phases = []
+    for dataset_dir, max_steps, batch_size in specs or [(cfg.dataset_dir, cfg.train.max_steps, None)]:
+        splits, meta = load_pretraining_data(dataset_dir)
+        if load_tokenizer(dataset_dir / TOKENIZER_SUBDIR).get_vocab() != tokenizer.get_vocab():
+            raise BertkitError(
+                f"{dataset_dir}: tokenized with another vocabulary than {specs[0][0]}; tokenize every "
+                "phase with the same tokenizer.from_dir"
+            )
+        phases.append(Phase(dataset_dir, splits, meta, batch_size or cfg.train.batch_size, max_steps))
+    return phases
+
+
 def run_pretrain(cfg: RunConfig) -> Path:
-    """Pretrain on `cfg.dataset_dir`; the final model goes to `<output_dir>/pretrain`."""
+    """Pretrain on `cfg.dataset_dir` (or the `train.phases` one after another); the final model goes to
+    `<output_dir>/pretrain`."""
     quiet_transformers()
-    splits, meta = load_pretraining_data(cfg.dataset_dir)
-    tokenizer = load_tokenizer(cfg.dataset_dir / TOKENIZER_SUBDIR)
+    first_dir = cfg.train.phases[0].dataset_dir if cfg.train.phases else cfg.dataset_dir
+    load_pretraining_data(first_dir)  # a clear error before anything else when the data is missing
+    tokenizer = load_tokenizer(first_dir / TOKENIZER_SUBDIR)
+    phases = _phases(cfg, tokenizer)
     out_dir = cfg.pretrain_dir
     accelerator = make_accelerator(cfg.train, project_dir=out_dir)
     set_seed(cfg.train.seed)
@@ -60,31 +89,40 @@ def run_pretrain(cfg: RunConfig) -> Path:
         check_vocabulary(model, tokenizer, resume_from)
     else:
         model = build_pretraining_model(cfg.model, tokenizer)
-    if meta["max_seq_length"] > model.config.max_position_embeddings:
+    longest = max(phase.meta["max_seq_length"] for phase in phases)
+    if longest > model.config.max_position_embeddings:
         raise BertkitError(
-            f"{cfg.dataset_dir}: examples of {meta['max_seq_length']} tokens exceed the model's "
-            f"{model.config.max_position_embeddings} positions; raise model.max_position_embeddings "
-            "or tokenize with a smaller data.max_seq_length"
+            f"examples of {longest} tokens exceed the model's {model.config.max_position_embeddings} positions; "
+            "raise model.max_position_embeddings or tokenize with a smaller data.max_seq_length"
         )
     global_sum = (lambda t: accelerator.reduce(t, "sum")) if accelerator.num_processes > 1 else None
     objective = PretrainingObjective(model, global_sum, accelerator.num_processes)
-    loader = DataLoader(
-        KeyedDataset(splits["train"], cfg.train.seed),
-        batch_size=cfg.train.batch_size,
-        sampler=EpochSampler(len(splits["train"]), cfg.train.seed),
-        collate_fn=PretrainingCollator(tokenizer, cfg.masking),
-        generator=torch.Generator(),  # the loader's own base-seed draw must not touch the global RNG
-    )
     optimizer = make_optimizer(objective, cfg.train)
+    objective, optimizer = accelerator.prepare(objective, optimizer)
+    loaders = [
+        accelerator.prepare(
+            DataLoader(
+                KeyedDataset(phase.splits["train"], cfg.train.seed),
+                batch_size=phase.batch_size,
+                sampler=EpochSampler(len(phase.splits["train"]), cfg.train.seed),
+                collate_fn=PretrainingCollator(tokenizer, cfg.masking),
+                generator=torch.Generator(),  # the loader's own base-seed draw must not touch the global RNG
+            )
+        )
+        for phase in phases
+    ]
+    # Phase i runs until step ends[i]; one schedule spans them all.
+    ends = list(
+        itertools.accumulate(
+            phase.max_steps or total_steps(cfg.train, len(loader))
+            for phase, loader in zip(phases, loaders, strict=True)
+        )
+    )
+    steps = ends[-1]
     # The scheduler is stepped by fit() once per optimizer step, so it is not handed to accelerate.
-    objective, optimizer, loader = accelerator.prepare(objective, optimizer, loader)
-    steps = total_steps(cfg.train, len(loader))
     scheduler = make_schedule(optimizer, cfg.train, steps)
-    state = TrainState()
-    if resume_from:
-        state = load_checkpoint(accelerator, resume_from, optimizer, scheduler)
+    state = load_checkpoint(accelerator, resume_from, optimizer, scheduler) if resume_from else TrainState()
 
-    pair = meta["objective"] if meta["objective"] in ("nsp", "sop") else None
     if accelerator.is_main_process:
         save_config(cfg, out_dir)
         if resume_from:
@@ -92,25 +130,12 @@ def run_pretrain(cfg: RunConfig) -> Path:
             print(f"resuming from {resume_from} at step {state.step}")
         else:
             (out_dir / METRICS_FILE).unlink(missing_ok=True)
-        what = f"MLM+{pair.upper()}" if pair else "MLM"
         print(
-            f"pretraining ({what}) a {model.config.num_hidden_layers}-layer BERT (H={model.config.hidden_size}, "
-            f"{parameter_count(model) / 1e6:.1f}M parameters) for {steps} steps on {len(splits['train'])} "
-            f"examples, {accelerator.num_processes} process(es) on {accelerator.device}"
+            f"pretraining a {model.config.num_hidden_layers}-layer BERT (H={model.config.hidden_size}, "
+            f"{parameter_count(model) / 1e6:.1f}M parameters) for {steps} steps, "
+            f"{accelerator.num_processes} process(es) on {accelerator.device}"
         )
-    accelerator.init_trackers("tensorboard", config={"steps": steps, "lr": cfg.train.lr, "batch": cfg.train.batch_size})
-
-    def evaluate(state: TrainState) -> dict:
-        return evaluate_pretraining(
-            accelerator,
-            objective,
-            splits["validation"],
-            tokenizer,
-            cfg.masking,
-            cfg.eval.batch_size,
-            cfg.eval.seed,
-            pair,
-        )
+    accelerator.init_trackers("tensorboard", config={"steps": steps, "lr": cfg.train.lr})
 
     def save(state: TrainState) -> None:
         save_checkpoint(
@@ -124,20 +149,50 @@ def run_pretrain(cfg: RunConfig) -> Path:
             cfg.train.keep_last,
         )
 
-    state = fit(
-        accelerator,
-        objective,
-        optimizer,
-        scheduler,
-        loader,
-        cfg.train,
-        steps,
-        state=state,
-        evaluate=evaluate if "validation" in splits else None,
-        save=save,
-        log_file=out_dir / METRICS_FILE,
-        desc="pretrain",
-    )
+    what = "MLM"
+    for index, (phase, loader) in enumerate(zip(phases, loaders, strict=True)):
+        start = ends[index - 1] if index else 0
+        if state.step >= ends[index]:
+            continue  # done before the resumed checkpoint
+        if state.step == start:  # entering the phase: its data from the beginning
+            state.epoch, state.batches_in_epoch = 0, 0
+        pair = phase.meta["objective"] if phase.meta["objective"] in ("nsp", "sop") else None
+        what = f"MLM+{pair.upper()}" if pair else "MLM"
+        if accelerator.is_main_process:
+            label = f"phase {index + 1}/{len(phases)}: " if len(phases) > 1 else ""
+            print(
+                f"{label}{what} on {len(phase.splits['train'])} examples of {phase.meta['max_seq_length']} "
+                f"tokens from {phase.dataset_dir}, steps {start + 1}–{ends[index]}, batch {phase.batch_size}"
+            )
+
+        def evaluate(state: TrainState, phase=phase, pair=pair) -> dict:
+            return evaluate_pretraining(
+                accelerator,
+                objective,
+                phase.splits["validation"],
+                tokenizer,
+                cfg.masking,
+                cfg.eval.batch_size,
+                cfg.eval.seed,
+                pair,
+            )
+
+        state = fit(
+            accelerator,
+            objective,
+            optimizer,
+            scheduler,
+            loader,
+            cfg.train,
+            ends[index],
+            state=state,
+            evaluate=evaluate if "validation" in phase.splits else None,
+            save=save,
+            log_file=out_dir / METRICS_FILE,
+            desc="pretrain",
+        )
+        if state.stopped_early:
+            break
     accelerator.wait_for_everyone()
     accelerator.end_training()
     if accelerator.is_main_process:

@@ -121,7 +121,7 @@ def test_resume_mid_epoch_with_accumulation(data_dir, tmp_path):
 def test_objectives_follow_the_data(tmp_path, objective, pair):
     assert run_cli("tokenize", RECIPE, f"output_dir={tmp_path}", *SMALL, f"data.objective={objective}").exit_code == 0
     output = _pretrain(tmp_path, tmp_path / "data", "train.max_steps=2", "train.eval_every=2")
-    assert ("MLM+SOP" if pair else "(MLM)") in output
+    assert ("MLM+SOP on" if pair else "MLM on") in output
     evals = _evals(tmp_path)[-1]
     assert ("eval/sop_accuracy" in evals) == (pair == "sop") and "eval/nsp_accuracy" not in evals
 
@@ -184,6 +184,31 @@ def test_continued_pretraining_checks_the_vocabulary(data_dir, tmp_path):
 def test_mixed_precision_runs(data_dir, tmp_path, precision):
     _pretrain(tmp_path, data_dir, "train.max_steps=2", f"train.precision={precision}")
     assert all(v == v for v in _losses(tmp_path).values())  # finite, not NaN
+
+
+def test_two_phases_in_one_run(data_dir, tmp_path):
+    long = tmp_path / "data-long"
+    tokenize = [
+        "tokenize",
+        RECIPE,
+        f"output_dir={tmp_path}",
+        *SMALL,
+        "data.max_seq_length=128",
+        "model.max_position_embeddings=128",
+        f"data.dataset_dir={long}",
+        f"tokenizer.from_dir={data_dir / 'tokenizer'}",
+    ]
+    assert run_cli(*tokenize).exit_code == 0
+    phase_2 = f"{{dataset_dir: {long}, max_steps: 2, batch_size: 4}}"
+    phases = f"train.phases=[{{dataset_dir: {data_dir}, max_steps: 3}}, {phase_2}]"
+    output = _pretrain(tmp_path, data_dir, "model.max_position_embeddings=128", phases, "train.save_every=2")
+    assert "phase 1/2:" in output and "steps 1–3" in output and "phase 2/2:" in output and "steps 4–5" in output
+    assert sorted(_losses(tmp_path)) == [1, 2, 3, 4, 5]
+    assert len(_evals(tmp_path)) == 2  # at the end of each phase
+    # Resuming inside phase 2 continues there.
+    shutil.rmtree(tmp_path / "pretrain" / "checkpoints" / "step-5")
+    output = _pretrain(tmp_path, data_dir, "model.max_position_embeddings=128", phases, "train.resume=auto")
+    assert "at step 4" in output and "phase 1/2" not in output
 
 
 def test_lr_schedules():
