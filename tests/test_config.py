@@ -1,11 +1,14 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bertkit.config import load_recipe, parse_override, save_config
 from bertkit.errors import BertkitError
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").rglob("*.yaml"))
+RECIPES = sorted(
+    p for p in (Path(__file__).resolve().parents[1] / "recipes").rglob("*.yaml") if p.parent.name != "accelerate"
+)
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
@@ -15,7 +18,19 @@ def test_every_shipped_recipe_parses(recipe):
 
 
 def test_recipes_exist():
-    assert {"demo-zh.yaml", "demo-en.yaml"} <= {p.name for p in RECIPES}
+    names = {str(p.relative_to(p.parents[1] if p.parent.name == "pretrain" else p.parent)) for p in RECIPES}
+    assert {
+        "demo-zh.yaml",
+        "demo-en.yaml",
+        "pretrain/cpu-debug.yaml",
+        "pretrain/zh-wwm.yaml",
+        "pretrain/en-base.yaml",
+        "pretrain/two-phase.yaml",
+        "pretrain/multi-gpu.yaml",
+    } <= names
+    accelerate = Path(__file__).resolve().parents[1] / "recipes" / "accelerate"
+    for config in accelerate.glob("*.yaml"):  # valid YAML with a distributed type
+        assert yaml.safe_load(config.read_text())["distributed_type"] in ("MULTI_GPU", "FSDP")
 
 
 def test_override_values_parse_as_yaml():

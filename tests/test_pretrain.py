@@ -227,3 +227,11 @@ def test_lamb_scales_each_update_by_the_trust_ratio():
     opt.step()
     # Adam's first update is ±1 per element (norm 2); the trust ratio ‖w‖/‖u‖ = 4/2 rescales it to ±2.
     assert torch.allclose(w.detach(), torch.tensor([1.8, 2.2, 1.8, 2.2]))
+
+
+def test_cpu_debug_recipe_runs_end_to_end(tmp_path):
+    recipe = ROOT / "recipes" / "pretrain" / "cpu-debug.yaml"
+    for command in ("tokenize", "pretrain"):
+        result = run_cli(command, recipe, f"output_dir={tmp_path}")
+        assert result.exit_code == 0, result.output
+    assert sorted(_losses(tmp_path)) == [5, 10, 15, 20]
