@@ -29,7 +29,7 @@ def plot_curves(metrics_file: Path, out: Path, title: str = "") -> Path | None:
         return None
     fig, axes = plt.subplots(1, 2 if accuracies else 1, figsize=(11 if accuracies else 6, 4), squeeze=False)
     ax = axes[0][0]
-    ax.plot(*zip(*train, strict=True), label="train loss")
+    ax.plot(*zip(*train, strict=True), label="train loss (sum of objectives)")
     if "eval/mlm_loss" in evals:
         ax.plot(*zip(*evals["eval/mlm_loss"], strict=True), "o-", label="eval MLM loss")
     ax.set_xlabel("step")
