@@ -235,3 +235,51 @@ def test_cpu_debug_recipe_runs_end_to_end(tmp_path):
         result = run_cli(command, recipe, f"output_dir={tmp_path}")
         assert result.exit_code == 0, result.output
     assert sorted(_losses(tmp_path)) == [5, 10, 15, 20]
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_result(data_dir, tmp_path):
+    import signal
+    import time
+
+    steps = ["train.max_steps=150", "train.save_every=10", "train.batch_size=8", "train.log_every=10"]
+    _pretrain(tmp_path / "straight", data_dir, *steps)
+    cmd = [
+        sys.executable,
+        "-m",
+        "bertkit",
+        "pretrain",
+        str(RECIPE),
+        f"output_dir={tmp_path / 'killed'}",
+        f"data.dataset_dir={data_dir}",
+        *SMALL,
+        *steps,
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "killed" / "pretrain" / "checkpoints" / "step-20"
+    deadline = time.time() + 120
+    while not checkpoint.is_dir() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL  # killed mid-run, not finished
+    assert not (tmp_path / "killed" / "pretrain" / "model.safetensors").exists()
+    output = _pretrain(tmp_path / "killed", data_dir, *steps, "train.resume=auto")
+    assert "resuming from" in output
+    a = load_file(tmp_path / "straight" / "pretrain" / "model.safetensors")
+    b = load_file(tmp_path / "killed" / "pretrain" / "model.safetensors")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert _losses(tmp_path / "killed") == pytest.approx(_losses(tmp_path / "straight"), rel=1e-6)
+
+
+def test_no_weight_decay_on_biases_and_layer_norm(tokenizer):
+    from bertkit.config import ModelConfig
+    from bertkit.model import build_pretraining_model
+    from bertkit.optim import make_optimizer
+
+    model = build_pretraining_model(ModelConfig(hidden_size=64, num_hidden_layers=1), tokenizer)
+    decay, no_decay = make_optimizer(model, TrainConfig(weight_decay=0.01)).param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert all(names[id(p)].endswith("bias") or "LayerNorm" in names[id(p)] for p in no_decay["params"])
+    assert any("attention.self.query.weight" in names[id(p)] for p in decay["params"])
