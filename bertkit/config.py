@@ -178,6 +178,9 @@ class TrainConfig(Section):
     """Checkpoints kept."""
     max_time_minutes: float | None = Field(None, gt=0)
     """Stop cleanly (checkpoint and model saved) after this much training time."""
+    pack_sequences: bool = True
+    """Pretraining only: pack each batch's sequences into full rows with block-diagonal attention, so no
+    compute goes to padding (the loss is unchanged)."""
     phases: list[PhaseConfig] = []
     """Pretraining only: phases run one after another in one run, on their own data and batch size, with one
     optimizer, one step count and one LR schedule over all of them; empty = one phase on data.dataset_dir."""

@@ -107,6 +107,8 @@ def fit(
         for batch in batches:
             seen += 1
             state.batches_in_epoch += 1
+            n_tokens = batch.pop("num_tokens", None)  # packed batches say; otherwise the 2D attention mask
+            tokens += n_tokens if n_tokens is not None else batch["attention_mask"].sum()
             with accelerator.accumulate(model):
                 loss = model(**batch)["loss"]
                 accelerator.backward(loss)
@@ -116,7 +118,6 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
             loss_sum += loss.detach()
             loss_count += 1
-            tokens += batch["attention_mask"].sum()
             if not accelerator.sync_gradients:
                 continue
             scheduler.step()

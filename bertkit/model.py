@@ -115,8 +115,21 @@ class PretrainingObjective(nn.Module):
         self.global_sum = global_sum
         self.num_processes = num_processes
 
-    def forward(self, input_ids, attention_mask, token_type_ids, labels, next_sentence_label=None) -> dict:
-        out = self.model.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+    def forward(
+        self,
+        input_ids,
+        attention_mask,
+        token_type_ids,
+        labels,
+        next_sentence_label=None,
+        position_ids=None,
+        cls_positions=None,
+    ) -> dict:
+        """A padded batch, or a packed one (bertkit/data/packing.py: 4D block-diagonal attention_mask,
+        restarting position_ids, and cls_positions (N, 2) of each sequence's [CLS])."""
+        out = self.model.bert(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids
+        )
         predicted = labels != IGNORE_INDEX  # (B, T)
         hidden = out.last_hidden_state[predicted]  # (N, H): only the masked positions reach the decoder
         mlm_logits = self.model.cls.predictions(hidden)  # (N, V)
@@ -130,7 +143,12 @@ class PretrainingObjective(nn.Module):
         result = {"mlm_loss": mlm_loss, "mlm_logits": mlm_logits, "mlm_labels": mlm_labels, "mlm_sum": mlm_sum}
         loss = mlm_loss
         if next_sentence_label is not None:
-            nsp_logits = self.model.cls.seq_relationship(out.pooler_output)  # (B, 2)
+            pooled = out.pooler_output
+            if cls_positions is not None:  # packed: each sequence's own [CLS], through the same pooler
+                pooler = self.model.bert.pooler
+                cls = out.last_hidden_state[cls_positions[:, 0], cls_positions[:, 1]]  # (N, H)
+                pooled = pooler.activation(pooler.dense(cls))
+            nsp_logits = self.model.cls.seq_relationship(pooled)  # (N, 2)
             nsp_loss = F.cross_entropy(nsp_logits.float(), next_sentence_label.long())
             loss = loss + nsp_loss
             result |= {"nsp_loss": nsp_loss, "nsp_logits": nsp_logits, "nsp_labels": next_sentence_label}

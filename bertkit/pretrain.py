@@ -105,7 +105,9 @@ def run_pretrain(cfg: RunConfig) -> Path:
                 KeyedDataset(phase.splits["train"], cfg.train.seed),
                 batch_size=phase.batch_size,
                 sampler=EpochSampler(len(phase.splits["train"]), cfg.train.seed),
-                collate_fn=PretrainingCollator(tokenizer, cfg.masking),
+                collate_fn=PretrainingCollator(
+                    tokenizer, cfg.masking, pack_to=phase.meta["max_seq_length"] if cfg.train.pack_sequences else None
+                ),
                 generator=torch.Generator(),  # the loader's own base-seed draw must not touch the global RNG
             )
         )

@@ -4,6 +4,7 @@ from transformers import BertForPreTraining
 
 from bertkit.config import MaskingConfig, ModelConfig
 from bertkit.data.masking import PretrainingCollator
+from bertkit.data.packing import pack_batch
 from bertkit.errors import BertkitError
 from bertkit.model import PretrainingObjective, bert_config, build_pretraining_model
 
@@ -28,30 +29,61 @@ def test_bad_head_count_is_an_error(tokenizer):
         bert_config(ModelConfig(hidden_size=100, num_attention_heads=3), tokenizer)
 
 
-def test_objective_equals_stock_bert_for_pretraining(tokenizer):
-    """The MLM head on masked positions only gives the same loss and gradients as transformers' model."""
+@pytest.mark.parametrize("packed", [False, True])
+def test_objective_equals_stock_bert_for_pretraining(tokenizer, packed):
+    """MLM head on masked positions only, and packed rows with block-diagonal attention: the same loss and
+    gradients as transformers' BertForPreTraining on the padded batch."""
     torch.manual_seed(0)
     model = build_pretraining_model(ModelConfig(hidden_size=64, num_hidden_layers=2), tokenizer).eval()
-    rows = [[2, *range(10, 10 + n), 3, *range(200, 210), 3] for n in (5, 17, 30)]
+    rows = [[2, *range(10, 10 + n), 3, *range(200, 200 + m), 3] for n, m in ((5, 9), (17, 30), (30, 4), (8, 8))]
     examples = [
         {
             "input_ids": r,
-            "token_type_ids": [0] * (len(r) - 11) + [1] * 11,
+            "token_type_ids": [0] * (len(r) - m - 1) + [1] * (m + 1),
             "word_ids": [-1 if t in (2, 3) else i for i, t in enumerate(r)],
             "next_sentence_label": i % 2,
             "mask_seed": i,
         }
-        for i, r in enumerate(rows)
+        for i, (r, m) in enumerate(zip(rows, (9, 30, 4, 8), strict=True))
     ]
     batch = PretrainingCollator(tokenizer, MaskingConfig(rate=0.3))(examples)
+    ours_batch = pack_batch(batch, 64) if packed else batch
+    if packed:
+        assert len(ours_batch["input_ids"]) < len(examples)  # sequences share rows
 
-    ours = PretrainingObjective(model)(**batch)
+    ours = PretrainingObjective(model)(**{k: v for k, v in ours_batch.items() if k != "num_tokens"})
     ours["loss"].backward()
     ours_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
     stock = BertForPreTraining.forward(model, **batch)
     stock.loss.backward()
+    stock_mlm = torch.nn.functional.cross_entropy(
+        stock.prediction_logits.view(-1, stock.prediction_logits.shape[-1]), batch["labels"].view(-1)
+    )
+    assert ours["mlm_loss"].item() == pytest.approx(stock_mlm.item(), abs=1e-5)
     assert ours["loss"].item() == pytest.approx(stock.loss.item(), abs=1e-5)
     for name, p in model.named_parameters():
         if p.grad is not None:
             torch.testing.assert_close(ours_grads[name], p.grad, atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_packing_fills_rows_without_mixing_sequences():
+    from bertkit.data.packing import assign_rows
+
+    rows = assign_rows([100, 60, 60, 30, 20, 120], capacity=128)
+    assert all(sum([100, 60, 60, 30, 20, 120][i] for i in row) <= 128 for row in rows)
+    assert sorted(i for row in rows for i in row) == list(range(6)) and len(rows) == 4
+    batch = {
+        "input_ids": torch.tensor([[2, 5, 3, 0], [2, 6, 7, 3]]),
+        "token_type_ids": torch.tensor([[0, 0, 0, 0], [0, 0, 1, 1]]),
+        "attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]]),
+        "labels": torch.tensor([[-100, 5, -100, -100], [-100, -100, 7, -100]]),
+        "next_sentence_label": torch.tensor([1, 0]),
+    }
+    packed = pack_batch(batch, 8)
+    assert packed["input_ids"].tolist() == [[2, 5, 3, 2, 6, 7, 3, 0]]
+    assert packed["position_ids"].tolist() == [[0, 1, 2, 0, 1, 2, 3, 0]]
+    assert packed["token_type_ids"].tolist() == [[0, 0, 0, 0, 0, 1, 1, 0]]
+    assert packed["cls_positions"].tolist() == [[0, 0], [0, 3]] and packed["num_tokens"].item() == 7
+    mask = packed["attention_mask"][0, 0]
+    assert mask[1, :3].all() and not mask[1, 3:].any() and mask[4, 3:7].all() and not mask[4, :3].any()

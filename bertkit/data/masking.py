@@ -17,6 +17,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from bertkit.config import MaskingConfig
+from bertkit.data.packing import pack_batch
 
 IGNORE_INDEX = -100  # label of positions that are not predicted (ignored by cross-entropy)
 
@@ -112,14 +113,16 @@ def padded_length(rows: list[list[int]], multiple: int = 8) -> int:
 class PretrainingCollator:
     """Pads a list of examples to the batch's longest and masks them.
 
-    Examples hold input_ids, token_type_ids, word_ids, mask_seed and (for NSP/SOP) next_sentence_label.
+    Examples hold input_ids, token_type_ids, word_ids, mask_seed and (for NSP/SOP) next_sentence_label. Masks
+    are drawn on the padded batch, then (with `pack_to`) the sequences are packed into full rows.
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, masking: MaskingConfig):
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, masking: MaskingConfig, pack_to: int | None = None):
         self.pad_id = tokenizer.pad_token_id
         self.mask_id = tokenizer.mask_token_id
         self.vocab_size = len(tokenizer)
         self.masking = masking
+        self.pack_to = pack_to  # pack the masked batch into rows of this many tokens (see packing.py)
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         rows = [e["input_ids"] for e in examples]
@@ -149,4 +152,4 @@ class PretrainingCollator:
         }
         if "next_sentence_label" in examples[0]:
             batch["next_sentence_label"] = torch.tensor([e["next_sentence_label"] for e in examples])
-        return batch
+        return pack_batch(batch, self.pack_to) if self.pack_to else batch

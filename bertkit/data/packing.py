@@ -1,0 +1,74 @@
+"""Packing a padded batch of sequences into full rows, so that no compute is spent on padding.
+
+    packed = pack_batch(batch, capacity=128)   # batch from PretrainingCollator: (B, L) tensors
+    objective(**packed)                         # several sequences per row, each seeing only itself
+
+Each row holds whole sequences end to end. Attention is block-diagonal (a 4D boolean mask: a token attends to
+the tokens of its own sequence), positions restart at 0 for every sequence and its token types are kept, so
+every sequence is computed exactly as alone — the loss equals the unpacked one up to float rounding. The NSP/SOP
+head reads each sequence's [CLS] at `cls_positions`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def assign_rows(lengths: list[int], capacity: int) -> list[list[int]]:
+    """First-fit decreasing: sequence indices per row, every row's total length <= capacity."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        for r, free in enumerate(room):
+            if lengths[i] <= free:
+                rows[r].append(i)
+                room[r] -= lengths[i]
+                break
+        else:
+            rows.append([i])
+            room.append(capacity - lengths[i])
+    return [sorted(r) for r in rows]  # sequences in input order within a row
+
+
+def pack_batch(batch: dict[str, torch.Tensor], capacity: int) -> dict[str, torch.Tensor]:
+    """Pack the sequences of a padded batch (input_ids, token_type_ids, attention_mask, labels and optionally
+    next_sentence_label) into rows of `capacity` tokens (rounded up to a multiple of 8)."""
+    lengths = batch["attention_mask"].sum(1).tolist()
+    rows = assign_rows(lengths, capacity)
+    width = -(-max(sum(lengths[i] for i in row) for row in rows) // 8) * 8
+    n_rows = len(rows)
+    # Flat gather indices: where each packed position comes from in the padded batch.
+    src_seq, src_pos, dst_row, dst_col, segment, position = [], [], [], [], [], []
+    cls_positions = []
+    for r, row in enumerate(rows):
+        col = 0
+        for k, i in enumerate(row):
+            n = lengths[i]
+            src_seq += [i] * n
+            src_pos += range(n)
+            dst_row += [r] * n
+            dst_col += range(col, col + n)
+            segment += [k] * n
+            position += range(n)
+            cls_positions.append((r, col, i))
+            col += n
+    src = (torch.tensor(src_seq), torch.tensor(src_pos))
+    dst = (torch.tensor(dst_row), torch.tensor(dst_col))
+    out = {}
+    for name, fill in (("input_ids", 0), ("token_type_ids", 0), ("labels", -100)):
+        packed = torch.full((n_rows, width), fill, dtype=batch[name].dtype)
+        packed[dst] = batch[name][src]
+        out[name] = packed
+    seg = torch.full((n_rows, width), -1, dtype=torch.long)  # padding: a block of its own (never all-masked)
+    seg[dst] = torch.tensor(segment)
+    pos = torch.zeros((n_rows, width), dtype=torch.long)
+    pos[dst] = torch.tensor(position)
+    out["position_ids"] = pos
+    out["attention_mask"] = (seg[:, :, None] == seg[:, None, :])[:, None]  # (R, 1, T, T) block-diagonal
+    # The pair head reads sequences in their input order, so labels keep theirs.
+    order = sorted(cls_positions, key=lambda t: t[2])
+    out["cls_positions"] = torch.tensor([(r, c) for r, c, _ in order])
+    if "next_sentence_label" in batch:
+        out["next_sentence_label"] = batch["next_sentence_label"]
+    out["num_tokens"] = torch.tensor(sum(lengths))  # real tokens, for throughput (the mask is 4D now)
+    return out
