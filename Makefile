@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 DEMO := runs/demo-zh
 
-.PHONY: install demo test lint bench-data clean
+.PHONY: install demo test lint bench bench-data clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ demo: install
 
 test: install
 	$(BIN)/pytest -q
+
+# The pretraining step vs stock Hugging Face, BERT-mini and BERT-small, fp32 and bf16 (~3 min).
+bench: install
+	$(BIN)/python bench/bench_pretrain.py
 
 # The tokenize stage on a generated 50 MB corpus per language vs the tokenizer's raw batch encoding (~5 min).
 bench-data: install

@@ -21,12 +21,14 @@ from bertkit.loop import TrainState, fit, make_accelerator, total_steps
 from bertkit.metrics import classification_metrics
 from bertkit.model import check_model_dir, quiet_transformers
 from bertkit.optim import make_optimizer, make_schedule
+from bertkit.runtime import tune_allocator
 from bertkit.tokenizer.train import load_tokenizer
 
 
 def run_finetune(cfg: RunConfig) -> Path:
     """Fine-tune `finetune.model_dir` (default: this recipe's pretrained model) on the task's files."""
     quiet_transformers()
+    tune_allocator()
     task_cfg, train_cfg = cfg.finetune.task, cfg.finetune.train
     task = TASKS[task_cfg.type]
     if task_cfg.train_file is None:

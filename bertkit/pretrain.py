@@ -37,6 +37,7 @@ from bertkit.model import (
 from bertkit.optim import make_optimizer, make_schedule
 from bertkit.plots import plot_curves
 from bertkit.prepare import TOKENIZER_SUBDIR, load_pretraining_data
+from bertkit.runtime import tune_allocator
 from bertkit.tokenizer.train import load_tokenizer
 
 METRICS_FILE = "metrics.jsonl"
@@ -76,6 +77,7 @@ def run_pretrain(cfg: RunConfig) -> Path:
     """Pretrain on `cfg.dataset_dir` (or the `train.phases` one after another); the final model goes to
     `<output_dir>/pretrain`."""
     quiet_transformers()
+    tune_allocator()
     first_dir = cfg.train.phases[0].dataset_dir if cfg.train.phases else cfg.dataset_dir
     load_pretraining_data(first_dir)  # a clear error before anything else when the data is missing
     tokenizer = load_tokenizer(first_dir / TOKENIZER_SUBDIR)

@@ -1,0 +1,237 @@
+"""`make bench`: bertkit's pretraining step against the stock Hugging Face recipe, on the same model and batches.
+
+Stock: BertForPreTraining(labels=…) with SDPA attention, every example padded to 128, torch's AdamW, glibc's
+allocator as it comes. bertkit: the same weights and the same masked batches through PretrainingObjective (MLM
+head on the masked positions only), sequences packed into full rows (block-diagonal attention), the allocator
+tuned (bertkit/runtime.py), at fp32 and with bf16 autocast. BERT-mini and BERT-small (vocabulary 21,128), batch
+32, real lengths uniform in 32..128, 15% masked, NSP labels. Each variant runs in its own process (the
+allocator setting is per process), timing collation + forward + backward + optimizer step.
+
+Model FLOPs count only useful work, 3× the forward (forward + backward):
+    per real token 2·(4H² + 2·H·F)·L   (Q, K, V, output and the two FFN matmuls)
+    per sequence of n tokens 4·n²·H·L  (QKᵀ and attention·V over its own tokens)
+    per masked token 2·H² + 2·H·V       (MLM transform and decoder), per sequence 2·H² + 4·H (pooler, NSP)
+MFU = model FLOP/s ÷ the matmul peak measured in the same run (2048³ torch.mm, fp32 or bf16).
+Prints a table, writes bench/results.json, ends with `speedup_fp32=X.XX speedup_bf16=Y.YY mfu_fp32=0.ZZ`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = {"mini": (4, 256), "small": (4, 512)}
+VOCAB, BATCH, MAX_LEN, SEED = 21128, 32, 128, 0
+VARIANTS = ["stock-fp32", "bertkit-fp32", "bertkit-bf16"]
+
+
+def make_examples(n_batches: int) -> list[list[dict]]:
+    rng = random.Random(SEED)
+    batches = []
+    for b in range(n_batches):
+        examples = []
+        for i in range(BATCH):
+            n = rng.randint(32, MAX_LEN)
+            a = rng.randint(1, n - 3 - 1)
+            ids = [
+                2,
+                *(rng.randrange(5, VOCAB) for _ in range(a)),
+                3,
+                *(rng.randrange(5, VOCAB) for _ in range(n - a - 3)),
+                3,
+            ]
+            examples.append(
+                {
+                    "input_ids": ids,
+                    "token_type_ids": [0] * (a + 2) + [1] * (n - a - 2),
+                    "word_ids": [-1 if t in (2, 3) else k for k, t in enumerate(ids)],
+                    "next_sentence_label": rng.randint(0, 1),
+                    "mask_seed": b * BATCH + i,
+                }
+            )
+        batches.append(examples)
+    return batches
+
+
+def model_flops(batch, hidden: int, layers: int) -> float:
+    lengths = batch["attention_mask"].sum(1).double()
+    masked = (batch["labels"] != -100).sum().item()
+    ffn = 4 * hidden
+    forward = (
+        lengths.sum().item() * 2 * (4 * hidden**2 + 2 * hidden * ffn) * layers
+        + (4 * lengths**2 * hidden * layers).sum().item()
+        + masked * (2 * hidden**2 + 2 * hidden * VOCAB)
+        + len(lengths) * (2 * hidden**2 + 4 * hidden)
+    )
+    return 3 * forward
+
+
+def matmul_peak(dtype_name: str) -> float:
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    reps = 10
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * 2048**3 * reps / (time.perf_counter() - start)
+
+
+def worker(variant: str, size: str, steps: int, warmup: int) -> dict:
+    import torch
+    from transformers import BertConfig, BertForPreTraining
+    from transformers import logging as hf_logging
+
+    from bertkit.config import MaskingConfig
+    from bertkit.data.masking import PretrainingCollator
+    from bertkit.data.packing import pack_batch
+    from bertkit.model import PretrainingObjective
+    from bertkit.runtime import tune_allocator
+
+    hf_logging.set_verbosity_error()
+    stock = variant.startswith("stock")
+    if not stock:
+        tune_allocator()
+    layers, hidden = SIZES[size]
+    torch.manual_seed(SEED)
+    config = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 64,
+        intermediate_size=4 * hidden,
+        attn_implementation="sdpa",
+    )
+    model = BertForPreTraining(config).train()
+
+    class Tok:  # what the collator needs of a tokenizer
+        pad_token_id, mask_token_id = 0, 4
+
+        def __len__(self):
+            return VOCAB
+
+    collate = PretrainingCollator(Tok(), MaskingConfig())
+    if stock:
+
+        def step_inputs(examples):
+            batch = collate(examples)
+            pad = MAX_LEN - batch["input_ids"].shape[1]  # fixed padding to 128, as the stock recipe
+            fills = {"input_ids": 0, "token_type_ids": 0, "attention_mask": 0, "labels": -100}
+            for k, fill in fills.items():
+                batch[k] = torch.nn.functional.pad(batch[k], (0, pad), value=fill)
+            return batch
+
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        run = model
+    else:
+
+        def step_inputs(examples):
+            packed = pack_batch(collate(examples), MAX_LEN)
+            packed.pop("num_tokens")
+            return packed
+
+        run = PretrainingObjective(model)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant.endswith("bf16"))
+    batches = make_examples(3)
+    flops = [model_flops(collate(b), hidden, layers) for b in batches]
+    tokens = [sum(len(e["input_ids"]) for e in b) for b in batches]
+    elapsed, done_flops, done_tokens, losses = 0.0, 0.0, 0, []
+    for i in range(warmup + steps):
+        examples = batches[i % len(batches)]
+        start = time.perf_counter()
+        inputs = step_inputs(examples)
+        with autocast:
+            out = run(**inputs)
+        loss = out["loss"] if isinstance(out, dict) else out.loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if i >= warmup:
+            elapsed += time.perf_counter() - start
+            done_flops += flops[i % len(batches)]
+            done_tokens += tokens[i % len(batches)]
+            losses.append(loss.item())
+    return {
+        "variant": variant,
+        "size": size,
+        "steps": steps,
+        "s_per_step": elapsed / steps,
+        "tokens_per_s": done_tokens / elapsed,
+        "model_flop_s": done_flops / elapsed,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "first_loss": losses[0],
+    }
+
+
+def run_worker(*args: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--worker", *args], cwd=ROOT, capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(f"worker {args} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", nargs="*")
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--sizes", nargs="*", default=list(SIZES))
+    args = parser.parse_args()
+    if args.worker is not None:
+        kind, *rest = args.worker
+        result = {"peak": matmul_peak(rest[0])} if kind == "peak" else worker(kind, rest[0], args.steps, args.warmup)
+        print(json.dumps(result))
+        return
+    peaks = {d: run_worker("peak", d)["peak"] for d in ("fp32", "bf16")}
+    rows = [
+        run_worker(v, size, "--steps", str(args.steps), "--warmup", str(args.warmup))
+        for size in args.sizes
+        for v in VARIANTS
+    ]
+    for r in rows:
+        base = next(b for b in rows if b["size"] == r["size"] and b["variant"] == "stock-fp32")
+        r["speedup"] = r["tokens_per_s"] / base["tokens_per_s"]
+        r["mfu"] = r["model_flop_s"] / peaks["bf16" if r["variant"].endswith("bf16") else "fp32"]
+    print(
+        f"\npretraining step, batch {BATCH}, lengths 32..{MAX_LEN}, vocab {VOCAB}, {os.cpu_count()} cores; "
+        f"matmul peak fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s"
+    )
+    header = ["size", "variant", "s/step", "tokens/s", "speedup", "GFLOP/s", "MFU", "peak MB"]
+    print("  ".join(f"{h:>13}" for h in header))
+    for r in rows:
+        values = [
+            r["size"],
+            r["variant"],
+            f"{r['s_per_step']:.3f}",
+            f"{r['tokens_per_s']:,.0f}",
+            f"{r['speedup']:.2f}",
+            f"{r['model_flop_s'] / 1e9:.1f}",
+            f"{r['mfu']:.3f}",
+            f"{r['peak_rss_mb']:.0f}",
+        ]
+        print("  ".join(f"{v:>13}" for v in values))
+    (ROOT / "bench").mkdir(exist_ok=True)
+    (ROOT / "bench" / "results.json").write_text(
+        json.dumps({"matmul_peak_flop_s": peaks, "rows": rows}, indent=2) + "\n"
+    )
+    mini = {r["variant"]: r for r in rows if r["size"] == "mini"}
+    print(
+        f"speedup_fp32={mini['bertkit-fp32']['speedup']:.2f} speedup_bf16={mini['bertkit-bf16']['speedup']:.2f} "
+        f"mfu_fp32={mini['bertkit-fp32']['mfu']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
