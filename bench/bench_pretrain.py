@@ -3,7 +3,7 @@
 Stock: BertForPreTraining(labels=…) with SDPA attention, every example padded to 128, torch's AdamW, glibc's
 allocator as it comes. bertkit: the same weights and the same masked batches through PretrainingObjective (MLM
 head on the masked positions only), sequences packed into full rows (block-diagonal attention), the allocator
-tuned (bertkit/runtime.py), at fp32 and with bf16 autocast. BERT-mini and BERT-small (vocabulary 21,128), batch
+tuned (bertkit/runtime.py), bertkit's (fused) AdamW, at fp32 and with bf16 autocast. BERT-mini and BERT-small (vocabulary 21,128), batch
 32, real lengths uniform in 32..128, 15% masked, NSP labels. Each variant runs in its own process (the
 allocator setting is per process), timing collation + forward + backward + optimizer step.
 
@@ -93,10 +93,11 @@ def worker(variant: str, size: str, steps: int, warmup: int) -> dict:
     from transformers import BertConfig, BertForPreTraining
     from transformers import logging as hf_logging
 
-    from bertkit.config import MaskingConfig
+    from bertkit.config import MaskingConfig, TrainConfig
     from bertkit.data.masking import PretrainingCollator
     from bertkit.data.packing import pack_batch
     from bertkit.model import PretrainingObjective
+    from bertkit.optim import make_optimizer
     from bertkit.runtime import tune_allocator
 
     hf_logging.set_verbosity_error()
@@ -142,7 +143,7 @@ def worker(variant: str, size: str, steps: int, warmup: int) -> dict:
             return packed
 
         run = PretrainingObjective(model)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+        optimizer = make_optimizer(model, TrainConfig(lr=1e-4))
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant.endswith("bf16"))
     batches = make_examples(3)
     flops = [model_flops(collate(b), hidden, layers) for b in batches]

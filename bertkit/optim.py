@@ -62,7 +62,10 @@ def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Op
     ]
     if train.optimizer == "lamb":
         return Lamb(groups, lr=train.lr, eps=1e-6)
-    return torch.optim.AdamW(groups, lr=train.lr, betas=(0.9, 0.999), eps=1e-6)
+    # The fused kernel (CPU and CUDA) updates every tensor in one pass; MPS lacks it in some torch versions.
+    return torch.optim.AdamW(
+        groups, lr=train.lr, betas=(0.9, 0.999), eps=1e-6, fused=not torch.backends.mps.is_available()
+    )
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
