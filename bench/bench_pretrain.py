@@ -3,9 +3,9 @@
 Stock: BertForPreTraining(labels=…) with SDPA attention, every example padded to 128, torch's AdamW, glibc's
 allocator as it comes. bertkit: the same weights and the same masked batches through PretrainingObjective (MLM
 head on the masked positions only), sequences packed into full rows (block-diagonal attention), the allocator
-tuned (bertkit/runtime.py), bertkit's (fused) AdamW, at fp32 and with bf16 autocast. BERT-mini and BERT-small (vocabulary 21,128), batch
-32, real lengths uniform in 32..128, 15% masked, NSP labels. Each variant runs in its own process (the
-allocator setting is per process), timing collation + forward + backward + optimizer step.
+tuned (bertkit/runtime.py), bertkit's fused AdamW, at fp32 and with bf16 autocast. BERT-mini and BERT-small
+(vocabulary 21,128), batch 32, real lengths uniform in 32..128, 15% masked, NSP labels. Each variant runs in
+its own process (the allocator setting is per process), timing collation + forward + backward + optimizer step.
 
 Model FLOPs count only useful work, 3× the forward (forward + backward):
     per real token 2·(4H² + 2·H·F)·L   (Q, K, V, output and the two FFN matmuls)
