@@ -60,7 +60,9 @@ def tokenize(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: boo
         print(f"tokenizer: {tokenizer_dir}\ndataset: {dataset_dir}")
 
 
-@app.command(epilog=_keys("output_dir", "data", "model", "masking", "train", "eval"))
+@app.command(
+    epilog=_keys("output_dir", "overwrite", "allow_pickle_weights", "data", "model", "masking", "train", "eval")
+)
 def pretrain(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
     """Pretrain BERT (masked LM + next sentence prediction) on the tokenized data; works under
     `accelerate launch`. Writes a Hugging Face model dir to <output_dir>/pretrain."""
@@ -71,7 +73,7 @@ def pretrain(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: boo
         run_pretrain(cfg)
 
 
-@app.command(epilog=_keys("output_dir", "finetune", "eval"))
+@app.command(epilog=_keys("output_dir", "allow_pickle_weights", "finetune", "eval"))
 def finetune(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
     """Fine-tune a task head (finetune.task) from finetune.model_dir, default the recipe's pretrained model.
     Keeps the best dev checkpoint in <output_dir>/finetune/<task.name>."""
@@ -82,7 +84,7 @@ def finetune(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: boo
         run_finetune(cfg)
 
 
-@app.command("eval", epilog=_keys("output_dir", "eval", "finetune", "masking", "data"))
+@app.command("eval", epilog=_keys("output_dir", "allow_pickle_weights", "eval", "finetune", "masking", "data"))
 def evaluate(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
     """Score eval.model_dir (default: the fine-tuned model): MLM/NSP for a pretrained model, accuracy and
     F1 for a classifier. Prints a table; writes report.json and predictions to <output_dir>/eval/<model>."""

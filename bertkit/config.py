@@ -243,6 +243,11 @@ class RunConfig(Section):
     """One recipe: every command reads the sections it needs."""
 
     output_dir: Path = Path("runs/default")
+    """Root of the run's outputs."""
+    overwrite: bool = False
+    """Let `pretrain` start afresh in a dir holding another run's checkpoints (they are deleted)."""
+    allow_pickle_weights: bool = False
+    """Load pickle weights (pytorch_model.bin), which can run code; by default only safetensors load."""
     tokenizer: TokenizerConfig = TokenizerConfig()
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()

@@ -27,7 +27,7 @@ from bertkit.data.tasks import TASKS, check_labels, read_rows
 from bertkit.errors import BertkitError
 from bertkit.loop import make_accelerator
 from bertkit.metrics import classification_metrics, format_table, pretraining_metrics
-from bertkit.model import PretrainingObjective, check_model_dir, quiet_transformers
+from bertkit.model import PretrainingObjective, check_model_dir, load_model, quiet_transformers
 from bertkit.prepare import load_pretraining_data
 from bertkit.progress import progress
 from bertkit.tokenizer.train import load_tokenizer
@@ -128,7 +128,7 @@ def run_eval(cfg: RunConfig) -> dict:
         splits, meta = load_pretraining_data(dataset_dir)
         if cfg.eval.split not in splits:
             raise BertkitError(f"{dataset_dir}: no split '{cfg.eval.split}' (have {', '.join(splits)}); set eval.split")
-        model = BertForPreTraining.from_pretrained(str(model_dir), attn_implementation="sdpa")
+        model = load_model(BertForPreTraining, model_dir, cfg.allow_pickle_weights)
         objective = accelerator.prepare(PretrainingObjective(model))
         pair = meta["objective"] if meta["objective"] in ("nsp", "sop") else None
         report = evaluate_pretraining(
@@ -147,7 +147,8 @@ def run_eval(cfg: RunConfig) -> dict:
         path = cfg.eval.file or task_cfg.test_file or task_cfg.validation_file
         if path is None:
             raise BertkitError("no labelled file to evaluate on; set eval.file (or finetune.task.test_file)")
-        model = TASKS[task_cfg.type].model_class.from_pretrained(str(model_dir)).to(accelerator.device)
+        model = load_model(TASKS[task_cfg.type].model_class, model_dir, cfg.allow_pickle_weights)
+        model = model.to(accelerator.device)
         report = eval_classifier(model, tokenizer, cfg, Path(path), out_dir)
         data = str(path)
     else:

@@ -19,7 +19,7 @@ from bertkit.errors import BertkitError
 from bertkit.evaluate import predict
 from bertkit.loop import TrainState, fit, make_accelerator, total_steps
 from bertkit.metrics import classification_metrics
-from bertkit.model import check_model_dir, quiet_transformers
+from bertkit.model import check_model_dir, load_model, quiet_transformers
 from bertkit.optim import make_optimizer, make_schedule
 from bertkit.runtime import tune_allocator
 from bertkit.tokenizer.train import load_tokenizer
@@ -51,12 +51,13 @@ def run_finetune(cfg: RunConfig) -> Path:
 
     accelerator = make_accelerator(train_cfg)
     set_seed(train_cfg.seed)
-    model = task.model_class.from_pretrained(
-        str(model_dir),
+    model = load_model(
+        task.model_class,
+        model_dir,
+        cfg.allow_pickle_weights,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id=label2id,
-        attn_implementation="sdpa",
     )
     if task_cfg.max_seq_length > model.config.max_position_embeddings:
         raise BertkitError(

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import BertConfig, BertForPreTraining, PreTrainedTokenizerBase
+from transformers import BertConfig, BertForPreTraining, PreTrainedModel, PreTrainedTokenizerBase
 from transformers import logging as hf_logging
 
 from bertkit.config import ModelConfig
@@ -71,6 +71,33 @@ def check_model_dir(directory: Path) -> Path:
     return directory
 
 
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def load_model(cls: type[PreTrainedModel], directory: Path, allow_pickle: bool = False, **kwargs) -> PreTrainedModel:
+    """`cls.from_pretrained(directory)` from safetensors only (a pickle file can run code when loaded), unless
+    `allow_pickle`; never with remote code. Failures are one clear error naming the dir."""
+    directory = check_model_dir(directory)
+    safe = any((directory / name).is_file() for name in SAFE_WEIGHTS)
+    pickled = any((directory / name).is_file() for name in PICKLE_WEIGHTS)
+    if not safe and pickled and not allow_pickle:
+        raise BertkitError(
+            f"{directory}: weights are a pickle file (pytorch_model.bin), which can run code when loaded; convert "
+            "them to safetensors, or set allow_pickle_weights=true if you trust the source"
+        )
+    if not safe and not pickled:
+        raise BertkitError(f"{directory}: no model weights (model.safetensors) in this dir")
+    try:
+        return cls.from_pretrained(
+            str(directory), use_safetensors=safe, trust_remote_code=False, attn_implementation="sdpa", **kwargs
+        )
+    except Exception as e:  # a truncated file, a foreign architecture: say which dir, not where torch failed
+        raise BertkitError(
+            f"{directory}: cannot load the model ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from None
+
+
 def check_vocabulary(model, tokenizer: PreTrainedTokenizerBase, model_dir: Path) -> None:
     """The data's tokenizer must be the model's: same size, and the same tokens where the dir has a vocab."""
     fix = f"tokenize with tokenizer.from_dir={model_dir}"
@@ -86,12 +113,13 @@ def check_vocabulary(model, tokenizer: PreTrainedTokenizerBase, model_dir: Path)
             raise BertkitError(f"{model_dir}: the model's vocabulary differs from the data's tokenizer; {fix}")
 
 
-def build_pretraining_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> BertForPreTraining:
+def build_pretraining_model(
+    cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, allow_pickle: bool = False
+) -> BertForPreTraining:
     """A fresh BERT of the recipe's size, or `init_from` for continued pretraining."""
     if cfg.init_from:
-        model_dir = check_model_dir(cfg.init_from)
-        model = BertForPreTraining.from_pretrained(str(model_dir), attn_implementation="sdpa")
-        check_vocabulary(model, tokenizer, model_dir)
+        model = load_model(BertForPreTraining, cfg.init_from, allow_pickle)
+        check_vocabulary(model, tokenizer, cfg.init_from)
         return model
     return BertForPreTraining(bert_config(cfg, tokenizer))
 

@@ -31,6 +31,7 @@ from bertkit.model import (
     PretrainingObjective,
     build_pretraining_model,
     check_vocabulary,
+    load_model,
     parameter_count,
     quiet_transformers,
 )
@@ -87,10 +88,10 @@ def run_pretrain(cfg: RunConfig) -> Path:
     set_seed(cfg.train.seed)
     resume_from = resolve_resume(cfg.train.resume, out_dir / "checkpoints")
     if resume_from:
-        model = BertForPreTraining.from_pretrained(str(resume_from), attn_implementation="sdpa")
+        model = load_model(BertForPreTraining, resume_from)
         check_vocabulary(model, tokenizer, resume_from)
     else:
-        model = build_pretraining_model(cfg.model, tokenizer)
+        model = build_pretraining_model(cfg.model, tokenizer, cfg.allow_pickle_weights)
     longest = max(phase.meta["max_seq_length"] for phase in phases)
     if longest > model.config.max_position_embeddings:
         raise BertkitError(
