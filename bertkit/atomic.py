@@ -8,11 +8,33 @@ write_text(path, json.dumps(report))  # a file, via a temporary sibling and os.r
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from bertkit.errors import BertkitError
+
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_full_disk(e: BaseException) -> bool:
+    """ENOSPC as an OSError, or as the message of torch's or safetensors' own writers."""
+    text = str(e)
+    return (
+        (isinstance(e, OSError) and e.errno in FULL_DISK)
+        or "No space left on device" in text
+        or ("os error 28" in text)
+    )
+
+
+def _full_disk(path: Path) -> BertkitError:
+    return BertkitError(
+        f"{path}: no space left on device while writing it; nothing was replaced (earlier outputs and "
+        "checkpoints are intact); free space and run again (train.resume=auto continues pretraining)"
+    )
 
 
 def write_text(path: Path, text: str) -> None:
@@ -29,9 +51,11 @@ def write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if is_full_disk(e):
+            raise _full_disk(path) from None
         raise
 
 
@@ -45,8 +69,10 @@ def atomic_dir(final: Path, keep: Iterable[str] = ()) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     try:
         yield tmp
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_full_disk(e):
+            raise _full_disk(final) from None
         raise
     for name in keep:
         if (final / name).exists() and not (tmp / name).exists():

@@ -360,7 +360,8 @@ def load_recipe(path: Path | str | None, overrides: list[str] | None = None) -> 
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             where = getattr(e, "problem_mark", None)
             line = f" line {where.line + 1}" if where else ""
-            raise BertkitError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
+            problem = " ".join(str(getattr(e, "problem", None) or e).split())
+            raise BertkitError(f"{path}{line}: not valid YAML ({problem})") from None
         if not isinstance(tree, dict):
             raise BertkitError(f"{path}: a recipe must be a mapping of sections (model:, data:, train:, …)")
     overridden = set()

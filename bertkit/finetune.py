@@ -6,6 +6,7 @@ BertForSequenceClassification.from_pretrained(out_dir)   # the best checkpoint b
 
 from __future__ import annotations
 
+import signal
 from functools import partial
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from torch.utils.data import DataLoader
 from bertkit.checkpoint import save_model
 from bertkit.config import RunConfig, save_config
 from bertkit.data.tasks import TASKS, check_labels, label_set, read_rows
-from bertkit.errors import BertkitError
+from bertkit.errors import BertkitError, Interrupted
 from bertkit.evaluate import predict
 from bertkit.loop import TrainState, fit, make_accelerator, total_steps
 from bertkit.metrics import classification_metrics
@@ -96,7 +97,7 @@ def run_finetune(cfg: RunConfig) -> Path:
             save_model(unwrapped, tokenizer, out_dir, cfg, keep=("metrics.jsonl",))
         return scalars
 
-    fit(
+    state = fit(
         accelerator,
         model,
         optimizer,
@@ -115,4 +116,10 @@ def run_finetune(cfg: RunConfig) -> Path:
         else:
             save_model(accelerator.unwrap_model(model), tokenizer, out_dir, cfg, keep=("metrics.jsonl",))
         print(f"model: {out_dir} (loads with {task.model_class.__name__}.from_pretrained)")
+    if state.signal is not None:
+        raise Interrupted(
+            state.signal,
+            f"{signal.Signals(state.signal).name} at step {state.step} of {steps}; "
+            f"the best model so far is in {out_dir}",
+        )
     return out_dir

@@ -14,6 +14,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +36,32 @@ class TrainState:
     step: int = 0  # optimizer steps done
     epoch: int = 0
     batches_in_epoch: int = 0  # micro-batches of `epoch` this process has consumed
-    stopped_early: bool = False  # max_time reached
+    stopped_early: bool = False  # max_time reached or a signal received
+    signal: int | None = None  # the SIGINT/SIGTERM that stopped training
+
+
+class StopOnSignal:
+    """While active, SIGINT and SIGTERM ask training to stop at the next step (with a checkpoint) instead of
+    killing it; a second SIGINT interrupts at once."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.received == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 def make_accelerator(train: TrainConfig, project_dir: Path | None = None) -> Accelerator:
@@ -92,13 +119,62 @@ def fit(
         log_file.parent.mkdir(parents=True, exist_ok=True)
     else:
         log_file = None
-    started = time.perf_counter()
-    deadline = started + train.max_time_minutes * 60 if train.max_time_minutes else math.inf
+    deadline = time.perf_counter() + train.max_time_minutes * 60 if train.max_time_minutes else math.inf
+    bar = progress(total=max_steps, initial=state.step, desc=desc, unit="step", disable=not main)
+    finite = torch.ones((), dtype=torch.bool, device=accelerator.device)  # no NaN/inf loss so far
+    model.train()
+    with StopOnSignal() as stop:
+        state = _train(
+            accelerator,
+            model,
+            optimizer,
+            scheduler,
+            loader,
+            train,
+            max_steps,
+            state,
+            evaluate,
+            save,
+            log_file,
+            bar,
+            stop,
+            finite,
+            deadline,
+        )
+    bar.close()
+    return state
+
+
+def _check_finite(accelerator: Accelerator, finite: torch.Tensor, step: int) -> None:
+    """Stop before a NaN/inf loss reaches a checkpoint or a log line (all processes agree)."""
+    if accelerator.reduce(finite.float(), "min").item() < 1:
+        raise BertkitError(
+            f"the loss became NaN or infinite by step {step}; nothing after the last checkpoint was saved; lower "
+            "train.lr, clip gradients (train.clip_grad_norm) or use train.precision=bf16 instead of fp16"
+        )
+
+
+def _train(
+    accelerator,
+    model,
+    optimizer,
+    scheduler,
+    loader,
+    train,
+    max_steps,
+    state,
+    evaluate,
+    save,
+    log_file,
+    bar,
+    stop,
+    finite,
+    deadline,
+) -> TrainState:
+    main = accelerator.is_main_process
     loss_sum, loss_count = torch.zeros((), device=accelerator.device), 0
     tokens = torch.zeros((), device=accelerator.device, dtype=torch.long)
     window_start = time.perf_counter()
-    bar = progress(total=max_steps, initial=state.step, desc=desc, unit="step", disable=not main)
-    model.train()
     while state.step < max_steps:
         loader.set_epoch(state.epoch)
         # Resuming mid-epoch: skip what was consumed at the sampler, without loading or masking it.
@@ -117,6 +193,7 @@ def fit(
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             loss_sum += loss.detach()
+            finite &= torch.isfinite(loss.detach())
             loss_count += 1
             if not accelerator.sync_gradients:
                 continue
@@ -125,12 +202,8 @@ def fit(
             bar.update(1)
             if state.step % train.log_every == 0 or state.step == max_steps:
                 # .item() waits for the device: only once per log interval.
+                _check_finite(accelerator, finite, state.step)
                 mean_loss = accelerator.reduce(loss_sum, "mean").item() / loss_count
-                if not math.isfinite(mean_loss):
-                    raise BertkitError(
-                        f"loss became {mean_loss} at step {state.step}; lower train.lr or use "
-                        "train.precision=bf16 instead of fp16"
-                    )
                 elapsed = time.perf_counter() - window_start
                 tok_s = accelerator.reduce(tokens, "sum").item() / max(elapsed, 1e-9)
                 lr = scheduler.get_last_lr()[0]
@@ -145,6 +218,11 @@ def fit(
                 loss_count = 0
                 window_start = time.perf_counter()
             out_of_time = time.perf_counter() > deadline
+            signalled = stop.received is not None
+            if accelerator.num_processes > 1:  # every process stops at the same step, or the saves deadlock
+                flag = torch.tensor(float(signalled), device=accelerator.device)
+                signalled = accelerator.reduce(flag, "max").item() > 0
+            out_of_time = out_of_time or signalled
             if evaluate and ((train.eval_every and state.step % train.eval_every == 0) or state.step == max_steps):
                 metrics = evaluate(state)
                 model.train()
@@ -153,12 +231,13 @@ def fit(
                 _log(accelerator, log_file, {"step": state.step, **{f"eval/{k}": v for k, v in metrics.items()}})
             at_end = state.step == max_steps or out_of_time
             if save and ((train.save_every and state.step % train.save_every == 0) or at_end):
+                _check_finite(accelerator, finite, state.step)
                 save(state)
             if out_of_time:
-                if main:
+                if main and not signalled:
                     bar.write(f"train.max_time_minutes={train.max_time_minutes} reached at step {state.step}")
                 state.stopped_early = True
-                bar.close()
+                state.signal = (stop.received or signal.SIGTERM) if signalled else None
                 return state
             if state.step >= max_steps:
                 break
@@ -167,5 +246,4 @@ def fit(
         if state.step < max_steps:
             state.epoch += 1
             state.batches_in_epoch = 0
-    bar.close()
     return state

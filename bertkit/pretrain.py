@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +22,11 @@ from datasets import DatasetDict
 from torch.utils.data import DataLoader
 from transformers import BertForPreTraining
 
-from bertkit.checkpoint import load_checkpoint, resolve_resume, save_checkpoint, save_model
+from bertkit.checkpoint import checkpoint_dirs, load_checkpoint, resolve_resume, save_checkpoint, save_model
 from bertkit.config import RunConfig, save_config
 from bertkit.data.loader import EpochSampler, KeyedDataset
 from bertkit.data.masking import PretrainingCollator
-from bertkit.errors import BertkitError
+from bertkit.errors import BertkitError, Interrupted
 from bertkit.evaluate import evaluate_pretraining
 from bertkit.loop import TrainState, fit, make_accelerator, total_steps
 from bertkit.model import (
@@ -87,6 +89,16 @@ def run_pretrain(cfg: RunConfig) -> Path:
     accelerator = make_accelerator(cfg.train, project_dir=out_dir)
     set_seed(cfg.train.seed)
     resume_from = resolve_resume(cfg.train.resume, out_dir / "checkpoints")
+    earlier = checkpoint_dirs(out_dir / "checkpoints")
+    if earlier and not resume_from:
+        if not cfg.overwrite:
+            raise BertkitError(
+                f"{out_dir}: holds checkpoints of an earlier run (up to {earlier[-1].name}); continue it with "
+                "train.resume=auto, start afresh with overwrite=true, or choose another output_dir"
+            )
+        if accelerator.is_main_process:
+            shutil.rmtree(out_dir / "checkpoints")
+        accelerator.wait_for_everyone()
     if resume_from:
         model = load_model(BertForPreTraining, resume_from)
         check_vocabulary(model, tokenizer, resume_from)
@@ -208,6 +220,13 @@ def run_pretrain(cfg: RunConfig) -> Path:
         print(f"model: {out_dir} (loads with BertForPreTraining / BertForMaskedLM / BertModel.from_pretrained)")
         if plot:
             print(f"curves: {plot}")
-        if state.stopped_early:
+        if state.stopped_early and state.signal is None:
             print(f"stopped at step {state.step} of {steps}; continue with train.resume=auto")
+    if state.signal is not None:
+        raise Interrupted(
+            state.signal,
+            f"{signal.Signals(state.signal).name} at step {state.step} of {steps}; "
+            f"checkpoint {out_dir / 'checkpoints' / f'step-{state.step}'} and the model saved; "
+            "continue with train.resume=auto",
+        )
     return out_dir
