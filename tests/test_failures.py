@@ -244,3 +244,11 @@ def test_fuzzed_recipe_values_are_clean_errors(tmp_path):
                 load_recipe(path, overrides)
             except BertkitError as e:
                 assert "\n" not in str(e)
+
+
+def test_debug_flag_shows_the_traceback(tmp_path):
+    result = run_cli("tokenize", RECIPE, "--debug", f"output_dir={tmp_path}", "data.files=missing.txt")
+    assert result.exit_code == 2
+    assert "Traceback" in result.stderr and result.stderr.rstrip().endswith(
+        "error: missing.txt: no such file; check data.files in the recipe"
+    )
