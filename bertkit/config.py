@@ -159,6 +159,9 @@ class TrainConfig(Section):
     """Learning-rate decay after the warm-up: linear or cosine to 0, or constant."""
     optimizer: Literal["adamw", "lamb"] = "adamw"
     """AdamW, or LAMB for very large batches."""
+    layer_lr_decay: float | None = Field(None, gt=0, le=1)
+    """Layer-wise LR decay (fine-tuning): encoder layer i of L gets lr × decay^(L − i), the embeddings
+    lr × decay^(L + 1), the task head lr."""
     max_steps: int | None = Field(None, ge=1)
     """Optimizer steps; when unset, `epochs` passes over the data."""
     epochs: float = Field(1.0, gt=0)
@@ -191,26 +194,47 @@ class TrainConfig(Section):
 
 
 class TaskConfig(Section):
-    """`bertkit finetune`: the labelled data and its columns."""
+    """`bertkit finetune`: the labelled data, its columns, and task-specific settings."""
 
-    type: Literal["classification"] = "classification"
-    """Sentence or sentence-pair classification."""
+    type: Literal["classification", "regression", "token-classification", "question-answering", "multiple-choice"] = (
+        "classification"
+    )
+    """classification (one text or a pair), regression (a score for a pair), token-classification (BIO/BIOES
+    tags per word), question-answering (SQuAD/CMRC JSON), multiple-choice."""
     name: str = "task"
     """Names the output dir `<output_dir>/finetune/<name>`."""
     train_file: Path | None = None
-    """JSONL, CSV or TSV with a header line."""
+    """JSONL, JSON, CSV or TSV with a header line (SQuAD JSON for question answering)."""
     validation_file: Path | None = None
     """Dev file: evaluated during training, picks the best checkpoint."""
     test_file: Path | None = None
     """Held-out file that `bertkit eval` scores by default."""
     text_column: str = "text"
+    """The text (classification, regression) or the context (multiple choice)."""
     text_pair_column: str | None = None
     """Second text of a sentence pair; unset for single sentences."""
     label_column: str = "label"
+    """Class name, score (regression) or the right choice's index (multiple choice)."""
+    tokens_column: str = "tokens"
+    """Token classification: the list of words (characters for Chinese)."""
+    tags_column: str = "tags"
+    """Token classification: one tag per word (BIO or BIOES)."""
+    question_column: str = "question"
+    """Multiple choice: the question joined to each candidate (optional)."""
+    choices_column: str = "choices"
+    """Multiple choice: the list of candidates."""
     max_seq_length: int = Field(128, ge=8)
-    """Longer inputs are truncated."""
-    metric: Literal["accuracy", "macro_f1"] = "accuracy"
-    """Dev metric that selects the best checkpoint."""
+    """Tokens per input; longer texts are truncated (classification) or cut into overlapping windows (tagging,
+    question answering)."""
+    stride: int = Field(32, ge=0)
+    """Overlap in tokens between the windows of a long input (document stride)."""
+    n_best: int = Field(20, ge=1)
+    """Question answering: start and end candidates per window."""
+    max_answer_length: int = Field(30, ge=1)
+    """Question answering: longest answer in tokens."""
+    metric: str | None = None
+    """Dev metric that selects the best checkpoint; default: accuracy (classification, multiple choice),
+    pearson (regression), f1 (entity F1, answer F1)."""
 
 
 class FinetuneConfig(Section):
@@ -219,6 +243,8 @@ class FinetuneConfig(Section):
     `<output_dir>/pretrain`."""
     task: TaskConfig = TaskConfig()
     train: TrainConfig = TrainConfig(lr=5e-5, epochs=3, batch_size=32, warmup_ratio=0.1)
+    early_stopping_patience: int | None = Field(None, ge=1)
+    """Stop when the dev metric has not improved for this many evaluations."""
 
 
 class EvalConfig(Section):

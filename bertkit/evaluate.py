@@ -9,7 +9,6 @@ prediction over held-out pretraining data, a BertForSequenceClassification on a 
 from __future__ import annotations
 
 import json
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -17,23 +16,26 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from datasets import Dataset
 from torch.utils.data import DataLoader
-from transformers import BertForPreTraining, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import BertForPreTraining, PreTrainedTokenizerBase
 
 from bertkit.atomic import write_text
 from bertkit.config import MaskingConfig, RunConfig, save_config
 from bertkit.data.loader import EpochSampler, KeyedDataset
 from bertkit.data.masking import IGNORE_INDEX, PretrainingCollator
-from bertkit.data.tasks import TASKS, check_labels, read_rows
 from bertkit.errors import BertkitError
 from bertkit.loop import make_accelerator
-from bertkit.metrics import classification_metrics, format_table, pretraining_metrics
+from bertkit.metrics import format_table, pretraining_metrics
 from bertkit.model import PretrainingObjective, check_model_dir, load_model, quiet_transformers
+from bertkit.plots import plot_confusion
 from bertkit.prepare import load_pretraining_data
 from bertkit.progress import progress
+from bertkit.tasks import get_task
+from bertkit.tasks.common import check_gold
 from bertkit.tokenizer.train import load_tokenizer
 
 REPORT_FILE = "report.json"
 PREDICTIONS_FILE = "predictions.jsonl"
+CONFUSION_FILE = "confusion.png"
 
 
 @torch.no_grad()
@@ -76,43 +78,22 @@ def evaluate_pretraining(
     return pretraining_metrics(loss_sum, int(correct), int(count), int(pair_correct), int(pair_count), pair or "nsp")
 
 
-@torch.no_grad()
-def predict(model: PreTrainedModel, features: list[dict], collate, batch_size: int) -> torch.Tensor:
-    """Class probabilities (N, C) of a sequence classifier, in input order."""
-    model.eval()
-    probs = []
-    for start in progress(range(0, len(features), batch_size), desc="predict", leave=False):
-        batch = collate(features[start : start + batch_size])
-        batch.pop("labels", None)
-        batch = {k: v.to(model.device) for k, v in batch.items()}
-        probs.append(model(**batch).logits.float().softmax(-1).cpu())
-    return torch.cat(probs)
-
-
-def eval_classifier(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: RunConfig, path: Path, out_dir: Path
-) -> dict:
+def eval_task(model, tokenizer, cfg: RunConfig, path: Path, out_dir: Path) -> dict:
+    """Metrics of a fine-tuned model on a file (predictions only when it has no gold labels)."""
     task_cfg = cfg.finetune.task
-    task = TASKS[task_cfg.type]
-    label2id = {str(k): int(v) for k, v in model.config.label2id.items()}
-    labels = [model.config.id2label[i] for i in range(len(label2id))]
-    rows = read_rows(path)
-    labelled = task_cfg.label_column in rows[0]
-    examples = task.read(rows, task_cfg, path, labelled=labelled)
-    if labelled:
-        check_labels(examples, label2id, path)
-    features = task.encode(tokenizer, examples, label2id if labelled else None, task_cfg.max_seq_length)
-    probs = predict(model, features, partial(task.collate, pad_id=tokenizer.pad_token_id), cfg.eval.batch_size)
-    pred = probs.argmax(-1).tolist()
-    lines = [
-        json.dumps({**e, "prediction": labels[p], "probability": round(float(probs[i, p]), 6)}, ensure_ascii=False)
-        for i, (e, p) in enumerate(zip(examples, pred, strict=True))
-    ]
+    task = get_task(task_cfg.type)
+    examples = task.read(path, task_cfg)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)] if task.has_labels else None
+    if labels:
+        check_gold(examples, labels, path)
+    metrics, predictions = task.evaluate(model, tokenizer, examples, labels, task_cfg, cfg.eval.batch_size)
+    lines = [json.dumps(p, ensure_ascii=False) for p in predictions]
     write_text(out_dir / PREDICTIONS_FILE, "\n".join(lines) + "\n")
-    if not labelled:
-        return {"examples": len(examples)}
-    gold = [label2id[e["label"]] for e in examples]
-    return {"examples": len(examples), **classification_metrics(gold, pred, labels)}
+    report = {"task": task_cfg.type, "examples": len(examples), **(metrics or {})}
+    if metrics and "per_class" in metrics and len(metrics["per_class"]) <= 50:
+        gold = [e["label"] for e in examples]
+        plot_confusion([p["prediction"] for p in predictions], gold, labels, out_dir / CONFUSION_FILE)
+    return report
 
 
 def run_eval(cfg: RunConfig) -> dict:
@@ -142,20 +123,20 @@ def run_eval(cfg: RunConfig) -> dict:
             pair,
         )
         data = f"{dataset_dir} [{cfg.eval.split}]"
-    elif any(a.endswith("ForSequenceClassification") for a in architectures):
+    else:
         task_cfg = cfg.finetune.task
+        task = get_task(task_cfg.type)
+        if task.model_class.__name__ not in architectures:
+            raise BertkitError(
+                f"{model_dir}: a {', '.join(architectures) or 'model of unknown architecture'}, not a "
+                f"{task.model_class.__name__} for finetune.task.type={task_cfg.type}; set the recipe's task type"
+            )
         path = cfg.eval.file or task_cfg.test_file or task_cfg.validation_file
         if path is None:
-            raise BertkitError("no labelled file to evaluate on; set eval.file (or finetune.task.test_file)")
-        model = load_model(TASKS[task_cfg.type].model_class, model_dir, cfg.allow_pickle_weights)
-        model = model.to(accelerator.device)
-        report = eval_classifier(model, tokenizer, cfg, Path(path), out_dir)
+            raise BertkitError("no file to evaluate on; set eval.file (or finetune.task.test_file)")
+        model = load_model(task.model_class, model_dir, cfg.allow_pickle_weights).to(accelerator.device)
+        report = eval_task(model, tokenizer, cfg, Path(path), out_dir)
         data = str(path)
-    else:
-        raise BertkitError(
-            f"{model_dir}: bertkit eval handles BertForPreTraining and sequence classifiers; "
-            f"this model is {', '.join(architectures) or 'of unknown architecture'}"
-        )
     report = {"model": str(model_dir), "data": data, **report}
     write_text(out_dir / REPORT_FILE, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     save_config(cfg, out_dir)

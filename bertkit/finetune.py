@@ -1,7 +1,10 @@
 """`bertkit finetune`: a task head on a pretrained BERT, trained by the same fit() as pretraining.
 
-out_dir = run_finetune(load_recipe("recipes/demo-zh.yaml"))
-BertForSequenceClassification.from_pretrained(out_dir)   # the best checkpoint by the dev metric
+    out_dir = run_finetune(load_recipe("recipes/demo-zh.yaml"))
+    BertForSequenceClassification.from_pretrained(out_dir)   # the best checkpoint by the dev metric
+
+The task family (`finetune.task.type`) decides the reader, the transformers head, the collator and the metric
+(bertkit/tasks/); this module only wires them into fit().
 """
 
 from __future__ import annotations
@@ -15,14 +18,13 @@ from torch.utils.data import DataLoader
 
 from bertkit.checkpoint import save_model
 from bertkit.config import RunConfig, save_config
-from bertkit.data.tasks import TASKS, check_labels, label_set, read_rows
 from bertkit.errors import BertkitError, Interrupted
-from bertkit.evaluate import predict
 from bertkit.loop import TrainState, fit, make_accelerator, total_steps
-from bertkit.metrics import classification_metrics
 from bertkit.model import check_model_dir, load_model, quiet_transformers
 from bertkit.optim import make_optimizer, make_schedule
 from bertkit.runtime import tune_allocator
+from bertkit.tasks import get_task
+from bertkit.tasks.common import check_gold
 from bertkit.tokenizer.train import load_tokenizer
 
 
@@ -31,43 +33,35 @@ def run_finetune(cfg: RunConfig) -> Path:
     quiet_transformers()
     tune_allocator()
     task_cfg, train_cfg = cfg.finetune.task, cfg.finetune.train
-    task = TASKS[task_cfg.type]
+    task = get_task(task_cfg.type)
     if task_cfg.train_file is None:
-        raise BertkitError("finetune.task.train_file is not set; point it at a JSONL/CSV/TSV file")
+        raise BertkitError("finetune.task.train_file is not set; point it at the training file")
     model_dir = check_model_dir(cfg.finetune.model_dir or cfg.pretrain_dir)
     tokenizer = load_tokenizer(model_dir)
 
-    train_examples = task.read(read_rows(task_cfg.train_file), task_cfg, task_cfg.train_file)
-    labels = label_set(train_examples)
-    if len(labels) < 2:
-        raise BertkitError(
-            f"{task_cfg.train_file}: only one label ({labels[0]!r}) in column "
-            f"'{task_cfg.label_column}'; classification needs at least two"
-        )
-    label2id = {name: i for i, name in enumerate(labels)}
-    dev_examples = None
-    if task_cfg.validation_file:
-        dev_examples = task.read(read_rows(task_cfg.validation_file), task_cfg, task_cfg.validation_file)
-        check_labels(dev_examples, label2id, task_cfg.validation_file)
+    train_examples = task.read(task_cfg.train_file, task_cfg, labelled=True)
+    labels = task.labels(train_examples)
+    dev_examples = task.read(task_cfg.validation_file, task_cfg, labelled=True) if task_cfg.validation_file else None
+    if labels and dev_examples:
+        check_gold(dev_examples, labels, task_cfg.validation_file)
+    metric = task_cfg.metric or task.default_metric
 
     accelerator = make_accelerator(train_cfg)
     set_seed(train_cfg.seed)
-    model = load_model(
-        task.model_class,
-        model_dir,
-        cfg.allow_pickle_weights,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id=label2id,
-    )
+    model = load_model(task.model_class, model_dir, cfg.allow_pickle_weights, **task.model_kwargs(labels))
     if task_cfg.max_seq_length > model.config.max_position_embeddings:
         raise BertkitError(
             f"finetune.task.max_seq_length={task_cfg.max_seq_length} exceeds the model's "
             f"{model.config.max_position_embeddings} positions; lower it"
         )
-    collate = partial(task.collate, pad_id=tokenizer.pad_token_id)
-    features = task.encode(tokenizer, train_examples, label2id, task_cfg.max_seq_length)
-    loader = DataLoader(features, batch_size=train_cfg.batch_size, shuffle=True, collate_fn=collate)
+    features = task.encode(tokenizer, train_examples, labels, task_cfg, train=True)
+    features = [{k: v for k, v in f.items() if k not in ("example", "word_ids", "offsets")} for f in features]
+    loader = DataLoader(
+        features,
+        batch_size=train_cfg.batch_size,
+        shuffle=True,
+        collate_fn=partial(task.collate, pad_id=tokenizer.pad_token_id),
+    )
     optimizer = make_optimizer(model, train_cfg)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     steps = total_steps(train_cfg, len(loader))
@@ -79,24 +73,30 @@ def run_finetune(cfg: RunConfig) -> Path:
     if accelerator.is_main_process:
         save_config(cfg, out_dir)
         (out_dir / "metrics.jsonl").unlink(missing_ok=True)
+        what = f" with {len(labels)} labels" if labels else ""
         print(
-            f"fine-tuning {model_dir} for {task_cfg.type} with {len(labels)} labels on "
-            f"{len(train_examples)} examples, {steps} steps"
+            f"fine-tuning {model_dir} for {task_cfg.type}{what} on {len(train_examples)} examples "
+            f"({len(features)} inputs), {steps} steps"
         )
 
-    best = {"score": float("-inf"), "step": 0}
-    dev_features = task.encode(tokenizer, dev_examples, label2id, task_cfg.max_seq_length) if dev_examples else None
+    best = {"score": float("-inf"), "step": 0, "since": 0}
 
     def evaluate(state: TrainState) -> dict:
         unwrapped = accelerator.unwrap_model(model)
-        probs = predict(unwrapped, dev_features, collate, cfg.eval.batch_size)
-        metrics = classification_metrics([f["labels"] for f in dev_features], probs.argmax(-1).tolist(), labels)
+        metrics, _ = task.evaluate(unwrapped, tokenizer, dev_examples, labels, task_cfg, cfg.eval.batch_size)
         scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
-        if scalars[task_cfg.metric] > best["score"] and accelerator.is_main_process:
-            best.update(score=scalars[task_cfg.metric], step=state.step)
-            save_model(unwrapped, tokenizer, out_dir, cfg, keep=("metrics.jsonl",))
+        if metric not in scalars:
+            raise BertkitError(
+                f"finetune.task.metric={metric} is not reported for {task_cfg.type}; choose one of {', '.join(scalars)}"
+            )
+        best["since"] += 1
+        if scalars[metric] > best["score"]:
+            best.update(score=scalars[metric], step=state.step, since=0)
+            if accelerator.is_main_process:
+                save_model(unwrapped, tokenizer, out_dir, cfg, keep=("metrics.jsonl",))
         return scalars
 
+    patience = cfg.finetune.early_stopping_patience
     state = fit(
         accelerator,
         model,
@@ -105,16 +105,19 @@ def run_finetune(cfg: RunConfig) -> Path:
         loader,
         train_cfg,
         steps,
-        evaluate=evaluate if dev_features else None,
+        evaluate=evaluate if dev_examples else None,
         log_file=out_dir / "metrics.jsonl",
         desc="finetune",
+        stop=(lambda: best["since"] >= patience) if patience else None,
     )
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        if dev_features:
-            print(f"best dev {task_cfg.metric} {best['score']:.4f} at step {best['step']}")
+        if dev_examples:
+            print(f"best dev {metric} {best['score']:.4f} at step {best['step']}")
         else:
             save_model(accelerator.unwrap_model(model), tokenizer, out_dir, cfg, keep=("metrics.jsonl",))
+        if state.stopped_early and state.signal is None and patience:
+            print(f"early stop at step {state.step}: no better dev {metric} in {patience} evaluations")
         print(f"model: {out_dir} (loads with {task.model_class.__name__}.from_pretrained)")
     if state.signal is not None:
         raise Interrupted(

@@ -111,8 +111,10 @@ def fit(
     save: Callable[[TrainState], None] | None = None,
     log_file: Path | None = None,
     desc: str = "train",
+    stop: Callable[[], bool] | None = None,
 ) -> TrainState:
-    """Train until `max_steps` optimizer steps (or `train.max_time_minutes`); returns where it stopped."""
+    """Train until `max_steps` optimizer steps, `train.max_time_minutes`, a signal, or `stop()` (checked after
+    each evaluation: early stopping) says so; returns where it stopped."""
     state = state or TrainState()
     main = accelerator.is_main_process
     if log_file is not None and main:
@@ -120,29 +122,88 @@ def fit(
     else:
         log_file = None
     deadline = time.perf_counter() + train.max_time_minutes * 60 if train.max_time_minutes else math.inf
-    bar = progress(total=max_steps, initial=state.step, desc=desc, unit="step", disable=not main)
     finite = torch.ones((), dtype=torch.bool, device=accelerator.device)  # no NaN/inf loss so far
     model.train()
-    with StopOnSignal() as stop:
-        state = _train(
-            accelerator,
-            model,
-            optimizer,
-            scheduler,
-            loader,
-            train,
-            max_steps,
-            state,
-            evaluate,
-            save,
-            log_file,
-            bar,
-            stop,
-            finite,
-            deadline,
-        )
-    bar.close()
-    return state
+    bar = progress(total=max_steps, initial=state.step, desc=desc, unit="step", disable=not main)
+    with bar, StopOnSignal() as signals:
+        loss_sum, loss_count = torch.zeros((), device=accelerator.device), 0
+        tokens = torch.zeros((), device=accelerator.device, dtype=torch.long)
+        window_start = time.perf_counter()
+        while state.step < max_steps:
+            loader.set_epoch(state.epoch)
+            # Resuming mid-epoch: skip what was consumed at the sampler, without loading or masking it.
+            batches = (
+                accelerator.skip_first_batches(loader, state.batches_in_epoch) if state.batches_in_epoch else loader
+            )
+            seen = 0
+            for batch in batches:
+                seen += 1
+                state.batches_in_epoch += 1
+                n_tokens = batch.pop("num_tokens", None)  # packed batches say; otherwise the 2D attention mask
+                tokens += n_tokens if n_tokens is not None else batch["attention_mask"].sum()
+                with accelerator.accumulate(model):
+                    loss = model(**batch)["loss"]
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and train.clip_grad_norm:
+                        accelerator.clip_grad_norm_(model.parameters(), train.clip_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                loss_sum += loss.detach()
+                finite &= torch.isfinite(loss.detach())
+                loss_count += 1
+                if not accelerator.sync_gradients:
+                    continue
+                scheduler.step()
+                state.step += 1
+                bar.update(1)
+                if state.step % train.log_every == 0 or state.step == max_steps:
+                    # .item() waits for the device: only once per log interval.
+                    _check_finite(accelerator, finite, state.step)
+                    mean_loss = accelerator.reduce(loss_sum, "mean").item() / loss_count
+                    elapsed = time.perf_counter() - window_start
+                    tok_s = accelerator.reduce(tokens, "sum").item() / max(elapsed, 1e-9)
+                    lr = scheduler.get_last_lr()[0]
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}")
+                    _log(
+                        accelerator,
+                        log_file,
+                        {"step": state.step, "epoch": state.epoch, "loss": mean_loss, "lr": lr, "tokens_per_s": tok_s},
+                    )
+                    loss_sum.zero_()
+                    tokens.zero_()
+                    loss_count = 0
+                    window_start = time.perf_counter()
+                signalled = signals.received is not None
+                if accelerator.num_processes > 1:  # every process stops at the same step, or the saves deadlock
+                    flag = torch.tensor(float(signalled), device=accelerator.device)
+                    signalled = accelerator.reduce(flag, "max").item() > 0
+                stopping = "signal" if signalled else "time" if time.perf_counter() > deadline else None
+                if evaluate and ((train.eval_every and state.step % train.eval_every == 0) or state.step == max_steps):
+                    metrics = evaluate(state)
+                    model.train()
+                    if main:
+                        bar.write(f"step {state.step}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+                    _log(accelerator, log_file, {"step": state.step, **{f"eval/{k}": v for k, v in metrics.items()}})
+                    if stop and stop() and not stopping:
+                        stopping = "early stopping"
+                at_end = state.step == max_steps or stopping
+                if save and ((train.save_every and state.step % train.save_every == 0) or at_end):
+                    _check_finite(accelerator, finite, state.step)
+                    save(state)
+                if stopping:
+                    if main and stopping == "time":
+                        bar.write(f"train.max_time_minutes={train.max_time_minutes} reached at step {state.step}")
+                    state.stopped_early = True
+                    state.signal = (signals.received or signal.SIGTERM) if signalled else None
+                    return state
+                if state.step >= max_steps:
+                    break
+            if seen == 0 and state.batches_in_epoch == 0:
+                raise BertkitError("the training data yields no batch; check the data files and train.batch_size")
+            if state.step < max_steps:
+                state.epoch += 1
+                state.batches_in_epoch = 0
+        return state
 
 
 def _check_finite(accelerator: Accelerator, finite: torch.Tensor, step: int) -> None:
@@ -152,98 +213,3 @@ def _check_finite(accelerator: Accelerator, finite: torch.Tensor, step: int) -> 
             f"the loss became NaN or infinite by step {step}; nothing after the last checkpoint was saved; lower "
             "train.lr, clip gradients (train.clip_grad_norm) or use train.precision=bf16 instead of fp16"
         )
-
-
-def _train(
-    accelerator,
-    model,
-    optimizer,
-    scheduler,
-    loader,
-    train,
-    max_steps,
-    state,
-    evaluate,
-    save,
-    log_file,
-    bar,
-    stop,
-    finite,
-    deadline,
-) -> TrainState:
-    main = accelerator.is_main_process
-    loss_sum, loss_count = torch.zeros((), device=accelerator.device), 0
-    tokens = torch.zeros((), device=accelerator.device, dtype=torch.long)
-    window_start = time.perf_counter()
-    while state.step < max_steps:
-        loader.set_epoch(state.epoch)
-        # Resuming mid-epoch: skip what was consumed at the sampler, without loading or masking it.
-        batches = accelerator.skip_first_batches(loader, state.batches_in_epoch) if state.batches_in_epoch else loader
-        seen = 0
-        for batch in batches:
-            seen += 1
-            state.batches_in_epoch += 1
-            n_tokens = batch.pop("num_tokens", None)  # packed batches say; otherwise the 2D attention mask
-            tokens += n_tokens if n_tokens is not None else batch["attention_mask"].sum()
-            with accelerator.accumulate(model):
-                loss = model(**batch)["loss"]
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and train.clip_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), train.clip_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.detach()
-            finite &= torch.isfinite(loss.detach())
-            loss_count += 1
-            if not accelerator.sync_gradients:
-                continue
-            scheduler.step()
-            state.step += 1
-            bar.update(1)
-            if state.step % train.log_every == 0 or state.step == max_steps:
-                # .item() waits for the device: only once per log interval.
-                _check_finite(accelerator, finite, state.step)
-                mean_loss = accelerator.reduce(loss_sum, "mean").item() / loss_count
-                elapsed = time.perf_counter() - window_start
-                tok_s = accelerator.reduce(tokens, "sum").item() / max(elapsed, 1e-9)
-                lr = scheduler.get_last_lr()[0]
-                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}")
-                _log(
-                    accelerator,
-                    log_file,
-                    {"step": state.step, "epoch": state.epoch, "loss": mean_loss, "lr": lr, "tokens_per_s": tok_s},
-                )
-                loss_sum.zero_()
-                tokens.zero_()
-                loss_count = 0
-                window_start = time.perf_counter()
-            out_of_time = time.perf_counter() > deadline
-            signalled = stop.received is not None
-            if accelerator.num_processes > 1:  # every process stops at the same step, or the saves deadlock
-                flag = torch.tensor(float(signalled), device=accelerator.device)
-                signalled = accelerator.reduce(flag, "max").item() > 0
-            out_of_time = out_of_time or signalled
-            if evaluate and ((train.eval_every and state.step % train.eval_every == 0) or state.step == max_steps):
-                metrics = evaluate(state)
-                model.train()
-                if main:
-                    bar.write(f"step {state.step}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-                _log(accelerator, log_file, {"step": state.step, **{f"eval/{k}": v for k, v in metrics.items()}})
-            at_end = state.step == max_steps or out_of_time
-            if save and ((train.save_every and state.step % train.save_every == 0) or at_end):
-                _check_finite(accelerator, finite, state.step)
-                save(state)
-            if out_of_time:
-                if main and not signalled:
-                    bar.write(f"train.max_time_minutes={train.max_time_minutes} reached at step {state.step}")
-                state.stopped_early = True
-                state.signal = (stop.received or signal.SIGTERM) if signalled else None
-                return state
-            if state.step >= max_steps:
-                break
-        if seen == 0 and state.batches_in_epoch == 0:
-            raise BertkitError("the training data yields no batch; check the data files and train.batch_size")
-        if state.step < max_steps:
-            state.epoch += 1
-            state.batches_in_epoch = 0
-    return state

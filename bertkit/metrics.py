@@ -1,29 +1,61 @@
 """Evaluation metrics as pure functions, and the printed table.
 
     classification_metrics(gold=[0, 1, 1], pred=[0, 1, 0], labels=["neg", "pos"])
-    # {"accuracy": 0.667, "macro_f1": 0.667, "micro_f1": 0.667, "per_class": {"neg": {...}, "pos": {...}}}
+    # {"accuracy": 0.667, "macro_f1": 0.667, "micro_f1": 0.667, "mcc": 0.5, "per_class": {"neg": {...}, ...}}
+    regression_metrics(gold=[1.0, 2.0, 3.0], pred=[1.1, 1.9, 3.2])
+    # {"pearson": 0.991, "spearman": 1.0, "mse": 0.02}
+    entity_metrics(gold=[["B-PER", "I-PER", "O"]], pred=[["I-PER", "I-PER", "O"]])
+    # {"precision": 1.0, ..., "strict_f1": 0.0, "per_type": {"PER": {...}}}
+    squad_metrics(predictions={"q1": "the Eiffel Tower"}, references={"q1": ["Eiffel Tower"]})
+    # {"exact_match": 100.0, "f1": 100.0}
+    cmrc_metrics(predictions={"q1": "北京。"}, references={"q1": ["北京"]})
+    # {"exact_match": 100.0, "f1": 100.0}
 
-Definitions follow scikit-learn (F1 of a class with no predictions and no gold is 0).
+Definitions follow scikit-learn (F1 of a class with no predictions and no gold is 0), scipy, seqeval and the
+official SQuAD and CMRC2018 evaluation scripts.
 """
 
 from __future__ import annotations
 
 import math
+import re
+import string
 import unicodedata
+from collections import Counter
 
-from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+from scipy.stats import pearsonr, spearmanr
+from seqeval.metrics import sequence_labeling as seqeval
+from seqeval.scheme import IOB2, IOBES
+from sklearn.metrics import accuracy_score, matthews_corrcoef, precision_recall_fscore_support
+
+_SEQEVAL_SCHEMES = {"BIO": IOB2, "BIOES": IOBES}
+
+_SQUAD_PUNCTUATION = frozenset(string.punctuation)
+_SQUAD_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+# The official CMRC2018 list, one character at a time: it has no ASCII "." or "," and no "‘", and its "……" entry,
+# two characters long, never matches one.
+_CMRC_PUNCTUATION = frozenset("-:_*^/\\~`+=，。：？！“”；’《》·、「」（）－～『』")
+_CMRC_HANZI = re.compile(r"([\u4e00-\u9fa5])")
+# Stands in for nltk.word_tokenize, which the official script runs on the text between Chinese characters (nltk and
+# its punkt data are not at hand): the punctuation it splits off, its Treebank rules for a final period, commas not
+# before a digit and ellipses included, is split off here too. Apostrophes and quotes are not handled as it does.
+_CMRC_SPLIT = re.compile(r'\.{2,}|\.(?=[\])}>"\']*\s*$)|,(?!\d)|[;@#$%&?!()\[\]{}<>"]')
 
 
 def classification_metrics(gold: list[int], pred: list[int], labels: list[str]) -> dict:
-    """Accuracy, macro/micro F1 and per-class precision, recall, F1 and support."""
+    """Accuracy, macro/micro F1, Matthews correlation and per-class precision, recall, F1 and support."""
     ids = list(range(len(labels)))
     p, r, f, support = precision_recall_fscore_support(gold, pred, labels=ids, zero_division=0)
     _, _, macro_f1, _ = precision_recall_fscore_support(gold, pred, labels=ids, average="macro", zero_division=0)
     _, _, micro_f1, _ = precision_recall_fscore_support(gold, pred, labels=ids, average="micro", zero_division=0)
+    # With one label on both sides MCC is undefined: 0, which scikit-learn also returns, but with a warning.
+    mcc = matthews_corrcoef(gold, pred) if len(set(gold) | set(pred)) > 1 else 0.0
     return {
         "accuracy": float(accuracy_score(gold, pred)),
         "macro_f1": float(macro_f1),
         "micro_f1": float(micro_f1),
+        "mcc": float(mcc),
         "per_class": {
             name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(support[i])}
             for i, name in enumerate(labels)
@@ -47,6 +79,162 @@ def pretraining_metrics(
     return out
 
 
+def regression_metrics(gold: list[float], pred: list[float]) -> dict:
+    """Pearson and Spearman correlation (nan when either side is constant) and mean squared error."""
+    return {
+        "pearson": float(pearsonr(gold, pred)[0]),
+        "spearman": float(spearmanr(gold, pred)[0]),
+        "mse": sum((g - p) ** 2 for g, p in zip(gold, pred, strict=True)) / len(gold),
+    }
+
+
+def entity_metrics(gold: list[list[str]], pred: list[list[str]], scheme: str = "BIO") -> dict:
+    """Entity-level micro precision, recall and F1 of tag sequences, as seqeval computes them.
+
+    The headline and `per_type` follow conlleval (an I- tag without a B- before it starts an entity); the strict_
+    scores count only entities that are well-formed in `scheme` ("BIO" or "BIOES"), and reject tags outside it.
+    """
+    if scheme not in _SEQEVAL_SCHEMES:
+        raise ValueError(f"scheme must be one of {list(_SEQEVAL_SCHEMES)}, got {scheme!r}")
+    # zero_division=0: a corpus without entities scores 0, as in conlleval, instead of warning.
+    p, r, f, _ = seqeval.precision_recall_fscore_support(gold, pred, average="micro", zero_division=0)
+    strict = {"mode": "strict", "scheme": _SEQEVAL_SCHEMES[scheme], "zero_division": 0}
+    # seqeval's own classification_report pairs the per-type scores with the sorted types in the same way.
+    types = sorted({name for tags in (gold, pred) for name, _, _ in seqeval.get_entities(tags)})
+    tp, tr, tf, support = seqeval.precision_recall_fscore_support(gold, pred, average=None, zero_division=0)
+    return {
+        "precision": float(p),
+        "recall": float(r),
+        "f1": float(f),
+        "strict_precision": float(seqeval.precision_score(gold, pred, **strict)),
+        "strict_recall": float(seqeval.recall_score(gold, pred, **strict)),
+        "strict_f1": float(seqeval.f1_score(gold, pred, **strict)),
+        "per_type": {
+            name: {"precision": float(tp[i]), "recall": float(tr[i]), "f1": float(tf[i]), "support": int(support[i])}
+            for i, name in enumerate(types)
+        },
+    }
+
+
+def normalize_answer(s: str) -> str:
+    """The official SQuAD normalization: lowercase, drop punctuation, then the articles a/an/the, then collapse
+    whitespace."""
+    s = "".join(c for c in s.lower() if c not in _SQUAD_PUNCTUATION)
+    return " ".join(_SQUAD_ARTICLES.sub(" ", s).split())
+
+
+def _squad_golds(gold_answers: list[str]) -> list[str]:
+    # SQuAD v2: answers that normalize to nothing are dropped, and a question left without any is unanswerable,
+    # scored against the empty answer.
+    return [a for a in gold_answers if normalize_answer(a)] or [""]
+
+
+def _squad_token_f1(prediction: str, gold: str) -> float:
+    pred_tokens, gold_tokens = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not pred_tokens or not gold_tokens:
+        return float(pred_tokens == gold_tokens)  # no answer agrees only with no answer
+    same = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred_tokens), same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_em(prediction: str, gold_answers: list[str]) -> float:
+    """1.0 when the normalized prediction equals a normalized gold answer; an empty list means unanswerable."""
+    return max(float(normalize_answer(prediction) == normalize_answer(g)) for g in _squad_golds(gold_answers))
+
+
+def squad_f1(prediction: str, gold_answers: list[str]) -> float:
+    """Best bag-of-tokens F1 of the normalized prediction against the gold answers (SQuAD v2 rules: an empty list
+    means unanswerable, where only an empty prediction scores, 1.0)."""
+    return max(_squad_token_f1(prediction, g) for g in _squad_golds(gold_answers))
+
+
+def _percentages(scores: list[tuple[float, float]]) -> tuple[float, float]:
+    """Mean EM and F1 of (em, f1) pairs, in percent."""
+    n = max(1, len(scores))
+    return 100.0 * sum(em for em, _ in scores) / n, 100.0 * sum(f1 for _, f1 in scores) / n
+
+
+def squad_metrics(predictions: dict[str, str], references: dict[str, list[str]]) -> dict:
+    """SQuAD exact match and F1 in percent over `references` (question id -> gold answers, empty when
+    unanswerable), with has-answer and no-answer breakdowns when some are unanswerable. A question without a
+    prediction scores 0, as in the official scripts."""
+    scores = {
+        qid: (squad_em(predictions[qid], golds), squad_f1(predictions[qid], golds)) if qid in predictions else (0, 0)
+        for qid, golds in references.items()
+    }
+    em, f1 = _percentages(list(scores.values()))
+    out = {"exact_match": em, "f1": f1}
+    no_answer = [scores[qid] for qid, golds in references.items() if not golds]
+    if no_answer:
+        has_answer = [scores[qid] for qid, golds in references.items() if golds]
+        (has_em, has_f1), (no_em, no_f1) = _percentages(has_answer), _percentages(no_answer)
+        out |= {
+            "has_answer_exact": has_em,
+            "has_answer_f1": has_f1,
+            "has_answer_total": len(has_answer),
+            "no_answer_exact": no_em,
+            "no_answer_f1": no_f1,
+            "no_answer_total": len(no_answer),
+        }
+    return out
+
+
+def remove_punctuation(text: str) -> str:
+    """The CMRC2018 normalization: lowercase, strip, drop the official script's Chinese and English punctuation."""
+    return "".join(c for c in text.lower().strip() if c not in _CMRC_PUNCTUATION)
+
+
+def mixed_segmentation(text: str) -> list[str]:
+    """CMRC2018 tokens: each Chinese character alone and the words between them, punctuation removed first (the
+    official script drops it without splitting there: "a-b" is one word)."""
+    # Splitting on a captured pattern keeps each Chinese character as a piece of its own, a word of one character.
+    pieces = _CMRC_HANZI.split(remove_punctuation(text))
+    return [word for piece in pieces for word in _CMRC_SPLIT.sub(r" \g<0> ", piece).split()]
+
+
+def _lcs_length(a: list[str], b: list[str]) -> int:
+    """Length of the longest common contiguous run of `a` and `b` (the official find_lcs)."""
+    best, prev = 0, [0] * (len(b) + 1)
+    for x in a:
+        row = [0] + [prev[j] + 1 if x == y else 0 for j, y in enumerate(b)]
+        best, prev = max(best, *row), row
+    return best
+
+
+def cmrc_em(prediction: str, gold_answers: list[str]) -> float:
+    """1.0 when the prediction equals a gold answer once both are lowercased and stripped of punctuation."""
+    return max(float(remove_punctuation(prediction) == remove_punctuation(g)) for g in gold_answers)
+
+
+def _cmrc_token_f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
+    same = _lcs_length(gold_tokens, pred_tokens)
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred_tokens), same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def cmrc_f1(prediction: str, gold_answers: list[str]) -> float:
+    """Best F1 against the gold answers, where the overlap is the longest common run of segmented tokens."""
+    pred_tokens = mixed_segmentation(prediction)
+    return max(_cmrc_token_f1(pred_tokens, mixed_segmentation(g)) for g in gold_answers)
+
+
+def cmrc_metrics(predictions: dict[str, str], references: dict[str, list[str]]) -> dict:
+    """CMRC2018 exact match and F1 in percent over `references` (question id -> gold answers); a question without a
+    prediction scores 0, as in the official script."""
+    em, f1 = _percentages(
+        [
+            (cmrc_em(predictions[qid], golds), cmrc_f1(predictions[qid], golds)) if qid in predictions else (0, 0)
+            for qid, golds in references.items()
+        ]
+    )
+    return {"exact_match": em, "f1": f1}
+
+
 def _width(text: str) -> int:
     """Terminal columns of `text` (CJK characters take two)."""
     return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
@@ -57,18 +245,20 @@ def _ljust(text: str, width: int) -> str:
 
 
 def format_table(report: dict) -> str:
-    """Scalar metrics, then a per-class P/R/F1 block when present, as aligned text."""
+    """Scalar metrics, then a P/R/F1 block for `per_class` and for `per_type` when present, as aligned text."""
     lines = []
     scalars = {k: v for k, v in report.items() if isinstance(v, int | float)}
     width = max(map(len, scalars), default=0)
     for k, v in scalars.items():
         lines.append(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
-    per_class = report.get("per_class")
-    if per_class:
-        name_w = max(8, *map(_width, per_class))
+    for key, header in (("per_class", "label"), ("per_type", "type")):
+        rows = report.get(key)
+        if not rows:
+            continue
+        name_w = max(8, *map(_width, rows))
         lines.append("")
-        lines.append(f"{'label':<{name_w}}  {'precision':>9}  {'recall':>9}  {'f1':>9}  {'support':>7}")
-        for name, m in per_class.items():
+        lines.append(f"{header:<{name_w}}  {'precision':>9}  {'recall':>9}  {'f1':>9}  {'support':>7}")
+        for name, m in rows.items():
             lines.append(
                 f"{_ljust(name, name_w)}  {m['precision']:>9.4f}  {m['recall']:>9.4f}  {m['f1']:>9.4f}"
                 f"  {m['support']:>7}"

@@ -54,12 +54,28 @@ class Lamb(torch.optim.Optimizer):
         return loss
 
 
+def layer_depth(name: str, num_layers: int) -> int:
+    """0 for the embeddings, i + 1 for encoder layer i, num_layers + 1 for everything above (pooler, heads)."""
+    if ".embeddings." in f".{name}":
+        return 0
+    marker = "encoder.layer."
+    if marker in name:
+        return int(name.split(marker)[1].split(".")[0]) + 1
+    return num_layers + 1
+
+
 def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for n, p in named if not no_decay(n, p)], "weight_decay": train.weight_decay},
-        {"params": [p for n, p in named if no_decay(n, p)], "weight_decay": 0.0},
-    ]
+    num_layers = getattr(getattr(model, "config", None), "num_hidden_layers", 0)
+    groups: dict[tuple[bool, int], dict] = {}
+    for n, p in named:
+        depth = layer_depth(n, num_layers) if train.layer_lr_decay else 0
+        scale = train.layer_lr_decay ** (num_layers + 1 - depth) if train.layer_lr_decay else 1.0
+        key = (no_decay(n, p), depth)
+        groups.setdefault(
+            key, {"params": [], "weight_decay": 0.0 if key[0] else train.weight_decay, "lr": train.lr * scale}
+        )["params"].append(p)
+    groups = [groups[k] for k in sorted(groups)]  # decayed groups first, shallow layers first
     if train.optimizer == "lamb":
         return Lamb(groups, lr=train.lr, eps=1e-6)
     # The fused kernel (CPU and CUDA) updates every tensor in one pass; MPS lacks it in some torch versions.

@@ -48,8 +48,52 @@ def plot_curves(metrics_file: Path, out: Path, title: str = "") -> Path | None:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    return _save(fig, out)
+
+
+def _save(fig, out: Path) -> Path:
     buffer = BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     write_bytes(out, buffer.getvalue())
     return out
+
+
+CJK_FONT_HINTS = ("CJK", "WenQuanYi", "Hei", "Song", "Droid Sans Fallback", "PingFang", "Hiragino")
+
+
+def _tick_labels(labels: list[str]) -> tuple[list[str], str]:
+    """Labels as matplotlib can draw them: Chinese needs a CJK font; without one, numbers (and a note)."""
+    if all(ord(c) < 0x2E80 for label in labels for c in label):
+        return labels, ""
+    from matplotlib import font_manager
+
+    for font in font_manager.fontManager.ttflist:
+        if any(hint in font.name for hint in CJK_FONT_HINTS):
+            plt.rcParams["font.sans-serif"] = [font.name, *plt.rcParams["font.sans-serif"]]
+            return labels, ""
+    return [str(i) for i in range(len(labels))], " (labels by index: no CJK font installed)"
+
+
+def plot_confusion(predicted: list[str], gold: list[str], labels: list[str], out: Path) -> Path:
+    """Counts of (gold, predicted) label pairs; the diagonal is right."""
+    index = {name: i for i, name in enumerate(labels)}
+    counts = [[0] * len(labels) for _ in labels]
+    for g, p in zip(gold, predicted, strict=True):
+        counts[index[g]][index[p]] += 1
+    size = 2 + 0.45 * len(labels)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(counts, cmap="Blues")
+    fig.colorbar(image, ax=ax)
+    ticks, note = _tick_labels(labels)
+    ax.set_xticks(range(len(labels)), ticks, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), ticks)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    peak = max(max(row) for row in counts) or 1
+    for i, row in enumerate(counts):
+        for j, n in enumerate(row):
+            ax.text(j, i, n, ha="center", va="center", color="white" if n > peak / 2 else "black", fontsize=8)
+    ax.set_title(f"confusion matrix, {sum(map(sum, counts))} examples{note}", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, out)

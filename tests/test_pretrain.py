@@ -283,3 +283,18 @@ def test_no_weight_decay_on_biases_and_layer_norm(tokenizer):
     assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
     assert all(names[id(p)].endswith("bias") or "LayerNorm" in names[id(p)] for p in no_decay["params"])
     assert any("attention.self.query.weight" in names[id(p)] for p in decay["params"])
+
+
+def test_layer_wise_lr_decay(tokenizer):
+    from bertkit.config import ModelConfig
+    from bertkit.model import build_pretraining_model
+    from bertkit.optim import make_optimizer
+
+    model = build_pretraining_model(ModelConfig(hidden_size=64, num_hidden_layers=2), tokenizer)
+    names = {id(p): n for n, p in model.named_parameters()}
+    optimizer = make_optimizer(model, TrainConfig(lr=1.0, layer_lr_decay=0.5))
+    lr_of = {names[id(p)]: g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert lr_of["cls.seq_relationship.weight"] == 1.0 and lr_of["bert.pooler.dense.weight"] == 1.0
+    assert lr_of["bert.encoder.layer.1.output.dense.weight"] == 0.5
+    assert lr_of["bert.encoder.layer.0.output.dense.weight"] == 0.25
+    assert lr_of["bert.embeddings.word_embeddings.weight"] == 0.125

@@ -1,0 +1,128 @@
+"""Sentence and sentence-pair classification, and regression (a score for a pair, STS-B style).
+
+Files: JSONL/JSON/CSV/TSV rows with `task.text_column`, optionally `task.text_pair_column`, and
+`task.label_column` (a class name, or a number for regression). Model: BertForSequenceClassification with
+id2label (classification) or one output and problem_type "regression".
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import torch
+from transformers import BertForSequenceClassification
+
+from bertkit.config import TaskConfig
+from bertkit.errors import BertkitError
+from bertkit.metrics import classification_metrics, regression_metrics
+from bertkit.tasks.common import Task, collate_inputs, column, label_set, predict_batches, read_rows
+
+
+def read(path: Path, cfg: TaskConfig, labelled: bool | None = None, regression: bool = False) -> list[dict]:
+    """Examples with their gold label; `labelled`: True requires the label column, None takes it if present."""
+    rows = read_rows(path)
+    texts = column(rows, cfg.text_column, path, "finetune.task.text_column")
+    pairs = column(rows, cfg.text_pair_column, path, "finetune.task.text_pair_column") if cfg.text_pair_column else None
+    with_labels = labelled or (labelled is None and cfg.label_column in rows[0])
+    gold = column(rows, cfg.label_column, path, "finetune.task.label_column") if with_labels else None
+    examples = []
+    for i, text in enumerate(texts):
+        label = None if gold is None else str(gold[i])
+        if regression and label is not None:
+            try:
+                label = float(label)
+            except ValueError:
+                raise BertkitError(f"{path}: row {i + 1}: score {gold[i]!r} is not a number") from None
+        examples.append({"text": str(text), "text_pair": None if pairs is None else str(pairs[i]), "label": label})
+    return examples
+
+
+def encode(tokenizer, examples: list[dict], labels: list[str] | None, cfg: TaskConfig, train: bool) -> list[dict]:
+    pairs = [e["text_pair"] for e in examples] if examples[0]["text_pair"] is not None else None
+    enc = tokenizer([e["text"] for e in examples], pairs, truncation=True, max_length=cfg.max_seq_length)
+    label2id = {name: i for i, name in enumerate(labels)} if labels else None
+    features = []
+    for i, e in enumerate(examples):
+        f = {"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i]}
+        if e["label"] is not None:
+            f["labels"] = label2id[e["label"]] if label2id else e["label"]
+        features.append(f)
+    return features
+
+
+def collate(features: list[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
+    batch = collate_inputs(features, pad_id)
+    if "labels" in features[0]:
+        batch["labels"] = torch.tensor([f["labels"] for f in features])
+    return batch
+
+
+def evaluate_classification(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: int):
+    features = encode(tokenizer, examples, labels, cfg, train=False)
+    probs = torch.cat(
+        [
+            out.logits.float().softmax(-1).cpu()
+            for _, out in predict_batches(model, features, partial(collate, pad_id=tokenizer.pad_token_id), batch_size)
+        ]
+    )
+    pred = probs.argmax(-1).tolist()
+    predictions = [
+        {**e, "prediction": labels[p], "probability": round(float(probs[i, p]), 6)}
+        for i, (e, p) in enumerate(zip(examples, pred, strict=True))
+    ]
+    if any(e["label"] is None for e in examples):
+        return None, predictions
+    gold = [labels.index(e["label"]) for e in examples]
+    return classification_metrics(gold, pred, labels), predictions
+
+
+def evaluate_regression(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: int):
+    features = encode(tokenizer, examples, None, cfg, train=False)
+    scores = torch.cat(
+        [
+            out.logits.float()[:, 0].cpu()
+            for _, out in predict_batches(model, features, partial(collate, pad_id=tokenizer.pad_token_id), batch_size)
+        ]
+    )
+    predictions = [{**e, "prediction": round(float(s), 6)} for e, s in zip(examples, scores, strict=True)]
+    if any(e["label"] is None for e in examples):
+        return None, predictions
+    return regression_metrics([e["label"] for e in examples], scores.tolist()), predictions
+
+
+def _class_kwargs(labels: list[str]) -> dict:
+    if len(labels) < 2:
+        raise BertkitError(f"only one label ({labels[0]!r}) in the train file; classification needs at least two")
+    return {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {name: i for i, name in enumerate(labels)},
+    }
+
+
+CLASSIFICATION = Task(
+    model_class=BertForSequenceClassification,
+    default_metric="accuracy",
+    pipeline="text-classification",
+    has_labels=True,
+    read=read,
+    labels=lambda examples: label_set(e["label"] for e in examples),
+    model_kwargs=_class_kwargs,
+    encode=encode,
+    collate=collate,
+    evaluate=evaluate_classification,
+)
+
+REGRESSION = Task(
+    model_class=BertForSequenceClassification,
+    default_metric="pearson",
+    pipeline=None,
+    has_labels=False,
+    read=partial(read, regression=True),
+    labels=lambda examples: None,
+    model_kwargs=lambda labels: {"num_labels": 1, "problem_type": "regression"},
+    encode=encode,
+    collate=collate,
+    evaluate=evaluate_regression,
+)

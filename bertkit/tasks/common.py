@@ -1,0 +1,156 @@
+"""What the task families share: the Task record, reading labelled files, padding, batched prediction.
+
+rows = read_rows(Path("data/zh/topic/train.jsonl"))   # JSONL, JSON (a list), CSV or TSV with a header
+texts = column(rows, "text", path, "finetune.task.text_column")
+for batch, outputs in predict_batches(model, features, collate, batch_size=64): ...
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bertkit.errors import BertkitError
+from bertkit.progress import progress
+
+
+@dataclass(frozen=True)
+class Task:
+    model_class: type
+    default_metric: str  # the dev metric that picks the best checkpoint unless task.metric says otherwise
+    pipeline: str | None  # the transformers pipeline the fine-tuned model runs in
+    has_labels: bool  # a label set, stored as the model's id2label (classification, tagging)
+    read: Callable  # (path, task_cfg, labelled=None) -> examples, each with its gold answer or None
+    labels: Callable  # (examples) -> list[str] | None
+    model_kwargs: Callable  # (labels) -> from_pretrained kwargs (num_labels, id2label, …)
+    encode: Callable  # (tokenizer, examples, labels, task_cfg, train) -> features
+    collate: Callable  # (features, pad_id) -> batch of tensors
+    evaluate: Callable  # (model, tokenizer, examples, labels, task_cfg, batch_size) -> (metrics | None, predictions)
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows of a JSONL/JSON/CSV/TSV file as dicts (CSV and TSV need a header line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BertkitError(f"{path}: no such file; check the task's *_file settings")
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise BertkitError(f"{path}: not UTF-8 text; convert the file to UTF-8") from None
+    if suffix == ".jsonl":
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise BertkitError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise BertkitError(f"{path}:{n}: each line must be a JSON object")
+            rows.append(row)
+    elif suffix == ".json":
+        rows = read_json(path, text)
+        if not (isinstance(rows, list) and all(isinstance(r, dict) for r in rows)):
+            raise BertkitError(f"{path}: a .json task file must hold a list of objects")
+    elif suffix in (".csv", ".tsv"):
+        rows = list(csv.DictReader(text.splitlines(), delimiter="\t" if suffix == ".tsv" else ","))
+    else:
+        raise BertkitError(f"{path}: unknown file type '{suffix}'; use .jsonl, .json, .csv or .tsv")
+    if not rows:
+        raise BertkitError(f"{path}: file holds no rows")
+    return rows
+
+
+def read_json(path: Path, text: str | None = None):
+    try:
+        return json.loads(text if text is not None else Path(path).read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as e:
+        raise BertkitError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    except UnicodeDecodeError:
+        raise BertkitError(f"{path}: not UTF-8 text; convert the file to UTF-8") from None
+
+
+def column(rows: list[dict], name: str, path: Path, setting: str) -> list:
+    """Every row's value of `name`; one clear error for a missing column or an empty value."""
+    if name not in rows[0]:
+        raise BertkitError(f"{path}: no column '{name}' (columns: {', '.join(map(str, rows[0]))}); set {setting}")
+    values = []
+    for n, row in enumerate(rows, 1):
+        value = row.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise BertkitError(f"{path}: row {n} has no value in column '{name}'")
+        values.append(value)
+    return values
+
+
+def label_set(labels) -> list[str]:
+    """Sorted label names; integers in numeric order."""
+
+    def key(label: str):
+        number = label.lstrip("-").isdigit()
+        return (not number, int(label) if number else 0, label)
+
+    return sorted(set(labels), key=key)
+
+
+def check_gold(examples: list[dict], labels: list[str], path: Path) -> None:
+    """Gold labels (a class, or one tag per word) must be known to the model."""
+    found = [
+        t
+        for e in examples
+        if e["label"] is not None
+        for t in (e["label"] if isinstance(e["label"], list) else [e["label"]])
+    ]
+    check_labels(found, {name: i for i, name in enumerate(labels)}, path)
+
+
+def check_labels(found, label2id: dict[str, int], path: Path) -> None:
+    unknown = sorted({label for label in found if label not in label2id})
+    if unknown:
+        raise BertkitError(
+            f"{path}: label(s) {', '.join(map(repr, unknown[:5]))} not seen in training "
+            f"(known: {', '.join(label2id)}); fix the file or add examples to the train file"
+        )
+
+
+def pad(rows: list[list], value, length: int, dtype=torch.long) -> torch.Tensor:
+    out = torch.full((len(rows), length), value, dtype=dtype)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.as_tensor(row, dtype=dtype)
+    return out
+
+
+def padded_length(rows: list[list], multiple: int = 8) -> int:
+    """Longest row rounded up to a multiple of 8 (dynamic padding; tensor-core friendly shapes)."""
+    return -(-max(len(r) for r in rows) // multiple) * multiple
+
+
+def collate_inputs(features: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """input_ids, token_type_ids and attention_mask of single sequences, padded to the batch's longest."""
+    rows = [f["input_ids"] for f in features]
+    length = padded_length(rows)
+    return {
+        "input_ids": pad(rows, pad_id, length),
+        "token_type_ids": pad([f["token_type_ids"] for f in features], 0, length),
+        "attention_mask": pad([[1] * len(r) for r in rows], 0, length),
+    }
+
+
+@torch.no_grad()
+def predict_batches(model, features: list[dict], collate: Callable, batch_size: int) -> Iterator[tuple[list, dict]]:
+    """(features of the batch, model outputs) over `features` in order, without the training targets."""
+    model.eval()
+    for start in progress(range(0, len(features), batch_size), desc="predict", leave=False):
+        chunk = features[start : start + batch_size]
+        batch = collate(chunk)
+        inputs = {
+            k: v.to(model.device) for k, v in batch.items() if k in ("input_ids", "token_type_ids", "attention_mask")
+        }
+        yield chunk, model(**inputs)
