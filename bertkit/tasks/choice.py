@@ -105,7 +105,6 @@ def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: in
 TASK = Task(
     model_class=BertForMultipleChoice,
     default_metric="accuracy",
-    pipeline=None,
     has_labels=False,
     read=read,
     labels=lambda examples: None,

@@ -104,7 +104,6 @@ def _class_kwargs(labels: list[str]) -> dict:
 CLASSIFICATION = Task(
     model_class=BertForSequenceClassification,
     default_metric="accuracy",
-    pipeline="text-classification",
     has_labels=True,
     read=read,
     labels=lambda examples: label_set(e["label"] for e in examples),
@@ -117,7 +116,6 @@ CLASSIFICATION = Task(
 REGRESSION = Task(
     model_class=BertForSequenceClassification,
     default_metric="pearson",
-    pipeline=None,
     has_labels=False,
     read=partial(read, regression=True),
     labels=lambda examples: None,

