@@ -196,11 +196,17 @@ class TrainConfig(Section):
 class TaskConfig(Section):
     """`bertkit finetune`: the labelled data, its columns, and task-specific settings."""
 
-    type: Literal["classification", "regression", "token-classification", "question-answering", "multiple-choice"] = (
-        "classification"
-    )
-    """classification (one text or a pair), regression (a score for a pair), token-classification (BIO/BIOES
-    tags per word), question-answering (SQuAD/CMRC JSON), multiple-choice."""
+    type: Literal[
+        "classification",
+        "multi-label-classification",
+        "regression",
+        "token-classification",
+        "question-answering",
+        "multiple-choice",
+    ] = "classification"
+    """classification (one text or a pair), multi-label-classification (a list of labels per text, or names
+    joined by "|"), regression (a score for a pair), token-classification (BIO/BIOES tags per word),
+    question-answering (SQuAD/CMRC JSON), multiple-choice."""
     name: str = "task"
     """Names the output dir `<output_dir>/finetune/<name>`."""
     train_file: Path | None = None

@@ -90,7 +90,7 @@ def eval_task(model, tokenizer, cfg: RunConfig, path: Path, out_dir: Path) -> di
     lines = [json.dumps(p, ensure_ascii=False) for p in predictions]
     write_text(out_dir / PREDICTIONS_FILE, "\n".join(lines) + "\n")
     report = {"task": task_cfg.type, "examples": len(examples), **(metrics or {})}
-    if metrics and "per_class" in metrics and len(metrics["per_class"]) <= 50:
+    if metrics and "accuracy" in metrics and "per_class" in metrics and len(labels) <= 50:  # single-label only
         gold = [e["label"] for e in examples]
         plot_confusion([p["prediction"] for p in predictions], gold, labels, out_dir / CONFUSION_FILE)
     return report

@@ -79,6 +79,24 @@ def pretraining_metrics(
     return out
 
 
+def multilabel_metrics(gold: list[list[int]], pred: list[list[int]], labels: list[str]) -> dict:
+    """Multi-label classification from 0/1 indicator rows: micro/macro F1, exact match (every label of an
+    example right) and per-class precision, recall, F1 and support."""
+    ids = list(range(len(labels)))
+    p, r, f, support = precision_recall_fscore_support(gold, pred, labels=ids, zero_division=0)
+    micro = precision_recall_fscore_support(gold, pred, average="micro", zero_division=0)
+    macro = precision_recall_fscore_support(gold, pred, average="macro", zero_division=0)
+    return {
+        "exact_match": float(accuracy_score(gold, pred)),  # subset accuracy on indicator rows
+        "micro_f1": float(micro[2]),
+        "macro_f1": float(macro[2]),
+        "per_class": {
+            name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(support[i])}
+            for i, name in enumerate(labels)
+        },
+    }
+
+
 def regression_metrics(gold: list[float], pred: list[float]) -> dict:
     """Pearson and Spearman correlation (nan when either side is constant) and mean squared error."""
     return {

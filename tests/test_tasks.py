@@ -192,3 +192,40 @@ def test_long_token_inputs_are_windowed_and_every_word_tagged(tiny_run):
     assert len(features) > 5
     covered = {w for f in features for w in f["word_ids"] if w is not None}
     assert covered == set(range(len(words)))
+
+
+def test_multi_label_classification(tiny_run, tmp_path):
+    rows = [json.loads(line) for line in (ROOT / "data/zh/topic/train.jsonl").read_text(encoding="utf-8").splitlines()]
+    data = tmp_path / "multi.jsonl"
+    # Each headline: its topic, plus "长" for long ones (a second, independent label).
+    data.write_text(
+        "".join(
+            json.dumps(
+                {"text": r["text"], "label": [r["label"], *(["长"] if len(r["text"]) > 20 else [])]}, ensure_ascii=False
+            )
+            + "\n"
+            for r in rows[:120]
+        ),
+        encoding="utf-8",
+    )
+    args = [
+        "finetune",
+        ROOT / "recipes" / "demo-zh.yaml",
+        *tiny_run[1],
+        f"output_dir={tmp_path}",
+        f"finetune.model_dir={tiny_run[0] / 'pretrain'}",
+        "finetune.task.type=multi-label-classification",
+        "finetune.task.name=multi",
+        f"finetune.task.train_file={data}",
+        f"finetune.task.validation_file={data}",
+        f"finetune.task.test_file={data}",
+        *FAST,
+    ]
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.stderr
+    result = run_cli("eval", *args[1:])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "eval" / "multi" / "report.json").read_text())
+    assert {"exact_match", "micro_f1", "macro_f1"} <= set(report) and "长" in report["per_class"]
+    model = BertForSequenceClassification.from_pretrained(tmp_path / "finetune" / "multi")
+    assert model.config.problem_type == "multi_label_classification" and model.config.num_labels == 6

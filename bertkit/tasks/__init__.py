@@ -19,6 +19,7 @@ from bertkit.tasks.common import Task
 
 TASKS: dict[str, Task] = {
     "classification": classification.CLASSIFICATION,
+    "multi-label-classification": classification.MULTI_LABEL,
     "regression": classification.REGRESSION,
     "token-classification": tagging.TASK,
     "question-answering": qa.TASK,

@@ -1,4 +1,5 @@
-"""Sentence and sentence-pair classification, and regression (a score for a pair, STS-B style).
+"""Sentence and sentence-pair classification (one label, or several: multi-label), and regression (a score for
+a pair, STS-B style).
 
 Files: JSONL/JSON/CSV/TSV rows with `task.text_column`, optionally `task.text_pair_column`, and
 `task.label_column` (a class name, or a number for regression). Model: BertForSequenceClassification with
@@ -15,11 +16,13 @@ from transformers import BertForSequenceClassification
 
 from bertkit.config import TaskConfig
 from bertkit.errors import BertkitError
-from bertkit.metrics import classification_metrics, regression_metrics
+from bertkit.metrics import classification_metrics, multilabel_metrics, regression_metrics
 from bertkit.tasks.common import Task, collate_inputs, column, label_set, predict_batches, read_rows
 
 
-def read(path: Path, cfg: TaskConfig, labelled: bool | None = None, regression: bool = False) -> list[dict]:
+def read(
+    path: Path, cfg: TaskConfig, labelled: bool | None = None, regression: bool = False, multi_label: bool = False
+) -> list[dict]:
     """Examples with their gold label; `labelled`: True requires the label column, None takes it if present."""
     rows = read_rows(path)
     texts = column(rows, cfg.text_column, path, "finetune.task.text_column")
@@ -29,6 +32,9 @@ def read(path: Path, cfg: TaskConfig, labelled: bool | None = None, regression: 
     examples = []
     for i, text in enumerate(texts):
         label = None if gold is None else str(gold[i])
+        if multi_label and label is not None:  # a JSON list, or names separated by "|" in CSV/TSV
+            value = gold[i]
+            label = [str(x) for x in value] if isinstance(value, list) else [x.strip() for x in label.split("|")]
         if regression and label is not None:
             try:
                 label = float(label)
@@ -46,7 +52,10 @@ def encode(tokenizer, examples: list[dict], labels: list[str] | None, cfg: TaskC
     for i, e in enumerate(examples):
         f = {"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i]}
         if e["label"] is not None:
-            f["labels"] = label2id[e["label"]] if label2id else e["label"]
+            if isinstance(e["label"], list):  # multi-label: a 0/1 vector
+                f["labels"] = [float(name in e["label"]) for name in labels]
+            else:
+                f["labels"] = label2id[e["label"]] if label2id else e["label"]
         features.append(f)
     return features
 
@@ -91,6 +100,25 @@ def evaluate_regression(model, tokenizer, examples, labels, cfg: TaskConfig, bat
     return regression_metrics([e["label"] for e in examples], scores.tolist()), predictions
 
 
+def evaluate_multi_label(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: int):
+    features = encode(tokenizer, examples, labels, cfg, train=False)
+    probs = torch.cat(
+        [
+            out.logits.float().sigmoid().cpu()
+            for _, out in predict_batches(model, features, partial(collate, pad_id=tokenizer.pad_token_id), batch_size)
+        ]
+    )
+    chosen = (probs > 0.5).int()  # each label on its own, at the sigmoid's midpoint
+    predictions = [
+        {**e, "prediction": [labels[j] for j in row.nonzero().flatten().tolist()]}
+        for e, row in zip(examples, chosen, strict=True)
+    ]
+    if any(e["label"] is None for e in examples):
+        return None, predictions
+    gold = [[int(name in e["label"]) for name in labels] for e in examples]
+    return multilabel_metrics(gold, chosen.tolist(), labels), predictions
+
+
 def _class_kwargs(labels: list[str]) -> dict:
     if len(labels) < 2:
         raise BertkitError(f"only one label ({labels[0]!r}) in the train file; classification needs at least two")
@@ -123,4 +151,16 @@ REGRESSION = Task(
     encode=encode,
     collate=collate,
     evaluate=evaluate_regression,
+)
+
+MULTI_LABEL = Task(
+    model_class=BertForSequenceClassification,
+    default_metric="micro_f1",
+    has_labels=True,
+    read=partial(read, multi_label=True),
+    labels=lambda examples: label_set(name for e in examples for name in e["label"]),
+    model_kwargs=lambda labels: {**_class_kwargs(labels), "problem_type": "multi_label_classification"},
+    encode=encode,
+    collate=collate,
+    evaluate=evaluate_multi_label,
 )
