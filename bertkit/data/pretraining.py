@@ -104,6 +104,12 @@ def word_ids_from_starts(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return ids
 
 
+def _target_length(max_tokens: int, short_seq_prob: float, rng: random.Random) -> int:
+    """Tokens a pair is filled to: usually all, sometimes (short_seq_prob) a random shorter length, so the
+    model also sees short inputs."""
+    return rng.randint(2, max_tokens) if rng.random() < short_seq_prob else max_tokens
+
+
 def build_nsp_examples(
     documents: list[list[Sentence]],
     max_seq_length: int,
@@ -114,9 +120,7 @@ def build_nsp_examples(
     """All NSP examples of one pass over `documents` (each a list of tokenized sentences)."""
     max_tokens = max_seq_length - 3  # [CLS], [SEP], [SEP]
     for doc_index, document in enumerate(documents):
-        target = max_tokens
-        if rng.random() < short_seq_prob:
-            target = rng.randint(2, max_tokens)
+        target = _target_length(max_tokens, short_seq_prob, rng)
         chunk: list[Sentence] = []
         length = 0
         i = 0
@@ -161,9 +165,7 @@ def build_sop_examples(
     """All sentence-order examples of one pass over `documents`; next_sentence_label 1 = the two are swapped."""
     max_tokens = max_seq_length - 3  # [CLS], [SEP], [SEP]
     for document in documents:
-        target = max_tokens
-        if rng.random() < short_seq_prob:
-            target = rng.randint(2, max_tokens)
+        target = _target_length(max_tokens, short_seq_prob, rng)
         chunk: list[Sentence] = []
         length = 0
         for i, sentence in enumerate(document):

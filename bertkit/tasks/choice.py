@@ -17,7 +17,7 @@ from transformers import BertForMultipleChoice
 from bertkit.config import TaskConfig
 from bertkit.errors import BertkitError
 from bertkit.metrics import classification_metrics
-from bertkit.tasks.common import Task, column, pad, padded_length, predict_batches, read_rows
+from bertkit.tasks.common import Task, column, pad, padded_length, predict_all, read_rows
 
 
 def read(path: Path, cfg: TaskConfig, labelled: bool | None = None) -> list[dict]:
@@ -84,11 +84,8 @@ def collate(features: list[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
 
 def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: int):
     features = encode(tokenizer, examples, None, cfg, train=False)
-    probs = torch.cat(
-        [
-            out.logits.float().softmax(-1).cpu()
-            for _, out in predict_batches(model, features, partial(collate, pad_id=tokenizer.pad_token_id), batch_size)
-        ]
+    probs = predict_all(
+        model, features, partial(collate, pad_id=tokenizer.pad_token_id), batch_size, lambda out: out.logits.softmax(-1)
     )
     pred = probs.argmax(-1).tolist()
     predictions = [

@@ -17,7 +17,7 @@ from transformers import BertForSequenceClassification
 from bertkit.config import TaskConfig
 from bertkit.errors import BertkitError
 from bertkit.metrics import classification_metrics, multilabel_metrics, regression_metrics
-from bertkit.tasks.common import Task, collate_inputs, column, label_set, predict_batches, read_rows
+from bertkit.tasks.common import Task, collate_inputs, column, label_set, predict_all, read_rows
 
 
 def read(
@@ -69,11 +69,8 @@ def collate(features: list[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
 
 def evaluate_classification(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: int):
     features = encode(tokenizer, examples, labels, cfg, train=False)
-    probs = torch.cat(
-        [
-            out.logits.float().softmax(-1).cpu()
-            for _, out in predict_batches(model, features, partial(collate, pad_id=tokenizer.pad_token_id), batch_size)
-        ]
+    probs = predict_all(
+        model, features, partial(collate, pad_id=tokenizer.pad_token_id), batch_size, lambda out: out.logits.softmax(-1)
     )
     pred = probs.argmax(-1).tolist()
     predictions = [
@@ -88,11 +85,8 @@ def evaluate_classification(model, tokenizer, examples, labels, cfg: TaskConfig,
 
 def evaluate_regression(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: int):
     features = encode(tokenizer, examples, None, cfg, train=False)
-    scores = torch.cat(
-        [
-            out.logits.float()[:, 0].cpu()
-            for _, out in predict_batches(model, features, partial(collate, pad_id=tokenizer.pad_token_id), batch_size)
-        ]
+    scores = predict_all(
+        model, features, partial(collate, pad_id=tokenizer.pad_token_id), batch_size, lambda out: out.logits[:, 0]
     )
     predictions = [{**e, "prediction": round(float(s), 6)} for e, s in zip(examples, scores, strict=True)]
     if any(e["label"] is None for e in examples):
@@ -102,11 +96,8 @@ def evaluate_regression(model, tokenizer, examples, labels, cfg: TaskConfig, bat
 
 def evaluate_multi_label(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: int):
     features = encode(tokenizer, examples, labels, cfg, train=False)
-    probs = torch.cat(
-        [
-            out.logits.float().sigmoid().cpu()
-            for _, out in predict_batches(model, features, partial(collate, pad_id=tokenizer.pad_token_id), batch_size)
-        ]
+    probs = predict_all(
+        model, features, partial(collate, pad_id=tokenizer.pad_token_id), batch_size, lambda out: out.logits.sigmoid()
     )
     chosen = (probs > 0.5).int()  # each label on its own, at the sigmoid's midpoint
     predictions = [

@@ -153,3 +153,8 @@ def predict_batches(model, features: list[dict], collate: Callable, batch_size: 
             k: v.to(model.device) for k, v in batch.items() if k in ("input_ids", "token_type_ids", "attention_mask")
         }
         yield chunk, model(**inputs)
+
+
+def predict_all(model, features: list[dict], collate: Callable, batch_size: int, head: Callable) -> torch.Tensor:
+    """`head(outputs)` of every batch, concatenated on the CPU (e.g. class probabilities, (N, C))."""
+    return torch.cat([head(out).float().cpu() for _, out in predict_batches(model, features, collate, batch_size)])
