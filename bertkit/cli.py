@@ -95,5 +95,27 @@ def evaluate(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: boo
         run_eval(cfg)
 
 
+@app.command(epilog=_keys("output_dir", "allow_pickle_weights", "embed"))
+def embed(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
+    """Contextual embeddings of every text of embed.file from embed.model_dir: per text (cls/mean/max pooling)
+    or per token with offsets, from one layer or a mix. Writes embeddings.npy and index.jsonl."""
+    with reported(debug):
+        cfg = _load(recipe, overrides)
+        from bertkit.embed import run_embed
+
+        run_embed(cfg)
+
+
+@app.command(epilog=_keys("output_dir", "allow_pickle_weights", "probe", "embed"))
+def probe(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
+    """Layer-wise probing: a logistic regression per layer on frozen features of probe.train_file, scored on
+    probe.test_file. Prints accuracy by layer; writes probe.json and probe.png."""
+    with reported(debug):
+        cfg = _load(recipe, overrides)
+        from bertkit.embed import run_probe
+
+        run_probe(cfg)
+
+
 def main() -> None:
     app()

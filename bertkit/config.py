@@ -271,6 +271,37 @@ class EvalConfig(Section):
     """Seed of the evaluation masking, so MLM numbers are comparable between runs."""
 
 
+class EmbedConfig(Section):
+    """`bertkit embed` (and the features of `bertkit probe`)."""
+
+    model_dir: Path | None = None
+    """Any BERT dir; default `<output_dir>/pretrain`."""
+    file: Path | None = None
+    """A text file (one text per line), or a JSONL/JSON/CSV/TSV file with `text_column`."""
+    text_column: str = "text"
+    pooling: Literal["cls", "mean", "max", "none"] = "mean"
+    """Per text: the [CLS] vector, the mean or max over its tokens; `none`: one vector per token (with offsets)."""
+    layers: list[int] = [-1]
+    """Layers to take (0 = embeddings, -1 = last); several are averaged."""
+    max_seq_length: int = Field(128, ge=8)
+    batch_size: int = Field(32, ge=1)
+    output_dir: Path | None = None
+    """Default `<output_dir>/embed`."""
+
+
+class ProbeConfig(Section):
+    """`bertkit probe`: a linear classifier per layer on frozen features of a labelled file."""
+
+    train_file: Path | None = None
+    """Labelled JSONL/JSON/CSV/TSV: the probe is fitted on it."""
+    test_file: Path | None = None
+    """Labelled file the probe is scored on."""
+    text_column: str = "text"
+    label_column: str = "label"
+    output_dir: Path | None = None
+    """Default `<output_dir>/probe`."""
+
+
 class RunConfig(Section):
     """One recipe: every command reads the sections it needs."""
 
@@ -287,6 +318,8 @@ class RunConfig(Section):
     train: TrainConfig = TrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     eval: EvalConfig = EvalConfig()
+    embed: EmbedConfig = EmbedConfig()
+    probe: ProbeConfig = ProbeConfig()
 
     # Where each stage writes; each can be overridden by an explicit path in its section.
     @property

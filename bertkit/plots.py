@@ -97,3 +97,20 @@ def plot_confusion(predicted: list[str], gold: list[str], labels: list[str], out
     ax.set_title(f"confusion matrix, {sum(map(sum, counts))} examples{note}", fontsize=9)
     fig.tight_layout()
     return _save(fig, out)
+
+
+def plot_layers(scores: list[float], baseline: float, out: Path, title: str = "") -> Path:
+    """Held-out score by layer (0 = embeddings), with the majority-class baseline."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(range(len(scores)), scores, "o-", label="linear probe")
+    ax.axhline(baseline, color="grey", linestyle="--", label="majority class")
+    ax.set_xticks(range(len(scores)))
+    ax.set_xlabel("layer (0 = embeddings)")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out)

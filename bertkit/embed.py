@@ -1,0 +1,190 @@
+"""`bertkit embed` and `bertkit probe`: what a BERT's layers hold.
+
+    vectors, index = embed_texts(model, tokenizer, texts, layers=[-1], pooling="mean")   # (N, H)
+    scores = probe_layers(train_features, y_train, test_features, y_test)                 # accuracy per layer
+
+embed: contextual embeddings of every text in a file, per sentence ([CLS], mean or max over its tokens) or per
+token (with the token strings and character offsets), from one layer or the mean of several (0 = the
+embedding layer, L = the last; negative counts from the end). Written as embeddings.npy plus index.jsonl.
+
+probe: for each layer, a logistic regression on frozen mean-pooled sentence features of a labelled file,
+scored on a held-out file — a table, probe.json and a plot of the score by layer, to check for yourself
+what Jawahar et al. (2019) found: surface features low, syntax in the middle, semantics high.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import BertModel
+
+from bertkit.atomic import write_bytes, write_text
+from bertkit.config import RunConfig, save_config
+from bertkit.errors import BertkitError
+from bertkit.model import load_model, quiet_transformers
+from bertkit.plots import plot_layers
+from bertkit.progress import progress
+from bertkit.tasks.common import column, label_set, read_rows
+from bertkit.tokenizer.train import load_tokenizer
+
+
+def read_texts(path: Path, text_column: str) -> list[str]:
+    """Texts of a plain file (one per non-empty line) or of a JSONL/JSON/CSV/TSV column."""
+    path = Path(path)
+    if path.suffix.lower() in (".jsonl", ".json", ".csv", ".tsv"):
+        return [str(t) for t in column(read_rows(path), text_column, path, "embed.text_column")]
+    if not path.is_file():
+        raise BertkitError(f"{path}: no such file; check embed.file")
+    try:
+        texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise BertkitError(f"{path}: not UTF-8 text; convert the file to UTF-8") from None
+    if not texts:
+        raise BertkitError(f"{path}: holds no text")
+    return texts
+
+
+@torch.no_grad()
+def hidden_states(model: BertModel, tokenizer, texts: list[str], max_length: int, batch_size: int):
+    """Yield (encoding of the batch, hidden states (layers + 1, B, T, H), attention mask) batch by batch."""
+    model.eval()
+    for start in progress(range(0, len(texts), batch_size), desc="embed", leave=False):
+        enc = tokenizer(
+            texts[start : start + batch_size],
+            truncation=True,
+            max_length=max_length,
+            padding=True,
+            return_offsets_mapping=True,
+            return_tensors="pt",
+        )
+        offsets = enc.pop("offset_mapping")
+        out = model(**{k: v.to(model.device) for k, v in enc.items()}, output_hidden_states=True)
+        yield enc, offsets, torch.stack(out.hidden_states).float().cpu(), enc["attention_mask"]
+
+
+def pool(states: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(…, B, T, H) → (…, B, H): the [CLS] vector, or the mean / max over real tokens."""
+    if pooling == "cls":
+        return states[..., 0, :]
+    real = mask.bool()[..., None]  # (B, T, 1)
+    if pooling == "max":
+        return states.masked_fill(~real, float("-inf")).amax(-2)
+    return (states * real).sum(-2) / real.sum(-2).clamp(min=1)
+
+
+def embed_texts(
+    model, tokenizer, texts: list[str], layers: list[int], pooling: str, max_length: int = 128, batch_size: int = 32
+) -> tuple[np.ndarray, list[dict]]:
+    """Embeddings and their index rows: per text (pooling cls/mean/max) or per token (pooling none)."""
+    n_layers = model.config.num_hidden_layers + 1
+    chosen = sorted({layer % n_layers for layer in layers})
+    vectors, index = [], []
+    for enc, offsets, states, mask in hidden_states(model, tokenizer, texts, max_length, batch_size):
+        mixed = states[chosen].mean(0)  # (B, T, H)
+        if pooling != "none":
+            vectors.append(pool(mixed, mask, pooling).numpy())
+            continue
+        base = len({row["text"] for row in index})
+        for b in range(len(mask)):
+            tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"][b][mask[b].bool()])
+            for t, token in enumerate(tokens):
+                start, end = offsets[b, t].tolist()
+                index.append({"text": base + b, "token": token, "start": start, "end": end})
+            vectors.append(mixed[b, : len(tokens)].numpy())
+    if pooling != "none":
+        index = [{"text": i} for i in range(len(texts))]
+    return np.concatenate(vectors), index
+
+
+def probe_layers(train: np.ndarray, y_train: list, test: np.ndarray, y_test: list, max_iter: int = 1000) -> list[float]:
+    """Held-out accuracy of a logistic regression per layer.
+
+    Args:
+        train, test: (layers, N, H) frozen features.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    scores = []
+    for layer in range(len(train)):
+        classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
+        classifier.fit(train[layer], y_train)
+        scores.append(float(classifier.score(test[layer], y_test)))
+    return scores
+
+
+def _layer_features(model, tokenizer, texts, cfg) -> np.ndarray:
+    """(layers + 1, N, H) mean-pooled sentence features from every layer."""
+    parts = [
+        pool(states, mask, cfg.embed.pooling if cfg.embed.pooling != "none" else "mean").numpy()
+        for _, _, states, mask in hidden_states(model, tokenizer, texts, cfg.embed.max_seq_length, cfg.embed.batch_size)
+    ]
+    return np.concatenate(parts, axis=1)
+
+
+def _model(cfg: RunConfig):
+    quiet_transformers()
+    model_dir = cfg.embed.model_dir or cfg.pretrain_dir
+    return load_model(BertModel, model_dir, cfg.allow_pickle_weights), load_tokenizer(model_dir), Path(model_dir)
+
+
+def run_embed(cfg: RunConfig) -> Path:
+    if cfg.embed.file is None:
+        raise BertkitError("embed.file is not set; give a text file (one text per line) or a JSONL/CSV file")
+    model, tokenizer, model_dir = _model(cfg)
+    texts = read_texts(cfg.embed.file, cfg.embed.text_column)
+    vectors, index = embed_texts(
+        model, tokenizer, texts, cfg.embed.layers, cfg.embed.pooling, cfg.embed.max_seq_length, cfg.embed.batch_size
+    )
+    for row in index:
+        if "token" not in row:
+            row["content"] = texts[row["text"]]
+    out = cfg.embed.output_dir or cfg.output_dir / "embed"
+    buffer = io.BytesIO()
+    np.save(buffer, vectors.astype(np.float32))
+    write_bytes(out / "embeddings.npy", buffer.getvalue())
+    write_text(out / "index.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in index))
+    save_config(cfg, out)
+    what = "tokens" if cfg.embed.pooling == "none" else f"texts ({cfg.embed.pooling} pooling)"
+    print(f"{vectors.shape[0]} {what} × {vectors.shape[1]} from layer(s) {cfg.embed.layers} of {model_dir}")
+    print(f"embeddings: {out / 'embeddings.npy'}\nindex: {out / 'index.jsonl'}")
+    return out
+
+
+def run_probe(cfg: RunConfig) -> dict:
+    probe = cfg.probe
+    if probe.train_file is None or probe.test_file is None:
+        raise BertkitError("probe.train_file and probe.test_file must be set (labelled JSONL/CSV/TSV files)")
+    model, tokenizer, model_dir = _model(cfg)
+    data = {}
+    for name, path in (("train", probe.train_file), ("test", probe.test_file)):
+        rows = read_rows(path)
+        texts = [str(t) for t in column(rows, probe.text_column, path, "probe.text_column")]
+        labels = [str(y) for y in column(rows, probe.label_column, path, "probe.label_column")]
+        data[name] = (_layer_features(model, tokenizer, texts, cfg), labels)
+    if len(label_set(data["train"][1])) < 2:
+        raise BertkitError(f"{probe.train_file}: the probe needs at least two labels")
+    scores = probe_layers(data["train"][0], data["train"][1], data["test"][0], data["test"][1])
+    majority = max(data["test"][1].count(y) for y in set(data["test"][1])) / len(data["test"][1])
+    out = probe.output_dir or cfg.output_dir / "probe"
+    report = {
+        "model": str(model_dir),
+        "train": str(probe.train_file),
+        "test": str(probe.test_file),
+        "majority_baseline": majority,
+        "accuracy_by_layer": scores,
+        "best_layer": int(np.argmax(scores)),
+    }
+    write_text(out / "probe.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    plot_layers(scores, majority, out / "probe.png", f"linear probe: {Path(probe.train_file).name}")
+    save_config(cfg, out)
+    print(f"\nlayer  accuracy   (majority class {majority:.4f})")
+    for layer, score in enumerate(scores):
+        print(f"{layer:>5}  {score:.4f}" + ("   ← embeddings" if layer == 0 else ""))
+    print(f"\nreport: {out / 'probe.json'}\nplot: {out / 'probe.png'}")
+    return report

@@ -1,0 +1,72 @@
+"""bertkit embed and bertkit probe: shapes, offsets, pooling, and a probe that finds a planted signal."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import DATA, ROOT, run_cli
+
+from bertkit.embed import pool, probe_layers
+
+RECIPE = ROOT / "recipes" / "demo-zh.yaml"
+
+
+def test_pooling():
+    states = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])  # (B=1, T=3, H=2), last token is padding
+    mask = torch.tensor([[1, 1, 0]])
+    assert pool(states, mask, "cls").tolist() == [[1.0, 2.0]]
+    assert pool(states, mask, "mean").tolist() == [[2.0, 3.0]]
+    assert pool(states, mask, "max").tolist() == [[3.0, 4.0]]
+
+
+def test_probe_finds_the_layer_that_holds_the_signal():
+    rng = np.random.default_rng(0)
+    n, hidden, layers = 300, 16, 4
+    y = rng.integers(0, 2, size=2 * n)
+    features = rng.normal(size=(layers, 2 * n, hidden))
+    features[2, :, 0] += 3.0 * (2 * y - 1)  # only layer 2 carries the label
+    scores = probe_layers(features[:, :n], list(y[:n]), features[:, n:], list(y[n:]))
+    assert int(np.argmax(scores)) == 2 and scores[2] > 0.95
+    assert all(s < 0.7 for i, s in enumerate(scores) if i != 2)
+
+
+def test_embed_per_text_and_per_token(tiny_run, tmp_path):
+    out, overrides = tiny_run
+    texts = tmp_path / "texts.txt"
+    texts.write_text("北京是中国的首都。\nBERT 模型\n", encoding="utf-8")
+    common = ["embed", RECIPE, *overrides, f"embed.model_dir={out / 'pretrain'}", f"embed.file={texts}"]
+    result = run_cli(*common, f"embed.output_dir={tmp_path / 'sent'}", "embed.layers=[0, -1]")
+    assert result.exit_code == 0, result.output
+    vectors = np.load(tmp_path / "sent" / "embeddings.npy")
+    assert vectors.shape == (2, 64)
+    index = [json.loads(line) for line in (tmp_path / "sent" / "index.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert index[0] == {"text": 0, "content": "北京是中国的首都。"}
+    result = run_cli(*common, f"embed.output_dir={tmp_path / 'tok'}", "embed.pooling=none")
+    assert result.exit_code == 0, result.output
+    vectors = np.load(tmp_path / "tok" / "embeddings.npy")
+    rows = [json.loads(line) for line in (tmp_path / "tok" / "index.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == vectors.shape[0] and rows[0]["token"] == "[CLS]"
+    lines = ["北京是中国的首都。", "BERT 模型"]
+    for r in rows:  # every token's offsets point at its text
+        if r["token"] not in ("[CLS]", "[SEP]", "[UNK]"):
+            assert lines[r["text"]][r["start"] : r["end"]].lower() == r["token"].removeprefix("##")
+    assert {r["text"] for r in rows} == {0, 1}
+
+
+def test_probe_command(tiny_run, tmp_path):
+    out, overrides = tiny_run
+    result = run_cli(
+        "probe",
+        RECIPE,
+        *overrides,
+        f"embed.model_dir={out / 'pretrain'}",
+        f"probe.train_file={DATA / 'zh/topic/train.jsonl'}",
+        f"probe.test_file={DATA / 'zh/topic/dev.jsonl'}",
+        f"probe.output_dir={tmp_path}",
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "probe.json").read_text())
+    assert len(report["accuracy_by_layer"]) == 2  # embeddings + 1 layer
+    assert report["majority_baseline"] == pytest.approx(0.2)
+    assert (tmp_path / "probe.png").stat().st_size > 5000
