@@ -18,6 +18,8 @@ from pathlib import Path
 from bertkit.errors import BertkitError
 
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+_UMASK = os.umask(0o22)  # read once (the call sets it), then restored: temp files get the usual permissions
+os.umask(_UMASK)
 
 
 def is_full_disk(e: BaseException) -> bool:
@@ -45,6 +47,7 @@ def write_bytes(path: Path, data: bytes) -> None:
     """Write a file via a temporary sibling and os.replace: readers see the old or the new file, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; the final file should not be
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -67,6 +70,7 @@ def atomic_dir(final: Path, keep: Iterable[str] = ()) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    tmp.chmod(0o777 & ~_UMASK)  # mkdtemp makes it private; the final dir should not be
     try:
         yield tmp
     except BaseException as e:

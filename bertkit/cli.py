@@ -117,5 +117,16 @@ def probe(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool =
         run_probe(cfg)
 
 
+@app.command(epilog=_keys("output_dir", "allow_pickle_weights", "export", "finetune"))
+def export(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
+    """ONNX export of export.model_dir (default: the fine-tuned model) with dynamic batch and sequence axes,
+    checked against PyTorch in onnxruntime; export.quantize=true adds an int8 model, timed and scored."""
+    with reported(debug):
+        cfg = _load(recipe, overrides)
+        from bertkit.export import run_export
+
+        run_export(cfg)
+
+
 def main() -> None:
     app()

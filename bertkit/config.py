@@ -302,6 +302,17 @@ class ProbeConfig(Section):
     """Default `<output_dir>/probe`."""
 
 
+class ExportConfig(Section):
+    """`bertkit export`: ONNX with dynamic batch and sequence axes."""
+
+    model_dir: Path | None = None
+    """The BERT dir to export; default this recipe's fine-tuned model."""
+    quantize: bool = False
+    """Also write a dynamic int8 model (onnxruntime), timed against fp32 and scored on the task's dev file."""
+    output_dir: Path | None = None
+    """Default `<output_dir>/export/<model dir name>`."""
+
+
 class RunConfig(Section):
     """One recipe: every command reads the sections it needs."""
 
@@ -320,6 +331,7 @@ class RunConfig(Section):
     eval: EvalConfig = EvalConfig()
     embed: EmbedConfig = EmbedConfig()
     probe: ProbeConfig = ProbeConfig()
+    export: ExportConfig = ExportConfig()
 
     # Where each stage writes; each can be overridden by an explicit path in its section.
     @property

@@ -89,9 +89,8 @@ def load_model(cls: type[PreTrainedModel], directory: Path, allow_pickle: bool =
     if not safe and not pickled:
         raise BertkitError(f"{directory}: no model weights (model.safetensors) in this dir")
     try:
-        return cls.from_pretrained(
-            str(directory), use_safetensors=safe, trust_remote_code=False, attn_implementation="sdpa", **kwargs
-        )
+        kwargs.setdefault("attn_implementation", "sdpa")
+        return cls.from_pretrained(str(directory), use_safetensors=safe, trust_remote_code=False, **kwargs)
     except Exception as e:  # a truncated file, a foreign architecture: say which dir, not where torch failed
         raise BertkitError(
             f"{directory}: cannot load the model ({type(e).__name__}: {str(e).splitlines()[0][:200]})"

@@ -148,7 +148,7 @@ def test_help_documents_every_recipe_key():
 
     every_key = {line.split(" = ")[0] for line in describe(list(RunConfig.model_fields)).splitlines()}
     shown = ""
-    for command in ("tokenize", "pretrain", "finetune", "eval"):
+    for command in ("tokenize", "pretrain", "finetune", "eval", "embed", "probe", "export"):
         result = run_cli(command, "--help")
         assert result.exit_code == 0 and "key=value" in result.output
         shown += result.output

@@ -1,0 +1,210 @@
+"""`bertkit export`: a BERT dir to ONNX (dynamic batch and sequence axes), checked against PyTorch, optionally
+quantised to int8.
+
+    report = run_export(load_recipe("recipes/demo-zh.yaml", ["export.quantize=true"]))
+    # export/<model>/model.onnx (+ model.int8.onnx), its tokenizer and config, export.json
+
+Parity: the ONNX model runs in onnxruntime on sample texts of other batch sizes and lengths than the export's;
+the largest absolute difference from PyTorch must stay under 1e-4 at fp32. Quantisation (onnxruntime's
+dynamic int8) is timed against the fp32 ONNX model, and for a sequence classifier scored on the task's dev file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import (
+    BertForMaskedLM,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertModel,
+)
+
+from bertkit.atomic import atomic_dir, write_text
+from bertkit.config import RunConfig, save_config
+from bertkit.errors import BertkitError
+from bertkit.model import check_model_dir, load_model, quiet_transformers
+from bertkit.tokenizer.train import load_tokenizer, save_tokenizer
+
+# Architecture in config.json → the class exported. A pretraining model is exported as a masked LM (fill-mask).
+EXPORTABLE = {
+    "BertForSequenceClassification": BertForSequenceClassification,
+    "BertForTokenClassification": BertForTokenClassification,
+    "BertForQuestionAnswering": BertForQuestionAnswering,
+    "BertForPreTraining": BertForMaskedLM,
+    "BertForMaskedLM": BertForMaskedLM,
+    "BertModel": BertModel,
+}
+INPUTS = ["input_ids", "token_type_ids", "attention_mask"]
+SAMPLES = [
+    "北京是中国的首都。",
+    "BERT 模型在 2018 年发布，改变了自然语言处理。",
+    "Short one.",
+    "A longer English sentence, to check that a different sequence length works as well.",
+]
+TOLERANCE = 1e-4
+
+
+def _onnx():
+    try:
+        import onnxruntime
+
+        return onnxruntime
+    except ImportError:
+        raise BertkitError(
+            "bertkit export needs onnx, onnxruntime and onnxscript: pip install 'bertkit[export]'"
+        ) from None
+
+
+def _session(ort, path: Path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _run(session, enc) -> list[np.ndarray]:
+    return session.run(None, {k: enc[k].numpy() for k in INPUTS})
+
+
+def max_difference(model, session, tokenizer, texts: list[str]) -> float:
+    """Largest |PyTorch − ONNX| over every output, on batches unlike the export's sample."""
+    worst = 0.0
+    for batch in (texts, texts[:1], texts[::-1][:3]):
+        enc = tokenizer(batch, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            reference = [t.numpy() for t in model(**{k: enc[k] for k in INPUTS}).values()]
+        for ours, ref in zip(_run(session, enc), reference, strict=True):
+            worst = max(worst, float(np.abs(ours - ref).max()))
+    return worst
+
+
+def _time(session, enc, repeats: int = 20) -> float:
+    _run(session, enc)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        _run(session, enc)
+    return (time.perf_counter() - start) / repeats
+
+
+def _accuracy(session, tokenizer, cfg: RunConfig, label2id: dict) -> float | None:
+    """A sequence classifier's accuracy on the recipe's dev (else test) file, through onnxruntime."""
+    from bertkit.tasks import get_task
+
+    task_cfg = cfg.finetune.task
+    path = task_cfg.validation_file or task_cfg.test_file
+    if task_cfg.type != "classification" or path is None:
+        return None
+    examples = get_task("classification").read(path, task_cfg, labelled=True)
+    right = 0
+    for start in range(0, len(examples), 32):
+        chunk = examples[start : start + 32]
+        pairs = [e["text_pair"] for e in chunk] if chunk[0]["text_pair"] is not None else None
+        enc = tokenizer(
+            [e["text"] for e in chunk],
+            pairs,
+            padding=True,
+            truncation=True,
+            max_length=task_cfg.max_seq_length,
+            return_tensors="pt",
+        )
+        pred = _run(session, enc)[0].argmax(-1)
+        right += sum(int(p == label2id[e["label"]]) for p, e in zip(pred, chunk, strict=True))
+    return right / len(examples)
+
+
+def run_export(cfg: RunConfig) -> dict:
+    ort = _onnx()
+    quiet_transformers()
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed" notes
+    model_dir = check_model_dir(cfg.export.model_dir or cfg.finetune_dir)
+    architectures = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+    cls = next((EXPORTABLE[a] for a in architectures if a in EXPORTABLE), None)
+    if cls is None:
+        raise BertkitError(
+            f"{model_dir}: {', '.join(architectures) or 'unknown architecture'} cannot be exported; "
+            f"bertkit exports {', '.join(EXPORTABLE)}"
+        )
+    # Eager attention: the exporter traces its plain matmuls; SDPA's fused kernel is not needed in ONNX.
+    model = load_model(cls, model_dir, cfg.allow_pickle_weights, attn_implementation="eager").eval()
+    tokenizer = load_tokenizer(model_dir)
+    sample = tokenizer(SAMPLES[:2], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        outputs = list(model(**{k: sample[k] for k in INPUTS}).keys())
+    out_dir = cfg.export.output_dir or cfg.output_dir / "export" / model_dir.name
+    report: dict = {"model": str(model_dir), "class": cls.__name__, "outputs": outputs}
+    with atomic_dir(out_dir) as tmp:
+        batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+        started = time.perf_counter()
+        # The exporter narrates its graph passes on stdout, and warns that the three inputs share one
+        # "sequence" axis, which they must.
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch-internal notices (axis names, deprecations) during export
+            torch.onnx.export(
+                model,
+                (),
+                str(tmp / "model.onnx"),
+                kwargs={k: sample[k] for k in INPUTS},
+                input_names=INPUTS,
+                output_names=outputs,
+                dynamo=True,
+                verbose=False,
+                dynamic_shapes={k: {0: batch, 1: sequence} for k in INPUTS},
+            )
+        report["export_seconds"] = round(time.perf_counter() - started, 2)
+        session = _session(ort, tmp / "model.onnx")
+        report["max_abs_difference"] = max_difference(model, session, tokenizer, SAMPLES)
+        if report["max_abs_difference"] >= TOLERANCE:
+            raise BertkitError(
+                f"{model_dir}: the ONNX model differs from PyTorch by {report['max_abs_difference']:.2e}"
+                f" (tolerance {TOLERANCE}); nothing was written"
+            )
+        if cfg.export.quantize:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            logging.disable(logging.WARNING)  # its advice to pre-process models for static quantisation
+            try:
+                quantize_dynamic(str(tmp / "model.onnx"), str(tmp / "model.int8.onnx"), weight_type=QuantType.QInt8)
+            finally:
+                logging.disable(logging.NOTSET)
+            int8 = _session(ort, tmp / "model.int8.onnx")
+            enc = tokenizer(SAMPLES * 8, padding=True, return_tensors="pt")
+            fp32_s, int8_s = _time(session, enc), _time(int8, enc)
+            report["quantized"] = {
+                "speedup": round(fp32_s / int8_s, 2),
+                "fp32_ms_per_batch": round(fp32_s * 1000, 2),
+                "int8_ms_per_batch": round(int8_s * 1000, 2),
+                "max_abs_difference": max_difference(model, int8, tokenizer, SAMPLES),
+                "size_mb": round((tmp / "model.int8.onnx").stat().st_size / 1e6, 2),
+            }
+            if cls is BertForSequenceClassification:
+                label2id = {str(k): v for k, v in model.config.label2id.items()}
+                fp32_acc, int8_acc = (
+                    _accuracy(session, tokenizer, cfg, label2id),
+                    _accuracy(int8, tokenizer, cfg, label2id),
+                )
+                if fp32_acc is not None:
+                    report["quantized"] |= {"dev_accuracy_fp32": fp32_acc, "dev_accuracy_int8": int8_acc}
+        report["size_mb"] = round(sum(p.stat().st_size for p in tmp.glob("model.onnx*")) / 1e6, 2)  # + .data
+        save_tokenizer(tokenizer, tmp)
+        shutil.copy(model_dir / "config.json", tmp / "config.json")
+        write_text(tmp / "export.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        save_config(cfg, tmp)
+    print(
+        f"{cls.__name__} → {out_dir / 'model.onnx'} ({report['size_mb']} MB), outputs {', '.join(outputs)}; "
+        f"max |PyTorch − ONNX| = {report['max_abs_difference']:.2e}"
+    )
+    if "quantized" in report:
+        q = report["quantized"]
+        line = f"int8: {out_dir / 'model.int8.onnx'} ({q['size_mb']} MB), {q['speedup']}× faster than fp32 ONNX"
+        if "dev_accuracy_int8" in q:
+            line += f", dev accuracy {q['dev_accuracy_fp32']:.4f} → {q['dev_accuracy_int8']:.4f}"
+        print(line)
+    return report
