@@ -113,6 +113,13 @@ class ModelConfig(Section):
     attention_probs_dropout_prob: float = 0.1
     init_from: Path | None = None
     """Continue pretraining from this Hugging Face BERT dir instead of a random init."""
+    type: Literal["bert", "bilstm"] = "bert"
+    """`bilstm`: fine-tune a BiLSTM baseline (random embeddings over the same vocabulary) instead of BERT, for
+    classification and token classification — the same data, loop and metrics."""
+    bilstm_embedding_dim: int = Field(128, ge=1)
+    bilstm_hidden_size: int = Field(256, ge=1)
+    """Per direction."""
+    bilstm_layers: int = Field(1, ge=1)
 
 
 class MaskingConfig(Section):

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from transformers import BertForPreTraining, PreTrainedTokenizerBase
 
 from bertkit.atomic import write_text
+from bertkit.bilstm import ARCHITECTURES, is_bilstm, load_bilstm
 from bertkit.config import MaskingConfig, RunConfig, save_config
 from bertkit.data.loader import EpochSampler, KeyedDataset
 from bertkit.data.masking import IGNORE_INDEX, PretrainingCollator
@@ -126,15 +127,18 @@ def run_eval(cfg: RunConfig) -> dict:
     else:
         task_cfg = cfg.finetune.task
         task = get_task(task_cfg.type)
-        if task.model_class.__name__ not in architectures:
+        bilstm = is_bilstm(architectures)
+        expected = ARCHITECTURES[task_cfg.type == "token-classification"] if bilstm else task.model_class.__name__
+        if expected not in architectures:
             raise BertkitError(
                 f"{model_dir}: a {', '.join(architectures) or 'model of unknown architecture'}, not a "
-                f"{task.model_class.__name__} for finetune.task.type={task_cfg.type}; set the recipe's task type"
+                f"{expected} for finetune.task.type={task_cfg.type}; set the recipe's task type"
             )
         path = cfg.eval.file or task_cfg.test_file or task_cfg.validation_file
         if path is None:
             raise BertkitError("no file to evaluate on; set eval.file (or finetune.task.test_file)")
-        model = load_model(task.model_class, model_dir, cfg.allow_pickle_weights).to(accelerator.device)
+        model = load_bilstm(model_dir) if bilstm else load_model(task.model_class, model_dir, cfg.allow_pickle_weights)
+        model = model.to(accelerator.device)
         report = eval_task(model, tokenizer, cfg, Path(path), out_dir)
         data = str(path)
     report = {"model": str(model_dir), "data": data, **report}

@@ -16,6 +16,7 @@ from pathlib import Path
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
+from bertkit.bilstm import BiLSTMClassifier
 from bertkit.checkpoint import save_model
 from bertkit.config import RunConfig, save_config
 from bertkit.errors import BertkitError, Interrupted
@@ -48,8 +49,15 @@ def run_finetune(cfg: RunConfig) -> Path:
 
     accelerator = make_accelerator(train_cfg)
     set_seed(train_cfg.seed)
-    model = load_model(task.model_class, model_dir, cfg.allow_pickle_weights, **task.model_kwargs(labels))
-    if task_cfg.max_seq_length > model.config.max_position_embeddings:
+    if cfg.model.type == "bilstm":
+        if task_cfg.type not in ("classification", "token-classification"):
+            raise BertkitError(f"model.type=bilstm is for classification and token-classification, not {task_cfg.type}")
+        id2label = task.model_kwargs(labels)["id2label"]
+        per_token = task_cfg.type == "token-classification"
+        model = BiLSTMClassifier.build(len(tokenizer), tokenizer.pad_token_id, id2label, per_token, cfg.model)
+    else:
+        model = load_model(task.model_class, model_dir, cfg.allow_pickle_weights, **task.model_kwargs(labels))
+    if task_cfg.max_seq_length > (model.config.max_position_embeddings or task_cfg.max_seq_length):
         raise BertkitError(
             f"finetune.task.max_seq_length={task_cfg.max_seq_length} exceeds the model's "
             f"{model.config.max_position_embeddings} positions; lower it"
@@ -118,7 +126,12 @@ def run_finetune(cfg: RunConfig) -> Path:
             save_model(accelerator.unwrap_model(model), tokenizer, out_dir, cfg, keep=("metrics.jsonl",))
         if state.stopped_early and state.signal is None and patience:
             print(f"early stop at step {state.step}: no better dev {metric} in {patience} evaluations")
-        print(f"model: {out_dir} (loads with {task.model_class.__name__}.from_pretrained)")
+        loads = (
+            "bertkit.bilstm.load_bilstm"
+            if cfg.model.type == "bilstm"
+            else f"{task.model_class.__name__}.from_pretrained"
+        )
+        print(f"model: {out_dir} (loads with {loads})")
     if state.signal is not None:
         raise Interrupted(
             state.signal,

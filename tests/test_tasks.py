@@ -229,3 +229,21 @@ def test_multi_label_classification(tiny_run, tmp_path):
     assert {"exact_match", "micro_f1", "macro_f1"} <= set(report) and "长" in report["per_class"]
     model = BertForSequenceClassification.from_pretrained(tmp_path / "finetune" / "multi")
     assert model.config.problem_type == "multi_label_classification" and model.config.num_labels == 6
+
+
+@pytest.mark.parametrize("recipe,task", [("zh-pairs.yaml", "classification"), ("zh-ner.yaml", "token-classification")])
+def test_bilstm_baseline_through_finetune_and_eval(tiny_run, tmp_path, recipe, task):
+    report, predictions, output = _run(
+        recipe,
+        tiny_run[0] / "pretrain",
+        tmp_path,
+        "model.type=bilstm",
+        "model.bilstm_hidden_size=32",
+        "model.bilstm_embedding_dim=32",
+    )
+    assert ("accuracy" if task == "classification" else "f1") in report and predictions
+    from bertkit.bilstm import load_bilstm
+
+    model = load_bilstm(_model_dir(tmp_path))
+    assert model.config.per_token == (task == "token-classification")
+    assert model.embeddings.num_embeddings == len(BertTokenizerFast.from_pretrained(_model_dir(tmp_path)))
