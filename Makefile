@@ -3,19 +3,27 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 # The CPU wheel; an unpinned torch can pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
+PIP := $(BIN)/pip install -q --disable-pip-version-check
 DEMO := runs/demo-zh
 
-.PHONY: install demo test lint bench bench-data clean
+.PHONY: install install-dev demo test lint bench bench-data clean
 
+# What bertkit needs to run (make demo); install-dev adds the test and lint tools and the optional extras.
 install: $(STAMP)
+install-dev: $(DEV_STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check $(TORCH)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	$(PIP) $(TORCH)
+	$(PIP) -e .
 	touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(PIP) -e '.[dev]'
+	touch $(DEV_STAMP)
 
 demo: install
 	rm -rf $(DEMO)
@@ -25,18 +33,18 @@ demo: install
 	$(BIN)/bertkit finetune recipes/demo-zh.yaml output_dir=$(DEMO)
 	$(BIN)/bertkit eval recipes/demo-zh.yaml output_dir=$(DEMO)
 
-test: install
+test: install-dev
 	$(BIN)/pytest -q
 
 # The pretraining step vs stock Hugging Face, BERT-mini and BERT-small, fp32 and bf16 (~3 min).
-bench: install
+bench: install-dev
 	$(BIN)/python bench/bench_pretrain.py
 
 # The tokenize stage on a generated 50 MB corpus per language vs the tokenizer's raw batch encoding (~5 min).
-bench-data: install
+bench-data: install-dev
 	$(BIN)/python bench/bench_data.py
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check bertkit tests
 	$(BIN)/ruff format --check bertkit tests
 

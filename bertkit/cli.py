@@ -4,6 +4,9 @@ bertkit tokenize recipes/demo-zh.yaml data.files=my_corpus.txt output_dir=runs/m
 bertkit pretrain recipes/demo-zh.yaml train.max_steps=50 model.hidden_size=128
 bertkit finetune recipes/demo-zh.yaml finetune.train.epochs=5
 bertkit eval     recipes/demo-zh.yaml eval.model_dir=runs/mine/pretrain
+bertkit embed    recipes/demo-zh.yaml embed.file=sentences.txt
+bertkit probe    recipes/demo-zh.yaml probe.train_file=train.jsonl probe.test_file=dev.jsonl
+bertkit export   recipes/demo-zh.yaml export.quantize=true
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
     report = run_eval(load_recipe("recipes/demo-zh.yaml", ["eval.model_dir=runs/demo-zh/pretrain"]))
 
-The model's own config says what it is: a BertForPreTraining is scored on masked-LM and next-sentence
-prediction over held-out pretraining data, a BertForSequenceClassification on a labelled file.
+A BertForPreTraining is scored on masked-LM and NSP/SOP prediction over held-out pretraining data; any other
+model by the recipe's task family (bertkit/tasks/) on a labelled file — or, for a file without gold labels,
+only its predictions are written.
 """
 
 from __future__ import annotations

@@ -97,10 +97,11 @@ def _within_budget(picked: torch.Tensor, token_draw: torch.Tensor, words: torch.
     return last.gather(1, words) <= budget
 
 
-def pad(rows: list[list[int]], value: int, length: int) -> torch.Tensor:
-    out = torch.full((len(rows), length), value, dtype=torch.long)
+def pad(rows: list[list], value, length: int, dtype=torch.long) -> torch.Tensor:
+    """Rows of different lengths as one (len(rows), length) tensor filled with `value` past each row."""
+    out = torch.full((len(rows), length), value, dtype=dtype)
     for i, row in enumerate(rows):
-        out[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+        out[i, : len(row)] = torch.as_tensor(row, dtype=dtype)
     return out
 
 

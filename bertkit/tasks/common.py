@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from bertkit.data.masking import pad, padded_length
 from bertkit.errors import BertkitError
 from bertkit.progress import progress
 
@@ -117,18 +118,6 @@ def check_labels(found, label2id: dict[str, int], path: Path) -> None:
             f"{path}: label(s) {', '.join(map(repr, unknown[:5]))} not seen in training "
             f"(known: {', '.join(label2id)}); fix the file or add examples to the train file"
         )
-
-
-def pad(rows: list[list], value, length: int, dtype=torch.long) -> torch.Tensor:
-    out = torch.full((len(rows), length), value, dtype=dtype)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = torch.as_tensor(row, dtype=dtype)
-    return out
-
-
-def padded_length(rows: list[list], multiple: int = 8) -> int:
-    """Longest row rounded up to a multiple of 8 (dynamic padding; tensor-core friendly shapes)."""
-    return -(-max(len(r) for r in rows) // multiple) * multiple
 
 
 def collate_inputs(features: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
