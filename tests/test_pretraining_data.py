@@ -82,8 +82,9 @@ def test_random_next_comes_from_another_document():
             assert ids[sep + 1] % 100 > ids[sep - 1] % 100
 
 
-def test_word_ids_are_consecutive_and_special_tokens_have_none():
-    for ex in _examples():
+@pytest.mark.parametrize("objective", ["nsp", "sop"])
+def test_word_ids_are_consecutive_and_special_tokens_have_none(objective):
+    for ex in _examples() if objective == "nsp" else _sop_examples():
         words = _word_ids(ex)
         sep = ex["input_ids"].index(SEP)
         assert words[0] == words[sep] == words[-1] == -1
@@ -146,16 +147,6 @@ def test_sop_splits_a_lone_sentence_and_skips_one_of_a_single_token():
     words = _word_ids(examples[0])
     sep = ids.index(SEP)
     assert not set(words[1:sep]) & set(words[sep + 1 : -1])  # a word cut by the split becomes two
-
-
-def test_sop_word_ids_are_consecutive_and_special_tokens_have_none():
-    for ex in _sop_examples():
-        words = _word_ids(ex)
-        sep = ex["input_ids"].index(SEP)
-        assert words[0] == words[sep] == words[-1] == -1
-        real = [w for w in words if w >= 0]
-        assert real[0] == 0 and all(b - a in (0, 1) for a, b in zip(real, real[1:], strict=False))
-        assert not set(words[1:sep]) & set(words[sep + 1 : -1])
 
 
 def test_packed_rows_are_full_and_lose_nothing():
