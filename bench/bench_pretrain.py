@@ -3,15 +3,18 @@
 Stock: BertForPreTraining(labels=…) with SDPA attention, every example padded to 128, torch's AdamW, glibc's
 allocator as it comes. bertkit: the same weights and the same masked batches through PretrainingObjective (MLM
 head on the masked positions only), sequences packed into full rows (block-diagonal attention), the allocator
-tuned (bertkit/runtime.py), bertkit's fused AdamW, at fp32 and with bf16 autocast. BERT-mini and BERT-small
-(vocabulary 21,128), batch 32, real lengths uniform in 32..128, 15% masked, NSP labels. Each variant runs in
-its own process (the allocator setting is per process), timing collation + forward + backward + optimizer step.
+tuned (bertkit/runtime.py), bertkit's dropout (bertkit/dropout.py), fused AdamW, at fp32 and with bf16 autocast.
+BERT-mini and BERT-small (vocabulary 21,128), batch 32, real lengths uniform in 32..128, 15% masked, NSP labels.
+Each variant runs in its own process (the allocator setting is per process), timing collation + forward +
+backward + optimizer step.
 
 Model FLOPs count only useful work, 3× the forward (forward + backward):
     per real token 2·(4H² + 2·H·F)·L   (Q, K, V, output and the two FFN matmuls)
     per sequence of n tokens 4·n²·H·L  (QKᵀ and attention·V over its own tokens)
     per masked token 2·H² + 2·H·V       (MLM transform and decoder), per sequence 2·H² + 4·H (pooler, NSP)
 MFU = model FLOP/s ÷ the matmul peak measured in the same run (2048³ torch.mm, fp32 or bf16).
+"matmul s" is the time one step spends in matrix-multiply kernels alone (torch.profiler, self time of
+aten::mm/addmm/bmm); "ceiling" = stock s/step ÷ that: the speedup if everything else in the step took no time.
 Prints a table, writes bench/results.json, ends with `speedup_fp32=X.XX speedup_bf16=Y.YY mfu_fp32=0.ZZ`.
 """
 
@@ -31,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"mini": (4, 256), "small": (4, 512)}
 VOCAB, BATCH, MAX_LEN, SEED = 21128, 32, 128, 0
 VARIANTS = ["stock-fp32", "bertkit-fp32", "bertkit-bf16"]
+MATMULS = {"aten::mm", "aten::addmm", "aten::bmm"}
 
 
 def make_examples(n_batches: int) -> list[list[dict]]:
@@ -96,6 +100,7 @@ def worker(variant: str, size: str, steps: int, warmup: int) -> dict:
     from bertkit.config import MaskingConfig, TrainConfig
     from bertkit.data.masking import PretrainingCollator
     from bertkit.data.packing import pack_batch
+    from bertkit.dropout import use_fast_dropout
     from bertkit.model import PretrainingObjective
     from bertkit.optim import make_optimizer
     from bertkit.runtime import tune_allocator
@@ -142,28 +147,38 @@ def worker(variant: str, size: str, steps: int, warmup: int) -> dict:
             packed.pop("num_tokens")
             return packed
 
-        run = PretrainingObjective(model)
+        run = PretrainingObjective(use_fast_dropout(model))
         optimizer = make_optimizer(model, TrainConfig(lr=1e-4))
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant.endswith("bf16"))
     batches = make_examples(3)
     flops = [model_flops(collate(b), hidden, layers) for b in batches]
     tokens = [sum(len(e["input_ids"]) for e in b) for b in batches]
     elapsed, done_flops, done_tokens, losses = 0.0, 0.0, 0, []
-    for i in range(warmup + steps):
-        examples = batches[i % len(batches)]
-        start = time.perf_counter()
-        inputs = step_inputs(examples)
+
+    def one_step(i: int) -> torch.Tensor:
+        inputs = step_inputs(batches[i % len(batches)])
         with autocast:
             out = run(**inputs)
         loss = out["loss"] if isinstance(out, dict) else out.loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        loss = one_step(i)
         if i >= warmup:
             elapsed += time.perf_counter() - start
             done_flops += flops[i % len(batches)]
             done_tokens += tokens[i % len(batches)]
             losses.append(loss.item())
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for i in range(len(batches)):
+            one_step(i)
+    matmul_us = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMULS)
     return {
         "variant": variant,
         "size": size,
@@ -173,6 +188,7 @@ def worker(variant: str, size: str, steps: int, warmup: int) -> dict:
         "model_flop_s": done_flops / elapsed,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "first_loss": losses[0],
+        "matmul_s_per_step": matmul_us / 1e6 / len(batches),
     }
 
 
@@ -204,12 +220,13 @@ def main() -> None:
     for r in rows:
         base = next(b for b in rows if b["size"] == r["size"] and b["variant"] == "stock-fp32")
         r["speedup"] = r["tokens_per_s"] / base["tokens_per_s"]
+        r["ceiling"] = base["s_per_step"] / r["matmul_s_per_step"]
         r["mfu"] = r["model_flop_s"] / peaks["bf16" if r["variant"].endswith("bf16") else "fp32"]
     print(
         f"\npretraining step, batch {BATCH}, lengths 32..{MAX_LEN}, vocab {VOCAB}, {os.cpu_count()} cores; "
         f"matmul peak fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s"
     )
-    header = ["size", "variant", "s/step", "tokens/s", "speedup", "GFLOP/s", "MFU", "peak MB"]
+    header = ["size", "variant", "s/step", "tokens/s", "speedup", "GFLOP/s", "MFU", "matmul s", "ceiling", "peak MB"]
     print("  ".join(f"{h:>13}" for h in header))
     for r in rows:
         values = [
@@ -220,6 +237,8 @@ def main() -> None:
             f"{r['speedup']:.2f}",
             f"{r['model_flop_s'] / 1e9:.1f}",
             f"{r['mfu']:.3f}",
+            f"{r['matmul_s_per_step']:.3f}",
+            f"{r['ceiling']:.2f}",
             f"{r['peak_rss_mb']:.0f}",
         ]
         print("  ".join(f"{v:>13}" for v in values))
@@ -230,7 +249,8 @@ def main() -> None:
     mini = {r["variant"]: r for r in rows if r["size"] == "mini"}
     print(
         f"speedup_fp32={mini['bertkit-fp32']['speedup']:.2f} speedup_bf16={mini['bertkit-bf16']['speedup']:.2f} "
-        f"mfu_fp32={mini['bertkit-fp32']['mfu']:.2f}"
+        f"mfu_fp32={mini['bertkit-fp32']['mfu']:.2f} ceiling_fp32={mini['bertkit-fp32']['ceiling']:.2f} "
+        f"ceiling_bf16={mini['bertkit-bf16']['ceiling']:.2f}"
     )
 
 

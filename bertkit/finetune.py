@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from bertkit.bilstm import BiLSTMClassifier
 from bertkit.checkpoint import save_model
 from bertkit.config import RunConfig, save_config
+from bertkit.dropout import use_fast_dropout
 from bertkit.errors import BertkitError, Interrupted
 from bertkit.loop import TrainState, fit, make_accelerator, total_steps
 from bertkit.model import check_model_dir, load_model, quiet_transformers
@@ -57,6 +58,7 @@ def run_finetune(cfg: RunConfig) -> Path:
         model = BiLSTMClassifier.build(len(tokenizer), tokenizer.pad_token_id, id2label, per_token, cfg.model)
     else:
         model = load_model(task.model_class, model_dir, cfg.allow_pickle_weights, **task.model_kwargs(labels))
+    use_fast_dropout(model)
     if task_cfg.max_seq_length > (model.config.max_position_embeddings or task_cfg.max_seq_length):
         raise BertkitError(
             f"finetune.task.max_seq_length={task_cfg.max_seq_length} exceeds the model's "

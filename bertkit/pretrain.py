@@ -26,6 +26,7 @@ from bertkit.checkpoint import checkpoint_dirs, load_checkpoint, resolve_resume,
 from bertkit.config import RunConfig, save_config
 from bertkit.data.loader import EpochSampler, KeyedDataset
 from bertkit.data.masking import PretrainingCollator
+from bertkit.dropout import use_fast_dropout
 from bertkit.errors import BertkitError, Interrupted
 from bertkit.evaluate import evaluate_pretraining
 from bertkit.loop import TrainState, fit, make_accelerator, total_steps
@@ -110,6 +111,7 @@ def run_pretrain(cfg: RunConfig) -> Path:
             f"examples of {longest} tokens exceed the model's {model.config.max_position_embeddings} positions; "
             "raise model.max_position_embeddings or tokenize with a smaller data.max_seq_length"
         )
+    use_fast_dropout(model)
     global_sum = (lambda t: accelerator.reduce(t, "sum")) if accelerator.num_processes > 1 else None
     objective = PretrainingObjective(model, global_sum, accelerator.num_processes)
     optimizer = make_optimizer(objective, cfg.train)
