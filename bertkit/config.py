@@ -303,8 +303,15 @@ class ProbeConfig(Section):
     """Labelled JSONL/JSON/CSV/TSV: the probe is fitted on it."""
     test_file: Path | None = None
     """Labelled file the probe is scored on."""
+    level: Literal["sentence", "token"] = "sentence"
+    """`sentence`: one label per text (mean-pooled features); `token`: `text_column` holds a list of words and
+    `label_column` a list of labels of the same length (e.g. POS or NER tags), a word's feature is its first
+    piece's."""
     text_column: str = "text"
     label_column: str = "label"
+    during_pretraining: bool = False
+    """Also probe the model at every pretraining evaluation (train.eval_every): eval/probe/layer_N in metrics.jsonl,
+    and probe-during-pretraining.png of the score by layer over the steps."""
     output_dir: Path | None = None
     """Default `<output_dir>/probe`."""
 

@@ -7,9 +7,11 @@ embed: contextual embeddings of every text in a file, per sentence ([CLS], mean 
 token (with the token strings and character offsets), from one layer or the mean of several (0 = the
 embedding layer, L = the last; negative counts from the end). Written as embeddings.npy plus index.jsonl.
 
-probe: for each layer, a logistic regression on frozen mean-pooled sentence features of a labelled file,
-scored on a held-out file — a table, probe.json and a plot of the score by layer, to check for yourself
-what Jawahar et al. (2019) found: surface features low, syntax in the middle, semantics high.
+probe: for each layer, a logistic regression on frozen features of a labelled file — mean-pooled per sentence,
+or per word (its first piece) for word labels such as POS tags — scored on a held-out file: a table,
+probe.json and a plot of the score by layer, to check for yourself what Jawahar et al. (2019) found: surface
+features low, syntax in the middle, semantics high. `probe.during_pretraining` runs the same probe at every
+pretraining evaluation, to watch the layers learn.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 from transformers import BertModel
 
 from bertkit.atomic import write_bytes, write_text
-from bertkit.config import RunConfig, save_config
+from bertkit.config import ProbeConfig, RunConfig, save_config
 from bertkit.errors import BertkitError
 from bertkit.model import load_model, quiet_transformers
 from bertkit.plots import plot_layers
@@ -49,12 +51,15 @@ def read_texts(path: Path, text_column: str) -> list[str]:
 
 
 @torch.no_grad()
-def hidden_states(model: BertModel, tokenizer, texts: list[str], max_length: int, batch_size: int):
-    """Yield (encoding of the batch, hidden states (layers + 1, B, T, H), attention mask) batch by batch."""
+def hidden_states(model: BertModel, tokenizer, texts: list[str] | list[list[str]], max_length: int, batch_size: int):
+    """Yield (encoding of the batch, offsets, hidden states (layers + 1, B, T, H), attention mask) batch by batch;
+    `texts` may be lists of words."""
     model.eval()
+    words = bool(texts) and isinstance(texts[0], list)
     for start in progress(range(0, len(texts), batch_size), desc="embed", leave=False):
         enc = tokenizer(
             texts[start : start + batch_size],
+            is_split_into_words=words,
             truncation=True,
             max_length=max_length,
             padding=True,
@@ -118,13 +123,67 @@ def probe_layers(train: np.ndarray, y_train: list, test: np.ndarray, y_test: lis
     return scores
 
 
-def _layer_features(model, tokenizer, texts, cfg) -> np.ndarray:
-    """(layers + 1, N, H) mean-pooled sentence features from every layer."""
-    parts = [
-        pool(states, mask, cfg.embed.pooling if cfg.embed.pooling != "none" else "mean").numpy()
-        for _, _, states, mask in hidden_states(model, tokenizer, texts, cfg.embed.max_seq_length, cfg.embed.batch_size)
-    ]
-    return np.concatenate(parts, axis=1)
+def sentence_features(model, tokenizer, texts: list[str], cfg: RunConfig) -> np.ndarray:
+    """(layers + 1, N, H) pooled sentence features from every layer (mean unless embed.pooling says)."""
+    pooling = cfg.embed.pooling if cfg.embed.pooling != "none" else "mean"
+    batches = hidden_states(model, tokenizer, texts, cfg.embed.max_seq_length, cfg.embed.batch_size)
+    return np.concatenate([pool(states, mask, pooling).numpy() for _, _, states, mask in batches], axis=1)
+
+
+def word_features(model, tokenizer, sentences: list[list[str]], cfg: RunConfig) -> tuple[np.ndarray, list]:
+    """(layers + 1, N words, H) from each word's first piece, and the (sentence, word) of every row: words cut
+    off by embed.max_seq_length get no row."""
+    rows, where, base = [], [], 0
+    for enc, _, states, _ in hidden_states(model, tokenizer, sentences, cfg.embed.max_seq_length, cfg.embed.batch_size):
+        for b in range(states.shape[1]):
+            firsts = {}
+            for t, w in enumerate(enc.word_ids(b)):
+                if w is not None and w not in firsts:
+                    firsts[w] = t
+            rows.append(states[:, b, list(firsts.values())])
+            where += [(base + b, w) for w in firsts]
+        base += states.shape[1]
+    return torch.cat(rows, dim=1).numpy(), where
+
+
+def read_probe_file(path: Path, probe: ProbeConfig) -> tuple[list, list]:
+    """Texts (or word lists) and their labels (or label lists) of a labelled file."""
+    rows = read_rows(path)
+    texts = column(rows, probe.text_column, path, "probe.text_column")
+    labels = column(rows, probe.label_column, path, "probe.label_column")
+    if probe.level == "sentence":
+        return [str(t) for t in texts], [str(y) for y in labels]
+    for n, (words, tags) in enumerate(zip(texts, labels, strict=True), 1):
+        if not isinstance(words, list) or not isinstance(tags, list) or len(words) != len(tags):
+            raise BertkitError(
+                f"{path}: row {n}: probe.level=token needs a list of words in '{probe.text_column}' and as many "
+                f"labels in '{probe.label_column}'"
+            )
+    return [[str(w) for w in words] for words in texts], [[str(t) for t in tags] for tags in labels]
+
+
+def probe_model(model, tokenizer, cfg: RunConfig, data: dict | None = None) -> dict:
+    """The probe's scores by layer for a BertModel; `data` caches the files between calls (pretraining)."""
+    probe = cfg.probe
+    if probe.train_file is None or probe.test_file is None:
+        raise BertkitError("probe.train_file and probe.test_file must be set (labelled JSONL/CSV/TSV files)")
+    data = data if data is not None else {}
+    for name, path in (("train", probe.train_file), ("test", probe.test_file)):
+        if name not in data:
+            data[name] = read_probe_file(path, probe)
+    features = {}
+    for name, (texts, labels) in data.items():
+        if probe.level == "sentence":
+            features[name] = (sentence_features(model, tokenizer, texts, cfg), labels)
+        else:
+            matrix, where = word_features(model, tokenizer, texts, cfg)
+            features[name] = (matrix, [labels[s][w] for s, w in where])
+    train_y, test_y = features["train"][1], features["test"][1]
+    if len(label_set(train_y)) < 2:
+        raise BertkitError(f"{probe.train_file}: the probe needs at least two labels")
+    scores = probe_layers(features["train"][0], train_y, features["test"][0], test_y)
+    majority = max(test_y.count(y) for y in set(test_y)) / len(test_y)
+    return {"majority_baseline": majority, "accuracy_by_layer": scores, "best_layer": int(np.argmax(scores))}
 
 
 def _model(cfg: RunConfig):
@@ -158,30 +217,18 @@ def run_embed(cfg: RunConfig) -> Path:
 
 def run_probe(cfg: RunConfig) -> dict:
     probe = cfg.probe
-    if probe.train_file is None or probe.test_file is None:
-        raise BertkitError("probe.train_file and probe.test_file must be set (labelled JSONL/CSV/TSV files)")
     model, tokenizer, model_dir = _model(cfg)
-    data = {}
-    for name, path in (("train", probe.train_file), ("test", probe.test_file)):
-        rows = read_rows(path)
-        texts = [str(t) for t in column(rows, probe.text_column, path, "probe.text_column")]
-        labels = [str(y) for y in column(rows, probe.label_column, path, "probe.label_column")]
-        data[name] = (_layer_features(model, tokenizer, texts, cfg), labels)
-    if len(label_set(data["train"][1])) < 2:
-        raise BertkitError(f"{probe.train_file}: the probe needs at least two labels")
-    scores = probe_layers(data["train"][0], data["train"][1], data["test"][0], data["test"][1])
-    majority = max(data["test"][1].count(y) for y in set(data["test"][1])) / len(data["test"][1])
-    out = probe.output_dir or cfg.output_dir / "probe"
     report = {
         "model": str(model_dir),
         "train": str(probe.train_file),
         "test": str(probe.test_file),
-        "majority_baseline": majority,
-        "accuracy_by_layer": scores,
-        "best_layer": int(np.argmax(scores)),
+        "level": probe.level,
+        **probe_model(model, tokenizer, cfg),
     }
+    scores, majority = report["accuracy_by_layer"], report["majority_baseline"]
+    out = probe.output_dir or cfg.output_dir / "probe"
     write_text(out / "probe.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    plot_layers(scores, majority, out / "probe.png", f"linear probe: {Path(probe.train_file).name}")
+    plot_layers(scores, majority, out / "probe.png", f"linear probe ({probe.level}): {Path(probe.train_file).name}")
     save_config(cfg, out)
     print(f"\nlayer  accuracy   (majority class {majority:.4f})")
     for layer, score in enumerate(scores):

@@ -114,3 +114,27 @@ def plot_layers(scores: list[float], baseline: float, out: Path, title: str = ""
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, out)
+
+
+def plot_probe_history(metrics_file: Path, out: Path) -> Path | None:
+    """The probe's held-out score of every layer against the pretraining step (eval/probe/layer_N in metrics.jsonl)."""
+    records = [json.loads(line) for line in metrics_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = [r for r in records if "eval/probe/layer_0" in r]
+    if not records:
+        return None
+    layers = sorted(
+        (k for k in records[0] if k.startswith("eval/probe/layer_")), key=lambda k: int(k.rsplit("_", 1)[1])
+    )
+    fig, ax = plt.subplots(figsize=(7, 4))
+    colors = plt.cm.viridis([i / max(1, len(layers) - 1) for i in range(len(layers))])
+    for key, color in zip(layers, colors, strict=True):
+        n = int(key.rsplit("_", 1)[1])
+        label = "embeddings" if n == 0 else f"layer {n}"
+        ax.plot([r["step"] for r in records], [r[key] for r in records], "o-", color=color, label=label)
+    ax.set_xlabel("pretraining step")
+    ax.set_ylabel("held-out probe accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("linear probe by layer during pretraining", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out)

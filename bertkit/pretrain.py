@@ -27,6 +27,7 @@ from bertkit.config import RunConfig, save_config
 from bertkit.data.loader import EpochSampler, KeyedDataset
 from bertkit.data.masking import PretrainingCollator
 from bertkit.dropout import use_fast_dropout
+from bertkit.embed import probe_model
 from bertkit.errors import BertkitError, Interrupted
 from bertkit.evaluate import evaluate_pretraining
 from bertkit.loop import TrainState, fit, make_accelerator, total_steps
@@ -39,7 +40,7 @@ from bertkit.model import (
     quiet_transformers,
 )
 from bertkit.optim import make_optimizer, make_schedule
-from bertkit.plots import plot_curves
+from bertkit.plots import plot_curves, plot_probe_history
 from bertkit.prepare import TOKENIZER_SUBDIR, load_pretraining_data
 from bertkit.runtime import tune_allocator
 from bertkit.tokenizer.train import load_tokenizer
@@ -83,6 +84,8 @@ def run_pretrain(cfg: RunConfig) -> Path:
     quiet_transformers()
     tune_allocator()
     first_dir = cfg.train.phases[0].dataset_dir if cfg.train.phases else cfg.dataset_dir
+    if cfg.probe.during_pretraining and (cfg.probe.train_file is None or cfg.probe.test_file is None):
+        raise BertkitError("probe.during_pretraining needs probe.train_file and probe.test_file")
     load_pretraining_data(first_dir)  # a clear error before anything else when the data is missing
     tokenizer = load_tokenizer(first_dir / TOKENIZER_SUBDIR)
     phases = _phases(cfg, tokenizer)
@@ -169,6 +172,7 @@ def run_pretrain(cfg: RunConfig) -> Path:
         )
 
     what = "MLM"
+    probe_data: dict = {}  # the probe's files, read once
     for index, (phase, loader) in enumerate(zip(phases, loaders, strict=True)):
         start = ends[index - 1] if index else 0
         if state.step >= ends[index]:
@@ -185,16 +189,23 @@ def run_pretrain(cfg: RunConfig) -> Path:
             )
 
         def evaluate(state: TrainState, phase=phase, pair=pair) -> dict:
-            return evaluate_pretraining(
-                accelerator,
-                objective,
-                phase.splits["validation"],
-                tokenizer,
-                cfg.masking,
-                cfg.eval.batch_size,
-                cfg.eval.seed,
-                pair,
-            )
+            metrics = {}
+            if "validation" in phase.splits:
+                metrics = evaluate_pretraining(
+                    accelerator,
+                    objective,
+                    phase.splits["validation"],
+                    tokenizer,
+                    cfg.masking,
+                    cfg.eval.batch_size,
+                    cfg.eval.seed,
+                    pair,
+                )
+            if cfg.probe.during_pretraining and accelerator.is_main_process:
+                bert = accelerator.unwrap_model(objective).model.bert
+                scores = probe_model(bert, tokenizer, cfg, probe_data)["accuracy_by_layer"]
+                metrics |= {f"probe/layer_{k}": score for k, score in enumerate(scores)}
+            return metrics
 
         state = fit(
             accelerator,
@@ -205,7 +216,7 @@ def run_pretrain(cfg: RunConfig) -> Path:
             cfg.train,
             ends[index],
             state=state,
-            evaluate=evaluate if "validation" in phase.splits else None,
+            evaluate=evaluate if "validation" in phase.splits or cfg.probe.during_pretraining else None,
             save=save,
             log_file=out_dir / METRICS_FILE,
             desc="pretrain",
@@ -222,6 +233,9 @@ def run_pretrain(cfg: RunConfig) -> Path:
         print(f"model: {out_dir} (loads with BertForPreTraining / BertForMaskedLM / BertModel.from_pretrained)")
         if plot:
             print(f"curves: {plot}")
+        if cfg.probe.during_pretraining:
+            probes = plot_probe_history(out_dir / METRICS_FILE, out_dir / "probe-during-pretraining.png")
+            print(f"probe by layer over the steps: {probes}")
         if state.stopped_early and state.signal is None:
             print(f"stopped at step {state.step} of {steps}; continue with train.resume=auto")
     if state.signal is not None:

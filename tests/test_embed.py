@@ -70,3 +70,72 @@ def test_probe_command(tiny_run, tmp_path):
     assert len(report["accuracy_by_layer"]) == 2  # embeddings + 1 layer
     assert report["majority_baseline"] == pytest.approx(0.2)
     assert (tmp_path / "probe.png").stat().st_size > 5000
+
+
+def test_word_features_take_each_words_first_piece(tiny_run):
+    from transformers import BertModel
+
+    from bertkit.config import RunConfig
+    from bertkit.embed import word_features
+    from bertkit.tokenizer.train import load_tokenizer
+
+    out, _ = tiny_run
+    model = BertModel.from_pretrained(out / "pretrain").eval()
+    tokenizer = load_tokenizer(out / "pretrain")
+    sentences = [["北京", "unbelievably", "。"], ["BERT", "模型", "很", "好"]]
+    features, where = word_features(model, tokenizer, sentences, RunConfig())
+    assert where == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (1, 3)]
+    assert features.shape == (2, 7, 64)  # (embeddings + 1 layer, words, H)
+    enc = tokenizer(sentences[0], is_split_into_words=True, return_tensors="pt")
+    states = torch.stack(model(**enc, output_hidden_states=True).hidden_states)[:, 0]
+    firsts = [enc.word_ids(0).index(w) for w in range(3)]
+    assert firsts[1] - firsts[0] == 2  # "北京" is two pieces (北, 京): the first is taken
+    np.testing.assert_allclose(features[:, :3], states[:, firsts].detach().numpy(), atol=1e-5)
+
+
+def test_token_level_probe_command(tiny_run, tmp_path):
+    out, overrides = tiny_run
+    common = [
+        "probe",
+        RECIPE,
+        *overrides,
+        f"embed.model_dir={out / 'pretrain'}",
+        "probe.level=token",
+        "probe.text_column=tokens",
+        "probe.label_column=tags",
+        f"probe.output_dir={tmp_path}",
+    ]
+    ner = DATA / "zh" / "ner"
+    result = run_cli(*common, f"probe.train_file={ner / 'train.jsonl'}", f"probe.test_file={ner / 'dev.jsonl'}")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "probe.json").read_text())
+    assert report["level"] == "token" and len(report["accuracy_by_layer"]) == 2
+    tags = [
+        t for line in (ner / "dev.jsonl").read_text(encoding="utf-8").splitlines() for t in json.loads(line)["tags"]
+    ]
+    assert report["majority_baseline"] == pytest.approx(tags.count("O") / len(tags))  # one label per word
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"tokens": "不是列表", "tags": ["O"]}\n', encoding="utf-8")
+    result = run_cli(*common, f"probe.train_file={bad}", f"probe.test_file={ner / 'dev.jsonl'}")
+    assert result.exit_code == 2 and "row 1: probe.level=token needs a list of words" in result.output
+
+
+def test_probe_during_pretraining(tiny_run, tmp_path):
+    out, overrides = tiny_run
+    result = run_cli(
+        "pretrain",
+        RECIPE,
+        *overrides,
+        f"output_dir={tmp_path}",
+        f"data.dataset_dir={out / 'data'}",
+        "probe.during_pretraining=true",
+        f"probe.train_file={DATA / 'zh/topic/train.jsonl'}",
+        f"probe.test_file={DATA / 'zh/topic/dev.jsonl'}",
+    )
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (tmp_path / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    probed = [r for r in records if "eval/probe/layer_0" in r]
+    assert [r["step"] for r in probed] == [3, 6] and all(0 <= r["eval/probe/layer_1"] <= 1 for r in probed)
+    assert (tmp_path / "pretrain" / "probe-during-pretraining.png").stat().st_size > 5000
+    result = run_cli("pretrain", RECIPE, *overrides, f"output_dir={tmp_path / 'x'}", "probe.during_pretraining=true")
+    assert result.exit_code == 2 and "needs probe.train_file" in result.output
