@@ -36,9 +36,9 @@ demo: install
 test: install-dev
 	$(BIN)/pytest -q
 
-# The pretraining step vs stock Hugging Face, BERT-mini and BERT-small, fp32 and bf16 (~3 min).
+# Pretraining (BERT-mini, BERT-small) and fine-tuning steps vs stock Hugging Face, fp32 and bf16 (~4 min).
 bench: install-dev
-	$(BIN)/python bench/bench_pretrain.py
+	$(BIN)/python bench/bench_train.py
 
 # The tokenize stage on a generated 50 MB corpus per language vs the tokenizer's raw batch encoding (~5 min).
 bench-data: install-dev

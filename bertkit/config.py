@@ -258,6 +258,9 @@ class FinetuneConfig(Section):
     train: TrainConfig = TrainConfig(lr=5e-5, epochs=3, batch_size=32, warmup_ratio=0.1)
     early_stopping_patience: int | None = Field(None, ge=1)
     """Stop when the dev metric has not improved for this many evaluations."""
+    group_by_length: bool = True
+    """Batches of inputs of similar length (shuffled, then sorted by length within groups of 50 batches, as
+    transformers' LengthGroupedSampler): less padding, the same examples per epoch."""
 
 
 class EvalConfig(Section):

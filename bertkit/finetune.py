@@ -15,6 +15,7 @@ from pathlib import Path
 
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from bertkit.bilstm import BiLSTMClassifier
 from bertkit.checkpoint import save_model
@@ -66,10 +67,16 @@ def run_finetune(cfg: RunConfig) -> Path:
         )
     features = task.encode(tokenizer, train_examples, labels, task_cfg, train=True)
     features = [{k: v for k, v in f.items() if k not in ("example", "word_ids", "offsets")} for f in features]
+    sampler = None
+    if cfg.finetune.group_by_length:
+        # A multiple-choice input holds one row per choice: its length is the longest.
+        lengths = [max(map(len, ids)) if isinstance((ids := f["input_ids"])[0], list) else len(ids) for f in features]
+        sampler = LengthGroupedSampler(train_cfg.batch_size, lengths=lengths)
     loader = DataLoader(
         features,
         batch_size=train_cfg.batch_size,
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         collate_fn=partial(task.collate, pad_id=tokenizer.pad_token_id),
     )
     optimizer = make_optimizer(model, train_cfg)

@@ -173,11 +173,11 @@ def fit(
                     tokens.zero_()
                     loss_count = 0
                     window_start = time.perf_counter()
-                signalled = signals.received is not None
+                signalled, late = signals.received is not None, time.perf_counter() > deadline
                 if accelerator.num_processes > 1:  # every process stops at the same step, or the saves deadlock
-                    flag = torch.tensor(float(signalled), device=accelerator.device)
-                    signalled = accelerator.reduce(flag, "max").item() > 0
-                stopping = "signal" if signalled else "time" if time.perf_counter() > deadline else None
+                    flags = torch.tensor([float(signalled), float(late)], device=accelerator.device)
+                    signalled, late = (accelerator.reduce(flags, "max") > 0).tolist()
+                stopping = "signal" if signalled else "time" if late else None
                 if evaluate and ((train.eval_every and state.step % train.eval_every == 0) or state.step == max_steps):
                     metrics = evaluate(state)
                     model.train()

@@ -1,4 +1,4 @@
-"""`make bench`: bertkit's pretraining step against the stock Hugging Face recipe, on the same model and batches.
+"""`make bench`: bertkit's pretraining and fine-tuning steps against stock Hugging Face, same models and data.
 
 Stock: BertForPreTraining(labels=…) with SDPA attention, every example padded to 128, torch's AdamW, glibc's
 allocator as it comes. bertkit: the same weights and the same masked batches through PretrainingObjective (MLM
@@ -15,7 +15,14 @@ Model FLOPs count only useful work, 3× the forward (forward + backward):
 MFU = model FLOP/s ÷ the matmul peak measured in the same run (2048³ torch.mm, fp32 or bf16).
 "matmul s" is the time one step spends in matrix-multiply kernels alone (torch.profiler, self time of
 aten::mm/addmm/bmm); "ceiling" = stock s/step ÷ that: the speedup if everything else in the step took no time.
-Prints a table, writes bench/results.json, ends with `speedup_fp32=X.XX speedup_bf16=Y.YY mfu_fp32=0.ZZ`.
+
+Fine-tuning (sequence classification, BERT-mini, 2 labels, batch 32, lengths uniform in 16..128, one epoch of
+12 batches): stock = BertForSequenceClassification with every input padded to 128 (run_glue's default) in
+random batches, torch's AdamW; bertkit = batches grouped by length (finetune.group_by_length) and padded to
+their longest, its dropout, allocator and fused AdamW.
+
+Prints the tables, writes bench/results.json, ends with
+`speedup_fp32=X.XX speedup_bf16=Y.YY mfu_fp32=0.ZZ ceiling_fp32=… ceiling_bf16=… finetune_speedup_fp32=…`.
 """
 
 from __future__ import annotations
@@ -92,9 +99,24 @@ def matmul_peak(dtype_name: str) -> float:
     return 2 * 2048**3 * reps / (time.perf_counter() - start)
 
 
+def bert_config(size: str, **extra):
+    from transformers import BertConfig
+
+    layers, hidden = SIZES[size]
+    return BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 64,
+        intermediate_size=4 * hidden,
+        attn_implementation="sdpa",
+        **extra,
+    )
+
+
 def worker(variant: str, size: str, steps: int, warmup: int) -> dict:
     import torch
-    from transformers import BertConfig, BertForPreTraining
+    from transformers import BertForPreTraining
     from transformers import logging as hf_logging
 
     from bertkit.config import MaskingConfig, TrainConfig
@@ -111,15 +133,7 @@ def worker(variant: str, size: str, steps: int, warmup: int) -> dict:
         tune_allocator()
     layers, hidden = SIZES[size]
     torch.manual_seed(SEED)
-    config = BertConfig(
-        vocab_size=VOCAB,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=hidden // 64,
-        intermediate_size=4 * hidden,
-        attn_implementation="sdpa",
-    )
-    model = BertForPreTraining(config).train()
+    model = BertForPreTraining(bert_config(size)).train()
 
     class Tok:  # what the collator needs of a tokenizer
         pad_token_id, mask_token_id = 0, 4
@@ -192,6 +206,67 @@ def worker(variant: str, size: str, steps: int, warmup: int) -> dict:
     }
 
 
+def finetune_worker(variant: str, n_batches: int = 12) -> dict:
+    import torch
+    from transformers import BertForSequenceClassification
+    from transformers import logging as hf_logging
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from bertkit.config import TrainConfig
+    from bertkit.dropout import use_fast_dropout
+    from bertkit.optim import make_optimizer
+    from bertkit.runtime import tune_allocator
+    from bertkit.tasks.classification import collate
+
+    hf_logging.set_verbosity_error()
+    stock = variant.startswith("stock")
+    torch.manual_seed(SEED)
+    model = BertForSequenceClassification(bert_config("mini", num_labels=2)).train()
+    rng = random.Random(SEED)
+    features = []
+    for _ in range(n_batches * BATCH):
+        n = rng.randint(16, MAX_LEN)
+        ids = [2, *(rng.randrange(5, VOCAB) for _ in range(n - 2)), 3]
+        features.append({"input_ids": ids, "token_type_ids": [0] * n, "labels": rng.randint(0, 1)})
+    generator = torch.Generator().manual_seed(SEED)
+    if stock:
+        order = torch.randperm(len(features), generator=generator).tolist()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    else:
+        tune_allocator()
+        use_fast_dropout(model)
+        lengths = [len(f["input_ids"]) for f in features]
+        order = list(LengthGroupedSampler(BATCH, lengths=lengths, generator=generator))
+        optimizer = make_optimizer(model, TrainConfig(lr=1e-4))
+    batches = [[features[i] for i in order[b : b + BATCH]] for b in range(0, len(order), BATCH)]
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant.endswith("bf16"))
+
+    def one_step(examples: list[dict]) -> None:
+        batch = collate(examples)
+        if stock:
+            pad = MAX_LEN - batch["input_ids"].shape[1]
+            for k in ("input_ids", "token_type_ids", "attention_mask"):
+                batch[k] = torch.nn.functional.pad(batch[k], (0, pad))
+        with autocast:
+            loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for examples in batches[:2]:  # warm-up, not timed
+        one_step(examples)
+    start = time.perf_counter()
+    for examples in batches:
+        one_step(examples)
+    elapsed = time.perf_counter() - start
+    return {
+        "variant": variant,
+        "s_per_epoch": elapsed,
+        "tokens_per_s": sum(len(f["input_ids"]) for f in features) / elapsed,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
 def run_worker(*args: str) -> dict:
     out = subprocess.run([sys.executable, __file__, "--worker", *args], cwd=ROOT, capture_output=True, text=True)
     if out.returncode:
@@ -208,7 +283,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker is not None:
         kind, *rest = args.worker
-        result = {"peak": matmul_peak(rest[0])} if kind == "peak" else worker(kind, rest[0], args.steps, args.warmup)
+        if kind == "peak":
+            result = {"peak": matmul_peak(rest[0])}
+        elif kind == "finetune":
+            result = finetune_worker(rest[0])
+        else:
+            result = worker(kind, rest[0], args.steps, args.warmup)
         print(json.dumps(result))
         return
     peaks = {d: run_worker("peak", d)["peak"] for d in ("fp32", "bf16")}
@@ -242,15 +322,27 @@ def main() -> None:
             f"{r['peak_rss_mb']:.0f}",
         ]
         print("  ".join(f"{v:>13}" for v in values))
+    tuning = [run_worker("finetune", v) for v in VARIANTS]
+    for r in tuning:
+        r["speedup"] = r["tokens_per_s"] / tuning[0]["tokens_per_s"]
+    print(f"\nfine-tuning (sequence classification), BERT-mini, batch {BATCH}, lengths 16..{MAX_LEN}, one epoch")
+    header = ["variant", "s/epoch", "tokens/s", "speedup", "peak MB"]
+    print("  ".join(f"{h:>13}" for h in header))
+    for r in tuning:
+        values = [r["variant"], f"{r['s_per_epoch']:.2f}", f"{r['tokens_per_s']:,.0f}", f"{r['speedup']:.2f}"]
+        print("  ".join(f"{v:>13}" for v in [*values, f"{r['peak_rss_mb']:.0f}"]))
     (ROOT / "bench").mkdir(exist_ok=True)
     (ROOT / "bench" / "results.json").write_text(
-        json.dumps({"matmul_peak_flop_s": peaks, "rows": rows}, indent=2) + "\n"
+        json.dumps({"matmul_peak_flop_s": peaks, "rows": rows, "finetune": tuning}, indent=2) + "\n"
     )
+    tuned = {r["variant"]: r for r in tuning}
     mini = {r["variant"]: r for r in rows if r["size"] == "mini"}
     print(
         f"speedup_fp32={mini['bertkit-fp32']['speedup']:.2f} speedup_bf16={mini['bertkit-bf16']['speedup']:.2f} "
         f"mfu_fp32={mini['bertkit-fp32']['mfu']:.2f} ceiling_fp32={mini['bertkit-fp32']['ceiling']:.2f} "
-        f"ceiling_bf16={mini['bertkit-bf16']['ceiling']:.2f}"
+        f"ceiling_bf16={mini['bertkit-bf16']['ceiling']:.2f} "
+        f"finetune_speedup_fp32={tuned['bertkit-fp32']['speedup']:.2f} "
+        f"finetune_speedup_bf16={tuned['bertkit-bf16']['speedup']:.2f}"
     )
 
 
