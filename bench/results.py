@@ -140,6 +140,7 @@ def plot_probes(probes: dict, out: Path) -> None:
         scores = report["accuracy_by_layer"]
         ax.plot(range(len(scores)), scores, "o-", label=model)
     ax.axhline(next(iter(probes.values()))["majority_baseline"], color="grey", linestyle="--", label="majority class")
+    ax.set_xticks(range(len(scores)))
     ax.set_xlabel("layer (0 = embeddings)")
     ax.set_ylabel("held-out accuracy")
     ax.set_title("word-level part-of-speech probe, People's Daily 1998", fontsize=10)
@@ -152,7 +153,7 @@ def plot_probes(probes: dict, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "results")
-    parser.add_argument("--pretrain-steps", type=int, default=10000)
+    parser.add_argument("--pretrain-steps", type=int, default=18000)
     parser.add_argument("--train-examples", type=int, default=4000)
     parser.add_argument("--test-examples", type=int, default=1000)
     args = parser.parse_args()
