@@ -162,11 +162,14 @@ def read_probe_file(path: Path, probe: ProbeConfig) -> tuple[list, list]:
     return [[str(w) for w in words] for words in texts], [[str(t) for t in tags] for tags in labels]
 
 
+def require_probe_files(probe: ProbeConfig, who: str = "bertkit probe") -> None:
+    if probe.train_file is None or probe.test_file is None:
+        raise BertkitError(f"{who} needs probe.train_file and probe.test_file (labelled JSONL/CSV/TSV files)")
+
+
 def probe_model(model, tokenizer, cfg: RunConfig, data: dict | None = None) -> dict:
     """The probe's scores by layer for a BertModel; `data` caches the files between calls (pretraining)."""
     probe = cfg.probe
-    if probe.train_file is None or probe.test_file is None:
-        raise BertkitError("probe.train_file and probe.test_file must be set (labelled JSONL/CSV/TSV files)")
     data = data if data is not None else {}
     for name, path in (("train", probe.train_file), ("test", probe.test_file)):
         if name not in data:
@@ -217,6 +220,7 @@ def run_embed(cfg: RunConfig) -> Path:
 
 def run_probe(cfg: RunConfig) -> dict:
     probe = cfg.probe
+    require_probe_files(probe)
     model, tokenizer, model_dir = _model(cfg)
     report = {
         "model": str(model_dir),

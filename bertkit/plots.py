@@ -17,11 +17,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 from bertkit.atomic import write_bytes  # noqa: E402
 
 
+def read_metrics(metrics_file: Path) -> list[dict]:
+    """The records of a metrics.jsonl; none if it does not exist."""
+    if not metrics_file.is_file():
+        return []
+    return [json.loads(line) for line in metrics_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def plot_curves(metrics_file: Path, out: Path, title: str = "") -> Path | None:
     """Training loss and every `eval/…` accuracy in metrics.jsonl against the step; None if nothing logged."""
-    if not metrics_file.is_file():
-        return None
-    records = [json.loads(line) for line in metrics_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = read_metrics(metrics_file)
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
     evals = {k: [(r["step"], r[k]) for r in records if k in r] for r in records for k in r if k.startswith("eval/")}
     accuracies = {k: v for k, v in evals.items() if "accuracy" in k or "f1" in k}
@@ -118,8 +123,7 @@ def plot_layers(scores: list[float], baseline: float, out: Path, title: str = ""
 
 def plot_probe_history(metrics_file: Path, out: Path) -> Path | None:
     """The probe's held-out score of every layer against the pretraining step (eval/probe/layer_N in metrics.jsonl)."""
-    records = [json.loads(line) for line in metrics_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    records = [r for r in records if "eval/probe/layer_0" in r]
+    records = [r for r in read_metrics(metrics_file) if "eval/probe/layer_0" in r]
     if not records:
         return None
     layers = sorted(

@@ -27,7 +27,7 @@ from bertkit.config import RunConfig, save_config
 from bertkit.data.loader import EpochSampler, KeyedDataset
 from bertkit.data.masking import PretrainingCollator
 from bertkit.dropout import use_fast_dropout
-from bertkit.embed import probe_model
+from bertkit.embed import probe_model, require_probe_files
 from bertkit.errors import BertkitError, Interrupted
 from bertkit.evaluate import evaluate_pretraining
 from bertkit.loop import TrainState, fit, make_accelerator, total_steps
@@ -84,8 +84,8 @@ def run_pretrain(cfg: RunConfig) -> Path:
     quiet_transformers()
     tune_allocator()
     first_dir = cfg.train.phases[0].dataset_dir if cfg.train.phases else cfg.dataset_dir
-    if cfg.probe.during_pretraining and (cfg.probe.train_file is None or cfg.probe.test_file is None):
-        raise BertkitError("probe.during_pretraining needs probe.train_file and probe.test_file")
+    if cfg.probe.during_pretraining:
+        require_probe_files(cfg.probe, who="probe.during_pretraining")
     load_pretraining_data(first_dir)  # a clear error before anything else when the data is missing
     tokenizer = load_tokenizer(first_dir / TOKENIZER_SUBDIR)
     phases = _phases(cfg, tokenizer)

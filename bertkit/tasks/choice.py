@@ -102,10 +102,7 @@ def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: in
 TASK = Task(
     model_class=BertForMultipleChoice,
     default_metric="accuracy",
-    has_labels=False,
     read=read,
-    labels=lambda examples: None,
-    model_kwargs=lambda labels: {},
     encode=encode,
     collate=collate,
     evaluate=evaluate,

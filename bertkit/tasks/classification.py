@@ -17,7 +17,7 @@ from transformers import BertForSequenceClassification
 from bertkit.config import TaskConfig
 from bertkit.errors import BertkitError
 from bertkit.metrics import classification_metrics, multilabel_metrics, regression_metrics
-from bertkit.tasks.common import Task, collate_inputs, column, label_set, predict_all, read_rows
+from bertkit.tasks.common import Task, collate_inputs, column, label_kwargs, label_set, predict_all, read_rows
 
 
 def read(
@@ -113,11 +113,7 @@ def evaluate_multi_label(model, tokenizer, examples, labels, cfg: TaskConfig, ba
 def _class_kwargs(labels: list[str]) -> dict:
     if len(labels) < 2:
         raise BertkitError(f"only one label ({labels[0]!r}) in the train file; classification needs at least two")
-    return {
-        "num_labels": len(labels),
-        "id2label": dict(enumerate(labels)),
-        "label2id": {name: i for i, name in enumerate(labels)},
-    }
+    return label_kwargs(labels)
 
 
 CLASSIFICATION = Task(
@@ -135,9 +131,7 @@ CLASSIFICATION = Task(
 REGRESSION = Task(
     model_class=BertForSequenceClassification,
     default_metric="pearson",
-    has_labels=False,
     read=partial(read, regression=True),
-    labels=lambda examples: None,
     model_kwargs=lambda labels: {"num_labels": 1, "problem_type": "regression"},
     encode=encode,
     collate=collate,

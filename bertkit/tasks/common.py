@@ -24,13 +24,22 @@ from bertkit.progress import progress
 class Task:
     model_class: type
     default_metric: str  # the dev metric that picks the best checkpoint unless task.metric says otherwise
-    has_labels: bool  # a label set, stored as the model's id2label (classification, tagging)
     read: Callable  # (path, task_cfg, labelled=None) -> examples, each with its gold answer or None
-    labels: Callable  # (examples) -> list[str] | None
-    model_kwargs: Callable  # (labels) -> from_pretrained kwargs (num_labels, id2label, …)
     encode: Callable  # (tokenizer, examples, labels, task_cfg, train) -> features
     collate: Callable  # (features, pad_id) -> batch of tensors
     evaluate: Callable  # (model, tokenizer, examples, labels, task_cfg, batch_size) -> (metrics | None, predictions)
+    has_labels: bool = False  # a label set, stored as the model's id2label (classification, tagging)
+    labels: Callable = lambda examples: None  # (examples) -> list[str] | None
+    model_kwargs: Callable = lambda labels: {}  # (labels) -> from_pretrained kwargs (num_labels, id2label, …)
+
+
+def label_kwargs(labels: list[str]) -> dict:
+    """from_pretrained kwargs of a head over a label set, stored as the model's id2label/label2id."""
+    return {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {name: i for i, name in enumerate(labels)},
+    }
 
 
 def read_rows(path: Path) -> list[dict]:

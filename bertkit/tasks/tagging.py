@@ -18,7 +18,7 @@ from transformers import BertForTokenClassification
 from bertkit.config import TaskConfig
 from bertkit.errors import BertkitError
 from bertkit.metrics import entity_metrics
-from bertkit.tasks.common import Task, collate_inputs, column, label_set, pad, predict_batches, read_rows
+from bertkit.tasks.common import Task, collate_inputs, column, label_kwargs, label_set, pad, predict_batches, read_rows
 
 IGNORE = -100
 
@@ -106,21 +106,13 @@ def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: in
     return entity_metrics(gold, predicted, scheme(labels)), predictions
 
 
-def _kwargs(labels: list[str]) -> dict:
-    return {
-        "num_labels": len(labels),
-        "id2label": dict(enumerate(labels)),
-        "label2id": {name: i for i, name in enumerate(labels)},
-    }
-
-
 TASK = Task(
     model_class=BertForTokenClassification,
     default_metric="f1",
     has_labels=True,
     read=read,
     labels=labels,
-    model_kwargs=_kwargs,
+    model_kwargs=label_kwargs,
     encode=encode,
     collate=collate,
     evaluate=evaluate,
