@@ -1,8 +1,13 @@
-"""Atomic writes: outputs appear complete or not at all.
+"""Atomic writes, and the rule that bertkit replaces only what it wrote itself.
 
+check_output(out_dir, "output_dir", overwrite)   # before any work: absent, empty, or an earlier bertkit output
+check_apart({"export.output_dir": out_dir}, {"export.model_dir": model_dir})   # an output never holds an input
 with atomic_dir(out_dir) as tmp:      # write everything into tmp …
-    model.save_pretrained(tmp)        # … and it is renamed to out_dir on success
+    model.save_pretrained(tmp)        # … and it is renamed to out_dir on success, marked as bertkit's
 write_text(path, json.dumps(report))  # a file, via a temporary sibling and os.replace
+
+Every directory that atomic_dir publishes holds MARKER. A directory without it is the user's: bertkit never
+replaces or deletes it, whatever `overwrite` says.
 """
 
 from __future__ import annotations
@@ -17,26 +22,106 @@ from pathlib import Path
 
 from bertkit.errors import BertkitError
 
-FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # EFBIG: a file size limit (`ulimit -f`)
+MARKER = ".bertkit-output"
 _UMASK = os.umask(0o22)  # read once (the call sets it), then restored: temp files get the usual permissions
 os.umask(_UMASK)
 
 
 def is_full_disk(e: BaseException) -> bool:
-    """ENOSPC as an OSError, or as the message of torch's or safetensors' own writers."""
+    """ENOSPC/EFBIG as an OSError, or as the message of torch's or safetensors' own writers (torch.save reports
+    a failed write as a RuntimeError that does not say why)."""
     text = str(e)
     return (
         (isinstance(e, OSError) and e.errno in FULL_DISK)
         or "No space left on device" in text
-        or ("os error 28" in text)
+        or "os error 28" in text
+        or "File too large" in text
+        or "file write failed" in text
+        or "unexpected pos" in text  # torch.save's zip writer, when a write came up short
     )
 
 
 def _full_disk(path: Path) -> BertkitError:
     return BertkitError(
-        f"{path}: no space left on device while writing it; nothing was replaced (earlier outputs and "
-        "checkpoints are intact); free space and run again (train.resume=auto continues pretraining)"
+        f"{path}: no space left on device (or over the file size limit) while writing it; nothing was replaced "
+        "(earlier outputs and checkpoints are intact); free space and run again (train.resume=auto continues "
+        "pretraining)"
     )
+
+
+def is_ours(path: Path) -> bool:
+    """A directory that bertkit wrote (it holds MARKER)."""
+    return (Path(path) / MARKER).is_file()
+
+
+def _is_empty_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and next(path.iterdir(), None) is None
+
+
+def check_output(path: Path, key: str, overwrite: bool) -> None:
+    """Before any work: `path` (set by recipe key `key`) may be written if it does not exist, is an empty dir,
+    or is an earlier bertkit output and `overwrite` is set."""
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise BertkitError(f"{key}: {path} is a file or link, not a directory; choose another {key}")
+    if not path.exists() or _is_empty_dir(path):
+        return
+    if not is_ours(path):
+        raise BertkitError(
+            f"{key}: {path} exists and was not written by bertkit (no {MARKER} in it); bertkit never replaces "
+            f"it, even with overwrite=true; choose another {key}"
+        )
+    if not overwrite:
+        raise BertkitError(
+            f"{key}: {path} holds an earlier bertkit output; replace it with overwrite=true, or choose another {key}"
+        )
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+def check_apart(outputs: dict[str, Path | None], inputs: dict[str, Path | None]) -> None:
+    """No output dir may equal, lie inside or contain an input (replacing it would delete the input), and no
+    two outputs may overlap. Keys are the recipe keys named in the error."""
+    outs = {k: Path(p).resolve() for k, p in outputs.items() if p is not None}
+    ins = {k: Path(p).resolve() for k, p in inputs.items() if p is not None}
+    items = list(outs.items())
+    for i, (out_key, out) in enumerate(items):
+        for other_key, other in [*items[i + 1 :], *ins.items()]:
+            if _inside(out, other) or _inside(other, out):
+                raise BertkitError(
+                    f"{out_key}={out} overlaps {other_key}={other}; writing it would replace the other; "
+                    f"choose another {out_key}"
+                )
+
+
+def remove_output(path: Path) -> None:
+    """Delete a directory that bertkit wrote; anything else is refused."""
+    path = Path(path)
+    if not path.exists() or _is_empty_dir(path):
+        return
+    if path.is_symlink() or not is_ours(path):
+        raise BertkitError(f"{path}: not written by bertkit (no {MARKER}); left as it is; remove it yourself")
+    shutil.rmtree(path)
+
+
+def mark_output(path: Path) -> None:
+    """Create `path` if needed and mark it as bertkit's (for a dir written over time: pretraining's checkpoints)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / MARKER).write_text("written by bertkit: it replaces this directory only when this file is here\n")
+
+
+def _publishable(tmp: Path) -> None:
+    """Mark the new dir as bertkit's and give its files the usual permissions (some writers create 0600)."""
+    mark_output(tmp)
+    for root, dirs, files in os.walk(tmp):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~_UMASK)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~_UMASK)
 
 
 def write_text(path: Path, text: str) -> None:
@@ -66,13 +151,17 @@ def write_bytes(path: Path, data: bytes) -> None:
 def atomic_dir(final: Path, keep: Iterable[str] = ()) -> Iterator[Path]:
     """Yield a temporary sibling of `final`; on success it replaces `final` (an existing dir is swapped out
     first, so a crash at any point leaves either the old or the new dir, plus at most a stray temp dir).
-    Entries of the old dir named in `keep` (e.g. checkpoints/) are moved into the new one."""
+    Entries of the old dir named in `keep` (e.g. checkpoints/) are moved into the new one. An existing `final`
+    that bertkit did not write (no MARKER, not empty) is never replaced: that is an error, and nothing changes."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     tmp.chmod(0o777 & ~_UMASK)  # mkdtemp makes it private; the final dir should not be
     try:
         yield tmp
+        if final.is_symlink() or (final.exists() and not _is_empty_dir(final) and not is_ours(final)):
+            raise BertkitError(f"{final}: exists and was not written by bertkit (no {MARKER}); nothing was replaced")
+        _publishable(tmp)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if is_full_disk(e):
@@ -81,8 +170,8 @@ def atomic_dir(final: Path, keep: Iterable[str] = ()) -> Iterator[Path]:
     for name in keep:
         if (final / name).exists() and not (tmp / name).exists():
             os.replace(final / name, tmp / name)
-    old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
+    # A fresh empty dir to swap the old one into: no fixed name that could already hold something.
+    old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old"))
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)

@@ -53,8 +53,15 @@ class BiLSTMClassifier(nn.Module):
 
     @classmethod
     def build(
-        cls, vocab_size: int, pad_token_id: int, id2label: dict[int, str], per_token: bool, cfg: ModelConfig
+        cls,
+        vocab_size: int,
+        pad_token_id: int,
+        id2label: dict[int, str],
+        per_token: bool,
+        cfg: ModelConfig,
+        **settings,
     ) -> BiLSTMClassifier:
+        """A fresh model; `settings` (the task's, e.g. a tagger's tag_scheme) are stored in its config."""
         return cls(
             {
                 "architectures": [ARCHITECTURES[per_token]],
@@ -68,6 +75,7 @@ class BiLSTMClassifier(nn.Module):
                 "num_labels": len(id2label),
                 "id2label": {int(k): v for k, v in id2label.items()},
                 "label2id": {v: int(k) for k, v in id2label.items()},
+                **settings,
             }
         )
 

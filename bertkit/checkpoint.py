@@ -1,8 +1,8 @@
 """Saving models and training checkpoints atomically, and resuming from them exactly.
 
     save_model(model, tokenizer, out_dir, cfg)      # a plain Hugging Face dir: config, safetensors, tokenizer
-    save_checkpoint(accelerator, root, state, model, tokenizer, optimizer, scheduler, keep_last=2)
-    state = load_checkpoint(accelerator, path, optimizer, scheduler)   # after accelerator.prepare
+    save_checkpoint(accelerator, root, state, model, tokenizer, optimizer, scheduler, keep_last=2, layout=layout)
+    state = load_checkpoint(accelerator, path, optimizer, scheduler, layout)   # after accelerator.prepare
 
 A checkpoint `step-N/` is a model dir (it loads with `from_pretrained`) plus `training_state.pt` (optimizer,
 scheduler, grad scaler, step, epoch, position in the epoch) and `rng_states.pt` (every process' Python and
@@ -20,7 +20,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from bertkit.atomic import atomic_dir
+from bertkit.atomic import atomic_dir, is_ours
 from bertkit.config import RunConfig, save_config
 from bertkit.errors import BertkitError
 from bertkit.loop import TrainState
@@ -28,6 +28,27 @@ from bertkit.tokenizer.train import save_tokenizer
 
 STATE_FILE = "training_state.pt"
 RNG_FILE = "rng_states.pt"
+
+
+def check_finite(model: torch.nn.Module, what: Path) -> None:
+    """Weights that became NaN/inf never reach a file: a checkpoint of them could only be resumed into NaN."""
+    bad = next((name for name, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+    if bad is not None:
+        raise BertkitError(
+            f"{what}: the weights became NaN or infinite ({bad}); nothing was saved there; lower train.lr, "
+            "clip gradients (train.clip_grad_norm) or use train.precision=bf16 instead of fp16"
+        )
+
+
+def write_model(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: Path, cfg: RunConfig | None = None
+) -> None:
+    """A Hugging Face model dir's files (config, safetensors, tokenizer, bertkit.yaml) written into `directory`."""
+    check_finite(model, directory)
+    model.save_pretrained(directory)
+    save_tokenizer(tokenizer, directory)
+    if cfg is not None:
+        save_config(cfg, directory)
 
 
 def save_model(
@@ -39,10 +60,7 @@ def save_model(
 ) -> Path:
     """Write a Hugging Face model dir atomically; `keep` names entries of an existing dir to carry over."""
     with atomic_dir(directory, keep=keep) as tmp:
-        model.save_pretrained(tmp)
-        save_tokenizer(tokenizer, tmp)
-        if cfg is not None:
-            save_config(cfg, tmp)
+        write_model(model, tokenizer, tmp, cfg)
     return directory
 
 
@@ -68,10 +86,13 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler,
     keep_last: int,
+    layout: dict,
 ) -> Path | None:
-    """Called on every process (the RNG states of all are gathered); the main process writes."""
-    rng_states = gather_object([_rng_state()])  # one per process, in rank order
+    """Called on every process (the RNG states of all are gathered); the main process writes. `layout` holds what
+    the data position depends on (recipe key → value, e.g. batch size, data signature); resuming checks it."""
     directory = Path(root) / f"step-{state.step}"
+    check_finite(model, directory)  # on every process, so that none waits for a save that will not come
+    rng_states = gather_object([_rng_state()])  # one per process, in rank order
     if accelerator.is_main_process:
         with atomic_dir(directory) as tmp:
             model.save_pretrained(tmp)
@@ -83,6 +104,7 @@ def save_checkpoint(
                     "epoch": state.epoch,
                     "batches_in_epoch": state.batches_in_epoch,
                     "num_processes": accelerator.num_processes,
+                    "layout": layout,
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "scaler": scaler,
@@ -91,7 +113,8 @@ def save_checkpoint(
             )
             torch.save(rng_states, tmp / RNG_FILE)
         for old in checkpoint_dirs(root)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+            if is_ours(old):  # a step-N dir that bertkit did not write is left alone
+                shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return directory
 
@@ -112,8 +135,11 @@ def resolve_resume(resume: str | None, root: Path) -> Path | None:
     return path
 
 
-def load_checkpoint(accelerator: Accelerator, path: Path, optimizer: torch.optim.Optimizer, scheduler) -> TrainState:
-    """Restore optimizer, scheduler, scaler and this process' RNG states; returns where training stood."""
+def load_checkpoint(
+    accelerator: Accelerator, path: Path, optimizer: torch.optim.Optimizer, scheduler, layout: dict
+) -> TrainState:
+    """Restore optimizer, scheduler, scaler and this process' RNG states; returns where training stood. The saved
+    `layout` (see save_checkpoint) must equal this run's."""
     try:
         saved = torch.load(path / STATE_FILE, weights_only=True, map_location="cpu")
         rng_states = torch.load(path / RNG_FILE, weights_only=True)
@@ -121,16 +147,19 @@ def load_checkpoint(accelerator: Accelerator, path: Path, optimizer: torch.optim
         raise BertkitError(
             f"{path}: checkpoint is unreadable ({type(e).__name__}); resume from an earlier step-N dir"
         ) from None
+    # Checkpoints from before `layout` was saved are checked for the process count only.
+    saved_layout = {"number of processes": saved["num_processes"], **saved.get("layout", {})}
+    current = {"number of processes": accelerator.num_processes, **layout}
+    for key, value in saved_layout.items():
+        if key in current and current[key] != value:
+            raise BertkitError(
+                f"{path}: saved with {key} = {value}, resumed with {current[key]}; the position in the data would "
+                f"not match; resume with the same {key}, or start afresh with overwrite=true"
+            )
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     if saved["scaler"] is not None and accelerator.scaler is not None:
         accelerator.scaler.load_state_dict(saved["scaler"])
-    if saved["num_processes"] != accelerator.num_processes:
-        raise BertkitError(
-            f"{path}: saved by {saved['num_processes']} process(es), resumed by "
-            f"{accelerator.num_processes}; the data position would not match; resume with the same "
-            "number of processes"
-        )
     rng = rng_states[accelerator.process_index]
     random.setstate(rng["python"])
     torch.set_rng_state(rng["torch"])

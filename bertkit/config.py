@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bertkit.atomic import write_text
 from bertkit.errors import BertkitError
@@ -24,8 +24,46 @@ CONFIG_FILE = "bertkit.yaml"
 
 
 class Section(BaseModel):
-    # Attribute docstrings become field descriptions: `bertkit COMMAND --help` lists them.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
+    # Attribute docstrings become field descriptions: `bertkit COMMAND --help` lists them. No float may be
+    # inf or NaN: `lr: .inf` or `1e999` would train without an error and save NaN weights.
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, use_attribute_docstrings=True, allow_inf_nan=False
+    )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value, info):
+        # YAML 1.1 reads yes/no/on/off as booleans, which pydantic would take as 1 and 0: `lr: yes` is not 1.0.
+        annotation = cls.model_fields[info.field_name].annotation
+        kinds = set(get_args(annotation)) or {annotation}  # int | None → {int, None}; int → {int}
+        if isinstance(value, bool) and kinds & {int, float} and bool not in kinds:
+            raise ValueError("must be a number, not true/false (YAML reads yes/no/on/off as those)")
+        return value
+
+
+class RuleError(ValueError):
+    """A rule between fields of one section. The template names the fields {0}, {1}, …, so that the error
+    line can give their full keys (masking.mask_prob) once the section's place in the recipe is known."""
+
+    def __init__(self, template: str, *keys: str):
+        super().__init__(template.format(*keys))
+        self.template, self.keys = template, keys
+
+
+def _off_means(field: str, off: str | None):
+    """A validator of a field with an 'off' value: YAML 1.1 reads `no`, `off` and `false` as False (and `null`
+    and `~` as None), and a user who types one of them means `off`."""
+    return field_validator(field, mode="before")(lambda cls, value: off if value is False or value is None else value)
+
+
+def _dir_name(value: str) -> str:
+    """A value that becomes one component of an output path: '../x' or '..' would write outside the run's dir,
+    '' or '.' into the parent's, and '.x' would be hidden."""
+    if not value or value.startswith(".") or any(c in value for c in "/\\\0"):
+        raise ValueError(
+            "must be a plain directory name (no '/' or '\\', not empty, not starting with '.'), e.g. topic"
+        )
+    return value
 
 
 class TokenizerConfig(Section):
@@ -35,10 +73,10 @@ class TokenizerConfig(Section):
     """Reuse the tokenizer of this dir (a bertkit or Hugging Face BERT dir with vocab.txt/tokenizer.json)
     instead of training one."""
     vocab_size: int = Field(8000, gt=5)
-    """Size of the trained vocabulary, special tokens included."""
+    """Size of the trained vocabulary, its 5 special tokens ([PAD] [UNK] [CLS] [SEP] [MASK]) included."""
     min_frequency: int = Field(2, ge=1)
     """A merged word piece must occur this often to enter the vocabulary."""
-    limit_alphabet: int | None = None
+    limit_alphabet: int | None = Field(None, ge=1)
     """Most single characters kept; None keeps them all (the `tokenizers` default of 1000 drops most Chinese
     characters to [UNK])."""
     lowercase: bool = True
@@ -48,6 +86,7 @@ class TokenizerConfig(Section):
     segmenter: Literal["rjieba", "jieba", "none"] = "rjieba"
     """Word segmenter for whole-word ids of Chinese text; 'none' makes every Chinese character its own word.
     English words are always found from `##` pieces."""
+    _segmenter_off = _off_means("segmenter", "none")
     train_sample_mb: float | None = Field(1024, gt=0)
     """Learn the vocabulary from the corpus' first this many MB (a 30k vocabulary is settled long before a
     gigabyte, and training on 100 GB would take hours); null uses everything."""
@@ -101,16 +140,18 @@ class ModelConfig(Section):
     size: Literal["tiny", "mini", "small", "medium", "base", "large"] = "tiny"
     """google-research/bert sizes: tiny L2/H128, mini L4/H256, small L4/H512, medium L8/H512, base L12/H768,
     large L24/H1024."""
-    num_hidden_layers: int | None = None
+    # Sizes are None (the preset's) or at least 1: 0 is no model, not "the preset's".
+    num_hidden_layers: int | None = Field(None, ge=1)
     """Overrides the preset's layers."""
-    hidden_size: int | None = None
+    hidden_size: int | None = Field(None, ge=1)
     """Overrides the preset's hidden size (heads = H/64 and FFN = 4H unless set)."""
-    num_attention_heads: int | None = None
-    intermediate_size: int | None = None
-    max_position_embeddings: int = 512
+    num_attention_heads: int | None = Field(None, ge=1)
+    intermediate_size: int | None = Field(None, ge=1)
+    max_position_embeddings: int = Field(512, ge=1)
     """Longest input the model can take; data.max_seq_length must not exceed it."""
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
+    # A dropout probability of 1 zeroes every activation.
+    hidden_dropout_prob: float = Field(0.1, ge=0, lt=1)
+    attention_probs_dropout_prob: float = Field(0.1, ge=0, lt=1)
     init_from: Path | None = None
     """Continue pretraining from this Hugging Face BERT dir instead of a random init."""
     type: Literal["bert", "bilstm"] = "bert"
@@ -136,6 +177,17 @@ class MaskingConfig(Section):
     max_predictions_per_seq: int | None = Field(None, ge=1)
     """At most this many masked tokens per sequence (google-research/bert used 20 at length 128); whole words
     that would cross it are left unmasked."""
+
+    @model_validator(mode="after")
+    def _shares_fit(self):
+        if self.mask_prob + self.random_prob > 1:
+            raise RuleError(
+                f"{{0}} + {{1}} = {self.mask_prob} + {self.random_prob} is over 1 (they are shares of the same "
+                "predicted tokens); lower one of them",
+                "mask_prob",
+                "random_prob",
+            )
+        return self
 
 
 class PhaseConfig(Section):
@@ -172,18 +224,21 @@ class TrainConfig(Section):
     max_steps: int | None = Field(None, ge=1)
     """Optimizer steps; when unset, `epochs` passes over the data."""
     epochs: float = Field(1.0, gt=0)
-    clip_grad_norm: float | None = 1.0
-    """Gradient norm clipping; null turns it off."""
+    clip_grad_norm: float | None = Field(1.0, gt=0)
+    """Gradient norm clipping; null turns it off (a norm ≤ 0 would flip or zero every gradient)."""
     precision: Literal["no", "bf16", "fp16"] = "no"
     """Mixed precision (through Accelerate)."""
-    seed: int = 42
-    """Seeds model init, data order and masking."""
+    _precision_off = _off_means("precision", "no")
+    seed: int = Field(42, ge=0, lt=2**32)
+    """Seeds model init, data order and masking (NumPy takes 0 to 2**32 − 1)."""
     log_every: int = Field(10, ge=1)
     """Steps between logged loss lines (metrics.jsonl)."""
-    eval_every: int | None = Field(None, ge=1)
-    """Steps between evaluations; fine-tuning always evaluates after each epoch too."""
-    save_every: int | None = Field(None, ge=1)
-    """Steps between checkpoints in `checkpoints/step-N` (the final model is always saved)."""
+    eval_every: int | None = Field(None, ge=0)
+    """Steps between evaluations, and one at the end; 0: only at the end. Null: only at the end when
+    pretraining, after each epoch when fine-tuning."""
+    save_every: int | None = Field(None, ge=0)
+    """Steps between checkpoints in `checkpoints/step-N`, and one at the end; 0 or null: only at the end (the
+    final model is always saved)."""
     keep_last: int = Field(2, ge=1)
     """Checkpoints kept."""
     max_time_minutes: float | None = Field(None, gt=0)
@@ -198,6 +253,7 @@ class TrainConfig(Section):
     """Continue a run from a checkpoint: `auto` takes the newest in <output>/checkpoints (starting afresh if
     there is none), or give a checkpoint dir. Model, optimizer, scheduler, step, RNG states and the position in
     the data are restored, so the result equals an uninterrupted run."""
+    _resume_off = _off_means("resume", None)
 
 
 class TaskConfig(Section):
@@ -212,10 +268,11 @@ class TaskConfig(Section):
         "multiple-choice",
     ] = "classification"
     """classification (one text or a pair), multi-label-classification (a list of labels per text, or names
-    joined by "|"), regression (a score for a pair), token-classification (BIO/BIOES tags per word),
-    question-answering (SQuAD/CMRC JSON), multiple-choice."""
+    joined by "|"), regression (a score for a pair), token-classification (a tag per word: BIO/BIOES entities
+    or plain tags such as POS), question-answering (SQuAD/CMRC JSON), multiple-choice."""
     name: str = "task"
     """Names the output dir `<output_dir>/finetune/<name>`."""
+    _name_is_dir = field_validator("name")(lambda cls, value: _dir_name(value))
     train_file: Path | None = None
     """JSONL, JSON, CSV or TSV with a header line (SQuAD JSON for question answering)."""
     validation_file: Path | None = None
@@ -231,7 +288,12 @@ class TaskConfig(Section):
     tokens_column: str = "tokens"
     """Token classification: the list of words (characters for Chinese)."""
     tags_column: str = "tags"
-    """Token classification: one tag per word (BIO or BIOES)."""
+    """Token classification: one tag per word (BIO, BIOES, or plain tags such as POS)."""
+    tag_scheme: Literal["auto", "BIO", "BIOES", "plain"] = "auto"
+    """Token classification: how tags are read and scored. auto: from the train file's tags (BIOES when one has
+    an E- or S- prefix, BIO when the others have B- or I-, plain when none but O has a prefix; a mix is an
+    error). BIO/BIOES: entities, scored by entity F1 (seqeval). plain: every tag a class of its own, scored per
+    word (accuracy, per-tag and micro/macro F1). Stored in the model's config.json as `tag_scheme`."""
     question_column: str = "question"
     """Multiple choice: the question joined to each candidate (optional)."""
     choices_column: str = "choices"
@@ -245,9 +307,17 @@ class TaskConfig(Section):
     """Question answering: start and end candidates per window."""
     max_answer_length: int = Field(30, ge=1)
     """Question answering: longest answer in tokens."""
+    allow_no_answer: bool | None = None
+    """Question answering: whether the model may answer "no answer" (""); unset: as learned from the training
+    file (yes for SQuAD v2.0: it says "version": "v2.0" or has unanswerable questions), stored in the model's
+    config.json."""
+    null_score_diff_threshold: float = 0.0
+    """Question answering: "no answer" wins when the [CLS] score minus the best span's score exceeds this (as in
+    transformers' run_qa); raise it for fewer "no answer"s."""
     metric: str | None = None
     """Dev metric that selects the best checkpoint; default: accuracy (classification, multiple choice),
-    pearson (regression), f1 (entity F1, answer F1)."""
+    pearson (regression), f1 (entity F1, answer F1; for plain tags the micro F1 over words, which is accuracy
+    when the tag set has no O)."""
 
 
 class FinetuneConfig(Section):
@@ -261,6 +331,20 @@ class FinetuneConfig(Section):
     group_by_length: bool = True
     """Batches of inputs of similar length (shuffled, then sorted by length within groups of 50 batches, as
     transformers' LengthGroupedSampler): less padding, the same examples per epoch."""
+
+    @model_validator(mode="after")
+    def _windows_advance(self):
+        # Tagging and QA cut a long input into windows of max_seq_length tokens, up to 3 of them [CLS] [SEP]
+        # [SEP]; tokenizers aborts (a Rust panic) when the overlap leaves no new token per window.
+        windowed = self.task.type in ("token-classification", "question-answering")
+        if windowed and self.task.stride >= self.task.max_seq_length - 3:
+            raise RuleError(
+                f"{{0}}={self.task.stride} leaves no room for new tokens in windows of {{1}}="
+                f"{self.task.max_seq_length}; set {{0}} below {self.task.max_seq_length - 3}",
+                "task.stride",
+                "task.max_seq_length",
+            )
+        return self
 
 
 class EvalConfig(Section):
@@ -291,9 +375,12 @@ class EmbedConfig(Section):
     text_column: str = "text"
     pooling: Literal["cls", "mean", "max", "none"] = "mean"
     """Per text: the [CLS] vector, the mean or max over its tokens; `none`: one vector per token (with offsets)."""
-    layers: list[int] = [-1]
+    _pooling_off = _off_means("pooling", "none")
+    layers: list[int] = Field([-1], min_length=1)
     """Layers to take (0 = embeddings, -1 = last); several are averaged."""
-    max_seq_length: int = Field(128, ge=8)
+    max_seq_length: int | None = Field(None, ge=8)
+    """Tokens per text, [CLS] and [SEP] included; longer texts are truncated. At most the model's positions,
+    which null takes."""
     batch_size: int = Field(32, ge=1)
     output_dir: Path | None = None
     """Default `<output_dir>/embed`."""
@@ -391,6 +478,27 @@ def describe(sections: list[str]) -> str:
     return "\n".join(lines)
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping, where PyYAML silently keeps the last."""
+
+    def construct_mapping(self, node, deep=False):
+        first: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: later keys override on purpose
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                earlier = first.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: SafeLoader's own error says so
+                break
+            if earlier is not key_node:
+                line = earlier.start_mark.line + 1
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}', first on line {line}; keep one", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`train.lr=5e-4` → (["train", "lr"], 0.0005). The value is YAML, so lists and null work too."""
     key, sep, raw = text.partition("=")
@@ -425,8 +533,19 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
 
 def _one_line(err: ValidationError, source: str, overridden: set[str]) -> str:
     e = err.errors()[0]
-    key = ".".join(str(p) for p in e["loc"])
-    origin = "command line" if key in overridden else source
+    loc = [str(p) for p in e["loc"]]
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+
+    def origin(*keys: str) -> str:
+        # The command line when it set one of the keys or a section holding it (`masking={rate: 2}`).
+        sections = {".".join(k.split(".")[:n]) for k in keys for n in range(1, k.count(".") + 2)}
+        return "command line" if sections & overridden else source
+
+    rule = e.get("ctx", {}).get("error")
+    if isinstance(rule, RuleError):
+        keys = [".".join([*loc, k]) for k in rule.keys]
+        return f"{origin(*keys)}: {rule.template.format(*keys)}{more}"
+    key = ".".join(loc)
     if e["type"] == "extra_forbidden":
         valid = _fields_at(RunConfig, e["loc"][:-1])
         close = difflib.get_close_matches(str(e["loc"][-1]), valid, n=1, cutoff=0.5)
@@ -435,9 +554,9 @@ def _one_line(err: ValidationError, source: str, overridden: set[str]) -> str:
             if close
             else (f"valid keys here: {', '.join(valid)}")
         )
-        return f"{origin}: unknown key '{key}'; {hint}"
-    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"{origin}: {key}: {e['msg']}, got {e.get('input')!r}{more}"
+        return f"{origin(key)}: unknown key '{key}'; {hint}"
+    message = e["msg"].removeprefix("Value error, ")  # a field validator's own words
+    return f"{origin(key)}: {key}: {message}, got {e.get('input')!r}{more}"
 
 
 def load_recipe(path: Path | str | None, overrides: list[str] | None = None) -> RunConfig:
@@ -450,7 +569,7 @@ def load_recipe(path: Path | str | None, overrides: list[str] | None = None) -> 
         if not path.is_file():
             raise BertkitError(f"{path}: recipe not found; pass a YAML file such as recipes/demo-zh.yaml")
         try:
-            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            tree = yaml.load(path.read_text(encoding="utf-8"), Loader=_RecipeLoader) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             where = getattr(e, "problem_mark", None)
             line = f" line {where.line + 1}" if where else ""

@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from transformers import BertModel
 
-from bertkit.atomic import write_bytes, write_text
+from bertkit.atomic import atomic_dir, check_apart, check_output, write_bytes, write_text
 from bertkit.config import ProbeConfig, RunConfig, save_config
 from bertkit.errors import BertkitError
-from bertkit.model import load_model, quiet_transformers
+from bertkit.model import check_fits, load_model, quiet_transformers
 from bertkit.plots import plot_layers
 from bertkit.progress import progress
-from bertkit.tasks.common import column, label_set, read_rows
+from bertkit.tasks.common import check_labels, column, label_set, read_rows
 from bertkit.tokenizer.train import load_tokenizer
 
 
@@ -51,10 +51,13 @@ def read_texts(path: Path, text_column: str) -> list[str]:
 
 
 @torch.no_grad()
-def hidden_states(model: BertModel, tokenizer, texts: list[str] | list[list[str]], max_length: int, batch_size: int):
+def hidden_states(
+    model: BertModel, tokenizer, texts: list[str] | list[list[str]], max_length: int | None, batch_size: int
+):
     """Yield (encoding of the batch, offsets, hidden states (layers + 1, B, T, H), attention mask) batch by batch;
-    `texts` may be lists of words."""
+    `texts` may be lists of words, `max_length` None is the model's positions."""
     model.eval()
+    max_length = max_length or model.config.max_position_embeddings
     words = bool(texts) and isinstance(texts[0], list)
     for start in progress(range(0, len(texts), batch_size), desc="embed", leave=False):
         enc = tokenizer(
@@ -81,12 +84,29 @@ def pool(states: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor
     return (states * real).sum(-2) / real.sum(-2).clamp(min=1)
 
 
+def layer_indices(layers: list[int], num_layers: int) -> list[int]:
+    """embed.layers as sorted indices into the hidden states: 0 the embeddings … num_layers the last layer,
+    negative counting from the end."""
+    n = num_layers + 1
+    if not layers or not all(-n <= layer < n for layer in layers):
+        raise BertkitError(
+            f"embed.layers={layers}: the model has {num_layers} layer{'s' * (num_layers != 1)}; give indices from 0 "
+            f"(the embeddings) to {num_layers}, or -{n} to -1 from the end"
+        )
+    return sorted({layer % n for layer in layers})
+
+
 def embed_texts(
-    model, tokenizer, texts: list[str], layers: list[int], pooling: str, max_length: int = 128, batch_size: int = 32
+    model,
+    tokenizer,
+    texts: list[str],
+    layers: list[int],
+    pooling: str,
+    max_length: int | None = None,
+    batch_size: int = 32,
 ) -> tuple[np.ndarray, list[dict]]:
     """Embeddings and their index rows: per text (pooling cls/mean/max) or per token (pooling none)."""
-    n_layers = model.config.num_hidden_layers + 1
-    chosen = sorted({layer % n_layers for layer in layers})
+    chosen = layer_indices(layers, model.config.num_hidden_layers)
     vectors, index = [], []
     for enc, offsets, states, mask in hidden_states(model, tokenizer, texts, max_length, batch_size):
         mixed = states[chosen].mean(0)  # (B, T, H)
@@ -167,13 +187,31 @@ def require_probe_files(probe: ProbeConfig, who: str = "bertkit probe") -> None:
         raise BertkitError(f"{who} needs probe.train_file and probe.test_file (labelled JSONL/CSV/TSV files)")
 
 
+def read_probe_data(probe: ProbeConfig) -> dict:
+    """{"train": (texts, labels), "test": …} of the probe's files, checked before any feature is computed: the
+    train file must hold two labels at least, and the test file no label the train file lacks."""
+    data = {"train": read_probe_file(probe.train_file, probe), "test": read_probe_file(probe.test_file, probe)}
+
+    def every(labels: list) -> list:
+        return labels if probe.level == "sentence" else [t for tags in labels for t in tags]
+
+    known = label_set(every(data["train"][1]))
+    if len(known) < 2:
+        raise BertkitError(
+            f"{probe.train_file}: only label(s) {', '.join(map(repr, known)) or 'none'} in "
+            f"'{probe.label_column}'; a probe needs two classes at least (check probe.label_column)"
+        )
+    check_labels(every(data["test"][1]), {name: i for i, name in enumerate(known)}, probe.test_file)
+    return data
+
+
 def probe_model(model, tokenizer, cfg: RunConfig, data: dict | None = None) -> dict:
-    """The probe's scores by layer for a BertModel; `data` caches the files between calls (pretraining)."""
+    """The probe's scores by layer for a BertModel; `data` holds the files' read_probe_data, read here when
+    empty (pretraining passes one dict to every call, so the files are read once)."""
     probe = cfg.probe
     data = data if data is not None else {}
-    for name, path in (("train", probe.train_file), ("test", probe.test_file)):
-        if name not in data:
-            data[name] = read_probe_file(path, probe)
+    if not data:
+        data.update(read_probe_data(probe))
     features = {}
     for name, (texts, labels) in data.items():
         if probe.level == "sentence":
@@ -182,8 +220,6 @@ def probe_model(model, tokenizer, cfg: RunConfig, data: dict | None = None) -> d
             matrix, where = word_features(model, tokenizer, texts, cfg)
             features[name] = (matrix, [labels[s][w] for s, w in where])
     train_y, test_y = features["train"][1], features["test"][1]
-    if len(label_set(train_y)) < 2:
-        raise BertkitError(f"{probe.train_file}: the probe needs at least two labels")
     scores = probe_layers(features["train"][0], train_y, features["test"][0], test_y)
     majority = max(test_y.count(y) for y in set(test_y)) / len(test_y)
     return {"majority_baseline": majority, "accuracy_by_layer": scores, "best_layer": int(np.argmax(scores))}
@@ -191,13 +227,22 @@ def probe_model(model, tokenizer, cfg: RunConfig, data: dict | None = None) -> d
 
 def _model(cfg: RunConfig):
     quiet_transformers()
-    model_dir = cfg.embed.model_dir or cfg.pretrain_dir
-    return load_model(BertModel, model_dir, cfg.allow_pickle_weights), load_tokenizer(model_dir), Path(model_dir)
+    model_dir = Path(cfg.embed.model_dir or cfg.pretrain_dir)
+    model, tokenizer = load_model(BertModel, model_dir, cfg.allow_pickle_weights), load_tokenizer(model_dir)
+    check_fits(model, tokenizer, model_dir, cfg.embed.max_seq_length, "embed.max_seq_length")
+    return model, tokenizer, model_dir
+
+
+def _check_output(cfg: RunConfig, out: Path, key: str, inputs: dict) -> None:
+    check_apart({key: out}, {"embed.model_dir": cfg.embed.model_dir or cfg.pretrain_dir, **inputs})
+    check_output(out, key, cfg.overwrite)
 
 
 def run_embed(cfg: RunConfig) -> Path:
     if cfg.embed.file is None:
         raise BertkitError("embed.file is not set; give a text file (one text per line) or a JSONL/CSV file")
+    out = cfg.embed.output_dir or cfg.output_dir / "embed"
+    _check_output(cfg, out, "embed.output_dir", {"embed.file": cfg.embed.file})
     model, tokenizer, model_dir = _model(cfg)
     texts = read_texts(cfg.embed.file, cfg.embed.text_column)
     vectors, index = embed_texts(
@@ -206,12 +251,12 @@ def run_embed(cfg: RunConfig) -> Path:
     for row in index:
         if "token" not in row:
             row["content"] = texts[row["text"]]
-    out = cfg.embed.output_dir or cfg.output_dir / "embed"
     buffer = io.BytesIO()
     np.save(buffer, vectors.astype(np.float32))
-    write_bytes(out / "embeddings.npy", buffer.getvalue())
-    write_text(out / "index.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in index))
-    save_config(cfg, out)
+    with atomic_dir(out) as tmp:
+        write_bytes(tmp / "embeddings.npy", buffer.getvalue())
+        write_text(tmp / "index.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in index))
+        save_config(cfg, tmp)
     what = "tokens" if cfg.embed.pooling == "none" else f"texts ({cfg.embed.pooling} pooling)"
     print(f"{vectors.shape[0]} {what} × {vectors.shape[1]} from layer(s) {cfg.embed.layers} of {model_dir}")
     print(f"embeddings: {out / 'embeddings.npy'}\nindex: {out / 'index.jsonl'}")
@@ -221,19 +266,24 @@ def run_embed(cfg: RunConfig) -> Path:
 def run_probe(cfg: RunConfig) -> dict:
     probe = cfg.probe
     require_probe_files(probe)
+    out = probe.output_dir or cfg.output_dir / "probe"
+    files = {"probe.train_file": probe.train_file, "probe.test_file": probe.test_file}
+    data = read_probe_data(probe)  # a mistake in the files shows before the model loads
+    _check_output(cfg, out, "probe.output_dir", files)
     model, tokenizer, model_dir = _model(cfg)
     report = {
         "model": str(model_dir),
         "train": str(probe.train_file),
         "test": str(probe.test_file),
         "level": probe.level,
-        **probe_model(model, tokenizer, cfg),
+        **probe_model(model, tokenizer, cfg, data),
     }
     scores, majority = report["accuracy_by_layer"], report["majority_baseline"]
-    out = probe.output_dir or cfg.output_dir / "probe"
-    write_text(out / "probe.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    plot_layers(scores, majority, out / "probe.png", f"linear probe ({probe.level}): {Path(probe.train_file).name}")
-    save_config(cfg, out)
+    with atomic_dir(out) as tmp:
+        write_text(tmp / "probe.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        title = f"linear probe ({probe.level}): {Path(probe.train_file).name}"
+        plot_layers(scores, majority, tmp / "probe.png", title)
+        save_config(cfg, tmp)
     print(f"\nlayer  accuracy   (majority class {majority:.4f})")
     for layer, score in enumerate(scores):
         print(f"{layer:>5}  {score:.4f}" + ("   ← embeddings" if layer == 0 else ""))

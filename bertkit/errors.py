@@ -8,7 +8,9 @@ The CLI prints such an error as one line on stderr and exits with code 2; `--deb
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Iterator
 
@@ -27,9 +29,20 @@ class Interrupted(Exception):
         self.signum = signum
 
 
+class Terminated(BaseException):
+    """SIGTERM outside training: raised like KeyboardInterrupt, so that unfinished outputs are cleaned up."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 @contextlib.contextmanager
 def reported(debug: bool = False) -> Iterator[None]:
-    """Turn a BertkitError into one line on stderr and SystemExit(2)."""
+    """Turn a BertkitError, or an OSError naming a path (unwritable, read-only, a file where a dir belongs), into
+    one line on stderr and SystemExit(2); SIGTERM and SIGINT into a short line and 128 + the signal."""
+    main = threading.current_thread() is threading.main_thread()  # handlers can only be set there
+    previous = signal.signal(signal.SIGTERM, _terminate) if main else None
     try:
         yield
     except BertkitError as e:
@@ -38,14 +51,26 @@ def reported(debug: bool = False) -> Iterator[None]:
             traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(EXIT_USER_ERROR) from None
+    except OSError as e:
+        if e.filename is None:
+            raise
+        _close_progress_bars()
+        if debug:
+            traceback.print_exc()
+        print(f"error: {e.filename}: {e.strerror}; check the path and its permissions", file=sys.stderr)
+        raise SystemExit(EXIT_USER_ERROR) from None
     except Interrupted as e:
         _close_progress_bars()
         print(f"stopped: {e}", file=sys.stderr)
         raise SystemExit(128 + e.signum) from None
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as e:
         _close_progress_bars()
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+        name = "SIGTERM" if isinstance(e, Terminated) else "SIGINT"
+        print(f"stopped: {name}; unfinished outputs were discarded, earlier ones are intact", file=sys.stderr)
+        raise SystemExit(143 if isinstance(e, Terminated) else 130) from None
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _close_progress_bars() -> None:

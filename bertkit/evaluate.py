@@ -19,7 +19,7 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import BertForPreTraining, PreTrainedTokenizerBase
 
-from bertkit.atomic import write_text
+from bertkit.atomic import atomic_dir, check_apart, check_output, write_text
 from bertkit.bilstm import ARCHITECTURES, is_bilstm, load_bilstm
 from bertkit.config import MaskingConfig, RunConfig, save_config
 from bertkit.data.loader import EpochSampler, KeyedDataset
@@ -27,9 +27,16 @@ from bertkit.data.masking import IGNORE_INDEX, PretrainingCollator
 from bertkit.errors import BertkitError
 from bertkit.loop import make_accelerator
 from bertkit.metrics import format_table, pretraining_metrics
-from bertkit.model import PretrainingObjective, check_model_dir, load_model, quiet_transformers
+from bertkit.model import (
+    PretrainingObjective,
+    check_fits,
+    check_model_dir,
+    check_vocabulary,
+    load_model,
+    quiet_transformers,
+)
 from bertkit.plots import plot_confusion
-from bertkit.prepare import load_pretraining_data
+from bertkit.prepare import TOKENIZER_SUBDIR, load_pretraining_data
 from bertkit.progress import progress
 from bertkit.tasks import get_task
 from bertkit.tasks.common import check_gold
@@ -102,49 +109,61 @@ def run_eval(cfg: RunConfig) -> dict:
     """Evaluate `eval.model_dir` (default: this recipe's fine-tuned model) and write the report."""
     quiet_transformers()
     model_dir = check_model_dir(cfg.eval.model_dir or cfg.finetune_dir)
-    out_dir = cfg.eval.output_dir or cfg.output_dir / "eval" / model_dir.name
+    out_dir = cfg.eval.output_dir or cfg.output_dir / "eval" / model_dir.resolve().name
+    check_apart({"eval.output_dir": out_dir}, {"eval.model_dir": model_dir, "eval.file": cfg.eval.file})
+    check_output(out_dir, "eval.output_dir", cfg.overwrite)
     architectures = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("architectures") or []
     tokenizer = load_tokenizer(model_dir)
     accelerator = make_accelerator(cfg.train)
-    if "BertForPreTraining" in architectures:
-        dataset_dir = cfg.eval.file or cfg.dataset_dir
-        splits, meta = load_pretraining_data(dataset_dir)
-        if cfg.eval.split not in splits:
-            raise BertkitError(f"{dataset_dir}: no split '{cfg.eval.split}' (have {', '.join(splits)}); set eval.split")
-        model = load_model(BertForPreTraining, model_dir, cfg.allow_pickle_weights)
-        objective = accelerator.prepare(PretrainingObjective(model))
-        pair = meta["objective"] if meta["objective"] in ("nsp", "sop") else None
-        report = evaluate_pretraining(
-            accelerator,
-            objective,
-            splits[cfg.eval.split],
-            tokenizer,
-            cfg.masking,
-            cfg.eval.batch_size,
-            cfg.eval.seed,
-            pair,
-        )
-        data = f"{dataset_dir} [{cfg.eval.split}]"
-    else:
-        task_cfg = cfg.finetune.task
-        task = get_task(task_cfg.type)
-        bilstm = is_bilstm(architectures)
-        expected = ARCHITECTURES[task_cfg.type == "token-classification"] if bilstm else task.model_class.__name__
-        if expected not in architectures:
-            raise BertkitError(
-                f"{model_dir}: a {', '.join(architectures) or 'model of unknown architecture'}, not a "
-                f"{expected} for finetune.task.type={task_cfg.type}; set the recipe's task type"
+    # Report, predictions and config are written into a temporary sibling that replaces out_dir as a whole.
+    with atomic_dir(out_dir) as tmp:
+        if "BertForPreTraining" in architectures:
+            dataset_dir = cfg.eval.file or cfg.dataset_dir
+            splits, meta = load_pretraining_data(dataset_dir)
+            if cfg.eval.split not in splits:
+                raise BertkitError(
+                    f"{dataset_dir}: no split '{cfg.eval.split}' (have {', '.join(splits)}); set eval.split"
+                )
+            model = load_model(BertForPreTraining, model_dir, cfg.allow_pickle_weights)
+            check_vocabulary(model, load_tokenizer(Path(dataset_dir) / TOKENIZER_SUBDIR), model_dir)  # the data's ids
+            check_fits(model, tokenizer, model_dir, meta["max_seq_length"], "data.max_seq_length")
+            objective = accelerator.prepare(PretrainingObjective(model))
+            pair = meta["objective"] if meta["objective"] in ("nsp", "sop") else None
+            report = evaluate_pretraining(
+                accelerator,
+                objective,
+                splits[cfg.eval.split],
+                tokenizer,
+                cfg.masking,
+                cfg.eval.batch_size,
+                cfg.eval.seed,
+                pair,
             )
-        path = cfg.eval.file or task_cfg.test_file or task_cfg.validation_file
-        if path is None:
-            raise BertkitError("no file to evaluate on; set eval.file (or finetune.task.test_file)")
-        model = load_bilstm(model_dir) if bilstm else load_model(task.model_class, model_dir, cfg.allow_pickle_weights)
-        model = model.to(accelerator.device)
-        report = eval_task(model, tokenizer, cfg, Path(path), out_dir)
-        data = str(path)
-    report = {"model": str(model_dir), "data": data, **report}
-    write_text(out_dir / REPORT_FILE, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    save_config(cfg, out_dir)
+            data = f"{dataset_dir} [{cfg.eval.split}]"
+        else:
+            task_cfg = cfg.finetune.task
+            task = get_task(task_cfg.type)
+            bilstm = is_bilstm(architectures)
+            expected = ARCHITECTURES[task_cfg.type == "token-classification"] if bilstm else task.model_class.__name__
+            if expected not in architectures:
+                raise BertkitError(
+                    f"{model_dir}: a {', '.join(architectures) or 'model of unknown architecture'}, not a "
+                    f"{expected} for finetune.task.type={task_cfg.type}; set the recipe's task type"
+                )
+            path = cfg.eval.file or task_cfg.test_file or task_cfg.validation_file
+            if path is None:
+                raise BertkitError("no file to evaluate on; set eval.file (or finetune.task.test_file)")
+            model = (
+                load_bilstm(model_dir) if bilstm else load_model(task.model_class, model_dir, cfg.allow_pickle_weights)
+            )
+            model = model.to(accelerator.device)
+            check_fits(model, tokenizer, model_dir, task_cfg.max_seq_length, "finetune.task.max_seq_length")
+            check_apart({"eval.output_dir": out_dir}, {"finetune.task test/validation file": path})
+            report = eval_task(model, tokenizer, cfg, Path(path), tmp)
+            data = str(path)
+        report = {"model": str(model_dir), "data": data, **report}
+        write_text(tmp / REPORT_FILE, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        save_config(cfg, tmp)
     print(f"\n{model_dir} on {data}\n")
     print(format_table(report))
     print(f"\nreport: {out_dir / REPORT_FILE}")

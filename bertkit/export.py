@@ -30,10 +30,10 @@ from transformers import (
     BertModel,
 )
 
-from bertkit.atomic import atomic_dir, write_text
+from bertkit.atomic import atomic_dir, check_apart, check_output, write_text
 from bertkit.config import RunConfig, save_config
 from bertkit.errors import BertkitError
-from bertkit.model import check_model_dir, load_model, quiet_transformers
+from bertkit.model import check_fits, check_model_dir, load_model, quiet_transformers
 from bertkit.tokenizer.train import load_tokenizer, save_tokenizer
 
 # Architecture in config.json → the class exported. A pretraining model is exported as a masked LM (fill-mask).
@@ -125,6 +125,9 @@ def run_export(cfg: RunConfig) -> dict:
     quiet_transformers()
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed" notes
     model_dir = check_model_dir(cfg.export.model_dir or cfg.finetune_dir)
+    out_dir = cfg.export.output_dir or cfg.output_dir / "export" / model_dir.resolve().name
+    check_apart({"export.output_dir": out_dir}, {"export.model_dir": model_dir})
+    check_output(out_dir, "export.output_dir", cfg.overwrite)
     architectures = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("architectures") or []
     cls = next((EXPORTABLE[a] for a in architectures if a in EXPORTABLE), None)
     if cls is None:
@@ -135,10 +138,11 @@ def run_export(cfg: RunConfig) -> dict:
     # Eager attention: the exporter traces its plain matmuls; SDPA's fused kernel is not needed in ONNX.
     model = load_model(cls, model_dir, cfg.allow_pickle_weights, attn_implementation="eager").eval()
     tokenizer = load_tokenizer(model_dir)
+    length = cfg.finetune.task.max_seq_length if cfg.export.quantize else None  # only the int8 scoring uses it
+    check_fits(model, tokenizer, model_dir, length, "finetune.task.max_seq_length")
     sample = tokenizer(SAMPLES[:2], padding=True, return_tensors="pt")
     with torch.no_grad():
         outputs = list(model(**{k: sample[k] for k in INPUTS}).keys())
-    out_dir = cfg.export.output_dir or cfg.output_dir / "export" / model_dir.name
     report: dict = {"model": str(model_dir), "class": cls.__name__, "outputs": outputs}
     with atomic_dir(out_dir) as tmp:
         batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")

@@ -5,8 +5,8 @@
 
 `model(**batch)` must return a mapping or ModelOutput with a scalar "loss"; fit knows nothing else about the
 task. Evaluation and checkpointing are the caller's functions, called every `eval_every` / `save_every` steps
-and at the end. `state` says where training is (step, epoch, micro-batches into the epoch); a
-resumed run passes the checkpoint's state and continues exactly where it stopped.
+(0 or None: never before the end) and at the end. `state` says where training is (step, epoch, micro-batches
+into the epoch); a resumed run passes the checkpoint's state and continues exactly where it stopped.
 """
 
 from __future__ import annotations

@@ -6,8 +6,10 @@
     # {"pearson": 0.991, "spearman": 1.0, "mse": 0.02}
     entity_metrics(gold=[["B-PER", "I-PER", "O"]], pred=[["I-PER", "I-PER", "O"]])
     # {"precision": 1.0, ..., "strict_f1": 0.0, "per_type": {"PER": {...}}}
-    squad_metrics(predictions={"q1": "the Eiffel Tower"}, references={"q1": ["Eiffel Tower"]})
-    # {"exact_match": 100.0, "f1": 100.0}
+    tag_metrics(gold=[["DT", "NN"]], pred=[["DT", "VB"]], labels=["DT", "NN", "VB"])
+    # {"accuracy": 0.5, "precision": 0.5, ..., "f1": 0.5, "macro_f1": 0.333, "per_tag": {"DT": {...}, ...}}
+    squad_metrics(predictions={"q1": "the Eiffel Tower"}, references={"q1": ["Eiffel Tower"]}, version_2=False)
+    # {"exact_match": 100.0, "f1": 100.0}   (SQuAD v1.1 rules; v2.0, the default, also scores unanswerable ones)
     cmrc_metrics(predictions={"q1": "北京。"}, references={"q1": ["北京"]})
     # {"exact_match": 100.0, "f1": 100.0}
 
@@ -134,6 +136,31 @@ def entity_metrics(gold: list[list[str]], pred: list[list[str]], scheme: str = "
     }
 
 
+def tag_metrics(gold: list[list[str]], pred: list[list[str]], labels: list[str]) -> dict:
+    """Word-level scores of plain tags (POS and other tag sets without B-/I- prefixes), as scikit-learn computes them.
+
+    accuracy is over every word; precision, recall and f1 are micro averages and macro_f1 the macro average over
+    the tags other than O (where a tag set has O, it means "no tag", as in entity scoring): without O, f1 equals
+    accuracy. per_tag has every tag of `labels`, O included.
+    """
+    g, p = [t for row in gold for t in row], [t for row in pred for t in row]
+    scored = [name for name in labels if name != "O"] or labels
+    tp, tr, tf, support = precision_recall_fscore_support(g, p, labels=labels, zero_division=0)
+    micro = precision_recall_fscore_support(g, p, labels=scored, average="micro", zero_division=0)
+    macro = precision_recall_fscore_support(g, p, labels=scored, average="macro", zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(g, p)),
+        "precision": float(micro[0]),
+        "recall": float(micro[1]),
+        "f1": float(micro[2]),
+        "macro_f1": float(macro[2]),
+        "per_tag": {
+            name: {"precision": float(tp[i]), "recall": float(tr[i]), "f1": float(tf[i]), "support": int(support[i])}
+            for i, name in enumerate(labels)
+        },
+    }
+
+
 def normalize_answer(s: str) -> str:
     """The official SQuAD normalization: lowercase, drop punctuation, then the articles a/an/the, then collapse
     whitespace."""
@@ -141,32 +168,39 @@ def normalize_answer(s: str) -> str:
     return " ".join(_SQUAD_ARTICLES.sub(" ", s).split())
 
 
-def _squad_golds(gold_answers: list[str]) -> list[str]:
+def _squad_golds(gold_answers: list[str], version_2: bool) -> list[str]:
+    if not version_2:
+        if not gold_answers:
+            raise ValueError("an unanswerable question (no gold answers) is scored only by the SQuAD v2.0 rules")
+        return gold_answers  # v1.1 keeps every gold answer as given
     # SQuAD v2: answers that normalize to nothing are dropped, and a question left without any is unanswerable,
     # scored against the empty answer.
     return [a for a in gold_answers if normalize_answer(a)] or [""]
 
 
-def _squad_token_f1(prediction: str, gold: str) -> float:
+def _squad_token_f1(prediction: str, gold: str, version_2: bool) -> float:
     pred_tokens, gold_tokens = normalize_answer(prediction).split(), normalize_answer(gold).split()
-    if not pred_tokens or not gold_tokens:
-        return float(pred_tokens == gold_tokens)  # no answer agrees only with no answer
+    if version_2 and (not pred_tokens or not gold_tokens):
+        return float(pred_tokens == gold_tokens)  # v2: no answer agrees only with no answer
     same = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
     if same == 0:
-        return 0.0
+        return 0.0  # v1.1: an empty prediction too, even against a gold that normalizes to nothing
     precision, recall = same / len(pred_tokens), same / len(gold_tokens)
     return 2 * precision * recall / (precision + recall)
 
 
-def squad_em(prediction: str, gold_answers: list[str]) -> float:
-    """1.0 when the normalized prediction equals a normalized gold answer; an empty list means unanswerable."""
-    return max(float(normalize_answer(prediction) == normalize_answer(g)) for g in _squad_golds(gold_answers))
+def squad_em(prediction: str, gold_answers: list[str], version_2: bool = True) -> float:
+    """1.0 when the normalized prediction equals a normalized gold answer (in v1.1 too, "" equals a gold that
+    normalizes to nothing); by the v2.0 rules (`version_2`) an empty list means unanswerable."""
+    golds = _squad_golds(gold_answers, version_2)
+    return max(float(normalize_answer(prediction) == normalize_answer(g)) for g in golds)
 
 
-def squad_f1(prediction: str, gold_answers: list[str]) -> float:
-    """Best bag-of-tokens F1 of the normalized prediction against the gold answers (SQuAD v2 rules: an empty list
-    means unanswerable, where only an empty prediction scores, 1.0)."""
-    return max(_squad_token_f1(prediction, g) for g in _squad_golds(gold_answers))
+def squad_f1(prediction: str, gold_answers: list[str], version_2: bool = True) -> float:
+    """Best bag-of-tokens F1 of the normalized prediction against the gold answers. By the v2.0 rules
+    (`version_2`) golds that normalize to nothing are dropped, an empty list means unanswerable, and an empty
+    prediction scores 1.0 exactly where the gold is empty; v1.1 keeps every gold and scores no shared token 0."""
+    return max(_squad_token_f1(prediction, g, version_2) for g in _squad_golds(gold_answers, version_2))
 
 
 def _percentages(scores: list[tuple[float, float]]) -> tuple[float, float]:
@@ -175,14 +209,22 @@ def _percentages(scores: list[tuple[float, float]]) -> tuple[float, float]:
     return 100.0 * sum(em for em, _ in scores) / n, 100.0 * sum(f1 for _, f1 in scores) / n
 
 
-def squad_metrics(predictions: dict[str, str], references: dict[str, list[str]]) -> dict:
+def squad_metrics(predictions: dict[str, str], references: dict[str, list[str]], version_2: bool = True) -> dict:
     """SQuAD exact match and F1 in percent over `references` (question id -> gold answers, empty when
-    unanswerable), with has-answer and no-answer breakdowns when some are unanswerable. A question without a
-    prediction scores 0, as in the official scripts."""
+    unanswerable) by the official v2.0 script's rules, or with `version_2=False` the v1.1 script's (which knows
+    no unanswerable questions); has-answer and no-answer breakdowns when some are unanswerable. A question without
+    a prediction scores 0, as in the official scripts."""
     scores = {
-        qid: (squad_em(predictions[qid], golds), squad_f1(predictions[qid], golds)) if qid in predictions else (0, 0)
+        qid: (squad_em(predictions[qid], golds, version_2), squad_f1(predictions[qid], golds, version_2))
+        if qid in predictions
+        else (0, 0)
         for qid, golds in references.items()
     }
+    return _answer_report(scores, references)
+
+
+def _answer_report(scores: dict[str, tuple[float, float]], references: dict[str, list[str]]) -> dict:
+    """Mean EM and F1 in percent, with has-answer and no-answer breakdowns when some questions are unanswerable."""
     em, f1 = _percentages(list(scores.values()))
     out = {"exact_match": em, "f1": f1}
     no_answer = [scores[qid] for qid, golds in references.items() if not golds]
@@ -223,7 +265,11 @@ def _lcs_length(a: list[str], b: list[str]) -> int:
 
 
 def cmrc_em(prediction: str, gold_answers: list[str]) -> float:
-    """1.0 when the prediction equals a gold answer once both are lowercased and stripped of punctuation."""
+    """1.0 when the prediction equals a gold answer once both are lowercased and stripped of punctuation. An empty
+    list means unanswerable, where only an empty prediction scores 1.0, as in SQuAD v2.0 (the CMRC2018 script has
+    no unanswerable questions)."""
+    if not gold_answers:
+        return float(not mixed_segmentation(prediction))
     return max(float(remove_punctuation(prediction) == remove_punctuation(g)) for g in gold_answers)
 
 
@@ -236,21 +282,23 @@ def _cmrc_token_f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
 
 
 def cmrc_f1(prediction: str, gold_answers: list[str]) -> float:
-    """Best F1 against the gold answers, where the overlap is the longest common run of segmented tokens."""
+    """Best F1 against the gold answers, where the overlap is the longest common run of segmented tokens; an empty
+    list means unanswerable, scored as by cmrc_em."""
     pred_tokens = mixed_segmentation(prediction)
+    if not gold_answers:
+        return float(not pred_tokens)
     return max(_cmrc_token_f1(pred_tokens, mixed_segmentation(g)) for g in gold_answers)
 
 
 def cmrc_metrics(predictions: dict[str, str], references: dict[str, list[str]]) -> dict:
-    """CMRC2018 exact match and F1 in percent over `references` (question id -> gold answers); a question without a
-    prediction scores 0, as in the official script."""
-    em, f1 = _percentages(
-        [
-            (cmrc_em(predictions[qid], golds), cmrc_f1(predictions[qid], golds)) if qid in predictions else (0, 0)
-            for qid, golds in references.items()
-        ]
-    )
-    return {"exact_match": em, "f1": f1}
+    """CMRC2018 exact match and F1 in percent over `references` (question id -> gold answers, empty when
+    unanswerable), with has-answer and no-answer breakdowns as squad_metrics; a question without a prediction
+    scores 0, as in the official script."""
+    scores = {
+        qid: (cmrc_em(predictions[qid], golds), cmrc_f1(predictions[qid], golds)) if qid in predictions else (0, 0)
+        for qid, golds in references.items()
+    }
+    return _answer_report(scores, references)
 
 
 def _width(text: str) -> int:
@@ -263,13 +311,14 @@ def _ljust(text: str, width: int) -> str:
 
 
 def format_table(report: dict) -> str:
-    """Scalar metrics, then a P/R/F1 block for `per_class` and for `per_type` when present, as aligned text."""
+    """Scalar metrics, then a P/R/F1 block for each of `per_class`, `per_type` and `per_tag` present, as aligned
+    text."""
     lines = []
     scalars = {k: v for k, v in report.items() if isinstance(v, int | float)}
     width = max(map(len, scalars), default=0)
     for k, v in scalars.items():
         lines.append(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
-    for key, header in (("per_class", "label"), ("per_type", "type")):
+    for key, header in (("per_class", "label"), ("per_type", "type"), ("per_tag", "tag")):
         rows = report.get(key)
         if not rows:
             continue

@@ -42,18 +42,23 @@ def quiet_transformers() -> None:
     logging.getLogger("accelerate").setLevel(logging.ERROR)
 
 
+def _or(value: int | None, preset: int) -> int:
+    """The recipe's size, or the preset's when unset (`is None`: a 0 must not pass as unset)."""
+    return preset if value is None else value
+
+
 def bert_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> BertConfig:
     layers, hidden = SIZES[cfg.size]
-    hidden = cfg.hidden_size or hidden
-    heads = cfg.num_attention_heads or max(1, hidden // 64)
+    hidden = _or(cfg.hidden_size, hidden)
+    heads = _or(cfg.num_attention_heads, max(1, hidden // 64))
     if hidden % heads:
         raise BertkitError(f"model.hidden_size={hidden} is not divisible by model.num_attention_heads={heads}")
     return BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
-        num_hidden_layers=cfg.num_hidden_layers or layers,
+        num_hidden_layers=_or(cfg.num_hidden_layers, layers),
         num_attention_heads=heads,
-        intermediate_size=cfg.intermediate_size or 4 * hidden,
+        intermediate_size=_or(cfg.intermediate_size, 4 * hidden),
         max_position_embeddings=cfg.max_position_embeddings,
         hidden_dropout_prob=cfg.hidden_dropout_prob,
         attention_probs_dropout_prob=cfg.attention_probs_dropout_prob,
@@ -110,6 +115,25 @@ def check_vocabulary(model, tokenizer: PreTrainedTokenizerBase, model_dir: Path)
 
         if load_tokenizer(model_dir).get_vocab() != tokenizer.get_vocab():
             raise BertkitError(f"{model_dir}: the model's vocabulary differs from the data's tokenizer; {fix}")
+
+
+def check_fits(
+    model, tokenizer: PreTrainedTokenizerBase, model_dir: Path, max_seq_length: int | None = None, key: str = ""
+) -> None:
+    """The tokenizer's ids must index the model's embeddings, and inputs of `max_seq_length` tokens (recipe key
+    `key`) must fit its position embeddings: otherwise torch fails with an index error deep in the forward.
+    None checks the vocabulary only; a BiLSTM has no positions."""
+    if len(tokenizer) > model.config.vocab_size:
+        raise BertkitError(
+            f"{model_dir}: its tokenizer has {len(tokenizer)} tokens but the model only {model.config.vocab_size} "
+            "embeddings; put the tokenizer the model was trained with in the dir"
+        )
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions and max_seq_length and max_seq_length > positions:
+        raise BertkitError(
+            f"{key}={max_seq_length} exceeds the model's {positions} positions ({model_dir}); set {key} to "
+            f"{positions} or less"
+        )
 
 
 def build_pretraining_model(

@@ -14,11 +14,13 @@ and `statistics.json`, so `bertkit pretrain` needs nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
 import random
-import tempfile
+import shutil
+import signal
 import unicodedata
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -32,7 +34,7 @@ from datasets import Dataset, DatasetDict, Features, Sequence, Value
 from datasets.arrow_writer import ArrowWriter
 from datasets.utils.logging import disable_progress_bar
 
-from bertkit.atomic import atomic_dir, write_text
+from bertkit.atomic import atomic_dir, check_apart, check_output, write_text
 from bertkit.config import RunConfig, save_config
 from bertkit.data.corpus import ReadReport, read_documents, resolve_files
 from bertkit.data.pretraining import BUILDERS, LABELLED, Sentence, Special, word_ids_from_starts
@@ -84,8 +86,8 @@ def chinese_word_counts(pieces: Iterable[str]) -> tuple[int, int]:
 _WORKER: dict = {}
 
 
-def _init_worker(tokenizer_dir: str, cfg: RunConfig) -> None:
-    _WORKER["tokenizer"] = load_tokenizer(Path(tokenizer_dir))
+def _init_worker(tokenizer, cfg: RunConfig) -> None:
+    _WORKER["tokenizer"] = tokenizer  # forked workers get the parent's object as it is, no file to read
     _WORKER["cut"] = segmenter(cfg.tokenizer.segmenter, cfg.tokenizer.user_dict)
     _WORKER["cfg"] = cfg
 
@@ -193,7 +195,16 @@ def map_ordered(
         return
     # Each worker runs the Rust tokenizer single-threaded; forked children must not inherit its thread pool.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    with multiprocessing.get_context("fork").Pool(num_proc, initializer, initargs) as pool:
+    # A SIGTERM handled while os.fork runs its at-fork hooks would be swallowed ("Exception ignored"): it is
+    # only noted until the workers exist, then raised again.
+    previous = signal.signal(signal.SIGTERM, _note_sigterm)
+    try:
+        pool = multiprocessing.get_context("fork").Pool(num_proc, _start_worker, (initializer, initargs))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    with pool:
+        if _SIGTERM_NOTED:
+            signal.raise_signal(signal.SIGTERM)
         pending: deque = deque()
         for item in items:
             pending.append(pool.apply_async(fn, item))
@@ -201,6 +212,22 @@ def map_ordered(
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
+
+
+_SIGTERM_NOTED: list[int] = []
+
+
+def _note_sigterm(signum, frame) -> None:
+    _SIGTERM_NOTED.append(signum)
+
+
+def _start_worker(initializer: Callable, initargs: tuple) -> None:
+    # The pool stops its workers with SIGTERM: they must not inherit the CLI's handler (errors.reported), and a
+    # worker forked after a SIGTERM was noted is not needed.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if _SIGTERM_NOTED:
+        os._exit(0)
+    initializer(*initargs)
 
 
 def coverage(tokenizer, sentences: list[str]) -> dict:
@@ -277,6 +304,14 @@ def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
     """Train (or reuse) the tokenizer, build train/validation examples, save both. Returns their dirs."""
     disable_progress_bar()  # bertkit shows its own progress; datasets' per-shard bars are noise here
     files = resolve_files(cfg.data.files)
+    dataset_key = "data.dataset_dir" if cfg.data.dataset_dir else "output_dir"
+    check_apart(
+        {"output_dir": cfg.tokenizer_dir, dataset_key: cfg.dataset_dir},
+        {"tokenizer.from_dir": cfg.tokenizer.from_dir, "tokenizer.user_dict": cfg.tokenizer.user_dict}
+        | {f"data.files ({f})": f for f in files},
+    )
+    check_output(cfg.tokenizer_dir, "output_dir", cfg.overwrite)
+    check_output(cfg.dataset_dir, dataset_key, cfg.overwrite)
     total_bytes = sum(f.stat().st_size for f in files)
     if next(read_documents(files, cfg.data), None) is None:
         raise BertkitError(
@@ -292,24 +327,27 @@ def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
             _training_sentences(files, cfg), cfg.tokenizer, model_max_length=cfg.model.max_position_embeddings
         )
     cover = coverage(tokenizer, _sample(files, cfg, COVERAGE_SENTENCES))
-    with atomic_dir(cfg.tokenizer_dir) as tmp:
-        save_tokenizer(tokenizer, tmp)
-        save_config(cfg, tmp)
 
     num_proc = cfg.data.num_proc or os.cpu_count() or 1
     schema = features(cfg.data.objective)
     report, totals = ReadReport(), Counter()
-    with atomic_dir(cfg.dataset_dir) as out, tempfile.TemporaryDirectory(dir=out.parent) as scratch:
-        writers = {s: ArrowWriter(features=schema, path=str(Path(scratch) / f"{s}.arrow")) for s in SPLITS}
+    # The tokenizer dir is published only once the examples are complete, so the two are replaced together.
+    with atomic_dir(cfg.dataset_dir) as out:
+        scratch = out / ".scratch"  # inside the temporary dir, so that whatever stops the run removes it too
+        scratch.mkdir()
+        writers = {s: ArrowWriter(features=schema, path=str(scratch / f"{s}.arrow")) for s in SPLITS}
         chunks = _chunks(read_documents(files, cfg.data, report), report)
         # Compressed input reads more bytes than its size on disk: the total is only a guide there.
         bar = progress(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1000, desc="tokenize")
-        for result in map_ordered(process_chunk, chunks, num_proc, _init_worker, (str(cfg.tokenizer_dir), cfg)):
-            for split, table in result.tables.items():
-                writers[split].write_table(table)
-            totals.update(result.stats)
-            bar.update(result.size)
-            bar.set_postfix(examples=totals["train_examples"] + totals["validation_examples"])
+        worker_args = (tokenizer, cfg)
+        # closing(): on an error or a signal the workers stop before the temporary dir they read is removed.
+        with contextlib.closing(map_ordered(process_chunk, chunks, num_proc, _init_worker, worker_args)) as results:
+            for result in results:
+                for split, table in result.tables.items():
+                    writers[split].write_table(table)
+                totals.update(result.stats)
+                bar.update(result.size)
+                bar.set_postfix(examples=totals["train_examples"] + totals["validation_examples"])
         bar.close()
         for writer in writers.values():
             writer.finalize()
@@ -320,10 +358,11 @@ def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
             )
         # Empty splits (validation_fraction=0) are left out: datasets cannot load an empty saved split.
         splits = DatasetDict(
-            {s: Dataset.from_file(str(Path(scratch) / f"{s}.arrow")) for s in SPLITS if totals[f"{s}_examples"]}
+            {s: Dataset.from_file(str(scratch / f"{s}.arrow")) for s in SPLITS if totals[f"{s}_examples"]}
         )
         splits.save_to_disk(str(out))
         del splits  # the scratch files are memory-mapped
+        shutil.rmtree(scratch)
         save_tokenizer(tokenizer, out / TOKENIZER_SUBDIR)
         stats = statistics(totals, cfg, report, cover)
         metadata = {
@@ -338,6 +377,9 @@ def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
         write_text(out / METADATA_FILE, json.dumps(metadata, indent=2, ensure_ascii=False) + "\n")
         write_text(out / STATISTICS_FILE, json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
         save_config(cfg, out)
+        with atomic_dir(cfg.tokenizer_dir) as tmp:
+            save_tokenizer(tokenizer, tmp)
+            save_config(cfg, tmp)
     _print_summary(stats, report)
     return cfg.tokenizer_dir, cfg.dataset_dir
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +21,13 @@ from datasets import DatasetDict
 from torch.utils.data import DataLoader
 from transformers import BertForPreTraining
 
+from bertkit.atomic import check_apart, check_output, is_ours, mark_output, remove_output, write_text
 from bertkit.checkpoint import checkpoint_dirs, load_checkpoint, resolve_resume, save_checkpoint, save_model
 from bertkit.config import RunConfig, save_config
 from bertkit.data.loader import EpochSampler, KeyedDataset
 from bertkit.data.masking import PretrainingCollator
 from bertkit.dropout import use_fast_dropout
-from bertkit.embed import probe_model, require_probe_files
+from bertkit.embed import probe_model, read_probe_data, require_probe_files
 from bertkit.errors import BertkitError, Interrupted
 from bertkit.evaluate import evaluate_pretraining
 from bertkit.loop import TrainState, fit, make_accelerator, total_steps
@@ -52,7 +52,7 @@ def _trim_metrics(path: Path, step: int) -> None:
     """On resume, drop what the interrupted run logged after its checkpoint."""
     if path.is_file():
         lines = [line for line in path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= step]
-        path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+        write_text(path, "".join(f"{line}\n" for line in lines))
 
 
 @dataclass
@@ -78,31 +78,62 @@ def _phases(cfg: RunConfig, tokenizer) -> list[Phase]:
     return phases
 
 
+def _layout(cfg: RunConfig, phases: list[Phase]) -> dict:
+    """What the position in the data depends on, keyed by what the user would change: resume checks it."""
+    layout: dict = {"train.seed": cfg.train.seed, "train.grad_accum": cfg.train.grad_accum}
+    for i, phase in enumerate(phases):
+        key = f"train.phases[{i}]" if cfg.train.phases else "data.dataset_dir"
+        layout[f"{key} batch size"] = phase.batch_size
+        examples, length = len(phase.splits["train"]), phase.meta["max_seq_length"]
+        layout[f"{key} data"] = f"{examples} training examples of {length} tokens"
+    return layout
+
+
+def _claim_output(out_dir: Path, cfg: RunConfig, resume_from: Path | None) -> bool:
+    """Whether pretraining may write `out_dir`, and whether it starts afresh there (replacing what is there).
+    Resuming from one of its own checkpoints continues in place; an earlier run is replaced only with
+    overwrite=true, except an unfinished one that left neither a model nor a checkpoint, under resume=auto."""
+    if resume_from is not None and out_dir.resolve() in resume_from.resolve().parents:
+        return False
+    earlier = checkpoint_dirs(out_dir / "checkpoints")
+    if earlier and not cfg.overwrite and is_ours(out_dir):
+        raise BertkitError(
+            f"{out_dir}: holds checkpoints of an earlier run (up to {earlier[-1].name}); continue it with "
+            "train.resume=auto, start afresh with overwrite=true, or choose another output_dir"
+        )
+    unfinished = is_ours(out_dir) and not earlier and not (out_dir / "config.json").exists()
+    check_output(out_dir, "output_dir", cfg.overwrite or (unfinished and cfg.train.resume == "auto"))
+    return True
+
+
 def run_pretrain(cfg: RunConfig) -> Path:
     """Pretrain on `cfg.dataset_dir` (or the `train.phases` one after another); the final model goes to
     `<output_dir>/pretrain`."""
     quiet_transformers()
     tune_allocator()
     first_dir = cfg.train.phases[0].dataset_dir if cfg.train.phases else cfg.dataset_dir
+    probe_data: dict = {}  # the probe's files, read (and checked) once, before training
     if cfg.probe.during_pretraining:
         require_probe_files(cfg.probe, who="probe.during_pretraining")
+        probe_data = read_probe_data(cfg.probe)
     load_pretraining_data(first_dir)  # a clear error before anything else when the data is missing
     tokenizer = load_tokenizer(first_dir / TOKENIZER_SUBDIR)
     phases = _phases(cfg, tokenizer)
     out_dir = cfg.pretrain_dir
+    check_apart(
+        {"output_dir": out_dir},
+        {f"dataset dir of phase {i + 1}": phase.dataset_dir for i, phase in enumerate(phases)}
+        | {"model.init_from": cfg.model.init_from},
+    )
+    resume_from = resolve_resume(cfg.train.resume, out_dir / "checkpoints")
+    fresh = _claim_output(out_dir, cfg, resume_from)
     accelerator = make_accelerator(cfg.train, project_dir=out_dir)
     set_seed(cfg.train.seed)
-    resume_from = resolve_resume(cfg.train.resume, out_dir / "checkpoints")
-    earlier = checkpoint_dirs(out_dir / "checkpoints")
-    if earlier and not resume_from:
-        if not cfg.overwrite:
-            raise BertkitError(
-                f"{out_dir}: holds checkpoints of an earlier run (up to {earlier[-1].name}); continue it with "
-                "train.resume=auto, start afresh with overwrite=true, or choose another output_dir"
-            )
-        if accelerator.is_main_process:
-            shutil.rmtree(out_dir / "checkpoints")
-        accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if fresh:
+            remove_output(out_dir)
+        mark_output(out_dir)
+    accelerator.wait_for_everyone()
     if resume_from:
         model = load_model(BertForPreTraining, resume_from)
         check_vocabulary(model, tokenizer, resume_from)
@@ -143,7 +174,8 @@ def run_pretrain(cfg: RunConfig) -> Path:
     steps = ends[-1]
     # The scheduler is stepped by fit() once per optimizer step, so it is not handed to accelerate.
     scheduler = make_schedule(optimizer, cfg.train, steps)
-    state = load_checkpoint(accelerator, resume_from, optimizer, scheduler) if resume_from else TrainState()
+    layout = _layout(cfg, phases)
+    state = load_checkpoint(accelerator, resume_from, optimizer, scheduler, layout) if resume_from else TrainState()
 
     if accelerator.is_main_process:
         save_config(cfg, out_dir)
@@ -169,10 +201,10 @@ def run_pretrain(cfg: RunConfig) -> Path:
             optimizer,
             scheduler,
             cfg.train.keep_last,
+            layout,
         )
 
     what = "MLM"
-    probe_data: dict = {}  # the probe's files, read once
     for index, (phase, loader) in enumerate(zip(phases, loaders, strict=True)):
         start = ends[index - 1] if index else 0
         if state.step >= ends[index]:

@@ -127,7 +127,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, tiny_run):
     empty.write_text("\n\n")
     assert "corpus holds no text" in _error(run_cli("tokenize", RECIPE, *base, f"data.files=[{empty}]"))
     assert "unknown key 'train.lr_peak'" in _error(run_cli("pretrain", RECIPE, *base, "train.lr_peak=1"))
-    msg = _error(run_cli("finetune", RECIPE, *overrides, "finetune.task.label_column=topic"))
+    msg = _error(run_cli("finetune", RECIPE, *overrides, "overwrite=true", "finetune.task.label_column=topic"))
     assert "no column 'topic'" in msg and "train.jsonl" in msg
     assert "no pretraining data here" in _error(run_cli("pretrain", RECIPE, *base))
 

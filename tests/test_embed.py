@@ -63,13 +63,13 @@ def test_probe_command(tiny_run, tmp_path):
         f"embed.model_dir={out / 'pretrain'}",
         f"probe.train_file={DATA / 'zh/topic/train.jsonl'}",
         f"probe.test_file={DATA / 'zh/topic/dev.jsonl'}",
-        f"probe.output_dir={tmp_path}",
+        f"probe.output_dir={tmp_path / 'probe'}",
     )
     assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "probe.json").read_text())
+    report = json.loads((tmp_path / "probe" / "probe.json").read_text())
     assert len(report["accuracy_by_layer"]) == 2  # embeddings + 1 layer
     assert report["majority_baseline"] == pytest.approx(0.2)
-    assert (tmp_path / "probe.png").stat().st_size > 5000
+    assert (tmp_path / "probe" / "probe.png").stat().st_size > 5000
 
 
 def test_word_features_take_each_words_first_piece(tiny_run):
@@ -103,12 +103,12 @@ def test_token_level_probe_command(tiny_run, tmp_path):
         "probe.level=token",
         "probe.text_column=tokens",
         "probe.label_column=tags",
-        f"probe.output_dir={tmp_path}",
+        f"probe.output_dir={tmp_path / 'probe'}",
     ]
     ner = DATA / "zh" / "ner"
     result = run_cli(*common, f"probe.train_file={ner / 'train.jsonl'}", f"probe.test_file={ner / 'dev.jsonl'}")
     assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "probe.json").read_text())
+    report = json.loads((tmp_path / "probe" / "probe.json").read_text())
     assert report["level"] == "token" and len(report["accuracy_by_layer"]) == 2
     tags = [
         t for line in (ner / "dev.jsonl").read_text(encoding="utf-8").splitlines() for t in json.loads(line)["tags"]

@@ -5,6 +5,7 @@
 
 import errno
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from typer.testing import CliRunner
 
 import bertkit.checkpoint
 import bertkit.model
+import bertkit.pretrain
 from bertkit.cli import app
 from bertkit.config import load_recipe
 from bertkit.errors import BertkitError
@@ -252,3 +254,115 @@ def test_debug_flag_shows_the_traceback(tmp_path):
     assert "Traceback" in result.stderr and result.stderr.rstrip().endswith(
         "error: missing.txt: no such file; check data.files in the recipe"
     )
+
+
+def test_resume_with_another_batch_size_accumulation_or_seed_is_refused(run, tmp_path):
+    assert _pretrain(tmp_path, run, "train.max_steps=4", "train.save_every=2", "train.keep_last=5").exit_code == 0
+    shutil.rmtree(tmp_path / "pretrain" / "checkpoints" / "step-4")
+    for change, key in [
+        ("train.batch_size=4", "data.dataset_dir batch size"),
+        ("train.grad_accum=2", "train.grad_accum"),
+        ("train.seed=1", "train.seed"),
+    ]:
+        message = _one_line_error(_pretrain(tmp_path, run, "train.max_steps=4", "train.resume=auto", change))
+        assert f"saved with {key} = " in message and "step-2" in message
+    assert _pretrain(tmp_path, run, "train.max_steps=4", "train.resume=auto").exit_code == 0
+
+
+def test_non_finite_weights_never_reach_a_checkpoint(run, tmp_path, monkeypatch):
+    """The update of step 4 makes a weight NaN; every loss so far was finite: what is saved is checked, not only
+    the loss."""
+    real = bertkit.pretrain.make_optimizer
+    calls = {"n": 0}
+
+    def poisoning(model, cfg):
+        optimizer = real(model, cfg)
+        step = optimizer.step
+
+        def poisoned_step(*args, **kwargs):
+            out = step(*args, **kwargs)
+            calls["n"] += 1
+            if calls["n"] == 4:
+                with torch.no_grad():
+                    model.model.bert.embeddings.word_embeddings.weight[0] = float("nan")
+            return out
+
+        optimizer.step = poisoned_step
+        return optimizer
+
+    monkeypatch.setattr(bertkit.pretrain, "make_optimizer", poisoning)
+    message = _one_line_error(_pretrain(tmp_path, run, "train.max_steps=6", "train.save_every=2"))
+    assert "step-4: the weights became NaN or infinite (bert.embeddings.word_embeddings.weight)" in message
+    checkpoints = tmp_path / "pretrain" / "checkpoints"
+    assert [p.name for p in checkpoints.iterdir()] == ["step-2"]
+    assert not (tmp_path / "pretrain" / "model.safetensors").exists()
+
+
+def test_torch_save_failing_on_a_full_disk_is_one_line(run, tmp_path, monkeypatch):
+    """torch.save reports a failed write as a RuntimeError that does not name ENOSPC."""
+
+    def save(obj, path, *args, **kwargs):
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file data/3: "
+            "file write failed"
+        )
+
+    monkeypatch.setattr(bertkit.checkpoint.torch, "save", save)
+    message = _one_line_error(_pretrain(tmp_path, run, "train.max_steps=2", "train.save_every=2"))
+    assert "no space left on device (or over the file size limit)" in message
+    assert list((tmp_path / "pretrain" / "checkpoints").iterdir()) == []
+
+
+def test_a_file_size_limit_during_a_save_is_one_line(run, tmp_path):
+    """A real `ulimit -f`: the writers fail with EFBIG, nothing half-written is left."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    cmd = [sys.executable, "-m", "bertkit", "pretrain", str(RECIPE), f"output_dir={tmp_path}"]
+    cmd += [f"data.dataset_dir={run / 'data'}", *SMALL, "train.max_steps=2"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, preexec_fn=limit, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "over the file size limit" in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert list((tmp_path / "pretrain" / "checkpoints").iterdir()) == []
+
+
+def _terminate_when(cmd, appeared, cwd=ROOT):
+    """Run cmd, send SIGTERM once appeared() is true; returns (exit code, stderr)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not appeared() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    return proc.returncode, stderr
+
+
+def test_sigterm_during_tokenize_leaves_nothing_behind(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    text = (DATA / "zh" / "corpus-a.txt").read_text(encoding="utf-8")
+    corpus.write_text(text * 40, encoding="utf-8")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "bertkit", "tokenize", str(RECIPE), f"output_dir={out}", f"data.files={corpus}"]
+    cmd += ["tokenizer.vocab_size=300", "data.num_proc=2"]
+    code, stderr = _terminate_when(cmd, lambda: out.is_dir() and any(out.glob(".data.*.tmp")))
+    assert code == 143, stderr[-2000:]
+    assert "stopped: SIGTERM" in stderr and "Traceback" not in stderr
+    assert list(out.iterdir()) == []
+
+
+def test_sigterm_during_finetune_before_the_first_evaluation_saves_nothing(run, tmp_path):
+    if not (run / "pretrain").exists():
+        assert _pretrain(run, run, "train.max_steps=1").exit_code == 0
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "bertkit", "finetune", str(RECIPE), f"output_dir={out}"]
+    cmd += [f"finetune.model_dir={run / 'pretrain'}", "finetune.train.epochs=50", "finetune.train.log_every=1"]
+    staged = out / "finetune"
+    code, stderr = _terminate_when(cmd, lambda: staged.is_dir() and any(p.read_text() for p in staged.rglob("*.jsonl")))
+    assert code == 143, stderr[-2000:]
+    message = [line for line in stderr.splitlines() if line.startswith("stopped: ")]
+    assert len(message) == 1 and "before the first dev evaluation; no model was saved" in message[0], stderr[-2000:]
+    assert list(staged.iterdir()) == []

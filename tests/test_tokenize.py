@@ -104,7 +104,14 @@ def test_bad_corpus_input_through_the_cli(tmp_path):
     result = run_cli("tokenize", RECIPE, f"output_dir={tmp_path / 'o'}", f"data.files={bad}", "data.max_seq_length=64")
     assert result.exit_code == 0, result.output
     assert f"skipped 1 lines (not UTF-8: 1); first at {bad}:" in result.output
-    result = run_cli("tokenize", RECIPE, f"output_dir={tmp_path / 'o'}", f"data.files={bad}", "data.on_error=strict")
+    result = run_cli(
+        "tokenize",
+        RECIPE,
+        f"output_dir={tmp_path / 'o'}",
+        f"data.files={bad}",
+        "data.on_error=strict",
+        "overwrite=true",
+    )
     assert result.exit_code == 2 and "not UTF-8" in result.stderr
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(BertkitError, match="corpus holds no text"):

@@ -9,12 +9,14 @@
 Plain text is google-research/bert's format: one sentence per line, a blank line between documents. In JSONL
 each line is one document whose `data.text_field` holds its text (sentences on separate lines or, with
 `data.split_sentences`, split at 。！？； and English sentence ends). Bad lines follow `data.on_error`: `skip`
-counts them and reports the first, `strict` stops with file:line.
+counts them and reports the first, `strict` stops with file:line; a JSONL file whose first object has no
+`data.text_field` always stops. A UTF-8 BOM at the start of a file is dropped.
 """
 
 from __future__ import annotations
 
 import bz2
+import codecs
 import glob
 import gzip
 import json
@@ -124,6 +126,8 @@ class _Lines:
                         self.report.bytes_read += len(rest)
                         if rest.endswith(b"\n"):
                             break
+                    if line_no == 1:  # a UTF-8 BOM is no character of the first sentence (str.strip keeps it)
+                        raw = raw.removeprefix(codecs.BOM_UTF8)
                     try:
                         line = raw.decode("utf-8").strip()
                     except UnicodeDecodeError:
@@ -156,6 +160,7 @@ def _plain_documents(lines: _Lines, split: bool) -> Iterator[list[str]]:
 
 
 def _jsonl_documents(lines: _Lines, text_field: str, split: bool) -> Iterator[list[str]]:
+    field_seen = False
     for line_no, line in lines:
         if not line:
             continue
@@ -164,9 +169,20 @@ def _jsonl_documents(lines: _Lines, text_field: str, split: bool) -> Iterator[li
         except json.JSONDecodeError as e:
             lines.problem(line_no, f"not valid JSON ({e.msg})", "fix the line")
             continue
-        text = record.get(text_field) if isinstance(record, dict) else None
+        if not isinstance(record, dict):
+            lines.problem(line_no, "not a JSON object", "make each line an object with a data.text_field field")
+            continue
+        if text_field not in record and not field_seen:
+            # The file's first object lacks the field: the setting is wrong, not the line (skipping every line
+            # would end in an empty corpus), whatever data.on_error says.
+            raise BertkitError(
+                f"{lines.path}:{line_no}: no text field '{text_field}' (fields: {', '.join(record) or 'none'}); "
+                "set data.text_field to the field that holds the text"
+            )
+        field_seen = True
+        text = record.get(text_field)
         if not isinstance(text, str):
-            lines.problem(line_no, f"no text field '{text_field}'", "set data.text_field to the field holding the text")
+            lines.problem(line_no, f"no text in field '{text_field}'", "give the line a string in that field")
             continue
         document = []
         for part in text.splitlines():

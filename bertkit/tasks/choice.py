@@ -38,15 +38,23 @@ def read(path: Path, cfg: TaskConfig, labelled: bool | None = None) -> list[dict
                 f"{path}: row {i + 1}: '{cfg.choices_column}' must be a list of "
                 f"{len(choices[0])} candidates, like the first row's"
             )
-        label = None if gold is None else int(gold[i])
-        if label is not None and not 0 <= label < len(options):
+        label = None if gold is None else _index(gold[i])
+        if gold is not None and not (label is not None and 0 <= label < len(options)):
             raise BertkitError(
-                f"{path}: row {i + 1}: label {gold[i]!r} is not an index into its {len(options)} choices"
+                f"{path}: row {i + 1}: label {gold[i]!r} in column '{cfg.label_column}' is not an index into its "
+                f"{len(options)} choices (0 to {len(options) - 1}); fix the row"
             )
         examples.append(
             {"context": str(context), "question": str(question), "choices": [str(o) for o in options], "label": label}
         )
     return examples
+
+
+def _index(value) -> int | None:
+    """A whole number (or its text, CSV/TSV), else None: int() would take True and truncate 1.7."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdecimal():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def encode(tokenizer, examples: list[dict], labels, cfg: TaskConfig, train: bool) -> list[dict]:

@@ -8,6 +8,8 @@ id2label (classification) or one output and problem_type "regression".
 
 from __future__ import annotations
 
+import contextlib
+import math
 from functools import partial
 from pathlib import Path
 
@@ -29,19 +31,47 @@ def read(
     pairs = column(rows, cfg.text_pair_column, path, "finetune.task.text_pair_column") if cfg.text_pair_column else None
     with_labels = labelled or (labelled is None and cfg.label_column in rows[0])
     gold = column(rows, cfg.label_column, path, "finetune.task.label_column") if with_labels else None
+    read_label = _score if regression else _names if multi_label else _name
     examples = []
     for i, text in enumerate(texts):
-        label = None if gold is None else str(gold[i])
-        if multi_label and label is not None:  # a JSON list, or names separated by "|" in CSV/TSV
-            value = gold[i]
-            label = [str(x) for x in value] if isinstance(value, list) else [x.strip() for x in label.split("|")]
-        if regression and label is not None:
-            try:
-                label = float(label)
-            except ValueError:
-                raise BertkitError(f"{path}: row {i + 1}: score {gold[i]!r} is not a number") from None
+        label = None if gold is None else read_label(gold[i], f"{path}: row {i + 1}", cfg.label_column)
         examples.append({"text": str(text), "text_pair": None if pairs is None else str(pairs[i]), "label": label})
     return examples
+
+
+def _score(value, where: str, column: str) -> float:
+    """A regression target: a finite number, or its text (CSV/TSV)."""
+    score = None
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        with contextlib.suppress(ValueError):
+            score = float(value)
+    if score is None or not math.isfinite(score):
+        raise BertkitError(
+            f"{where}: score {value!r} in column '{column}' is not a finite number; fix the row or point "
+            "finetune.task.label_column at the scores"
+        )
+    return score
+
+
+def _name(value, where: str, column: str) -> str:
+    """A class: a name or a number, as text."""
+    if isinstance(value, list | dict):
+        raise BertkitError(
+            f"{where}: label {value!r} in column '{column}' is not one class; for several labels per text set "
+            "finetune.task.type=multi-label-classification"
+        )
+    return str(value)
+
+
+def _names(value, where: str, column: str) -> list[str]:
+    """The classes of a multi-label example: a JSON list, or names separated by "|" (CSV/TSV)."""
+    names = value if isinstance(value, list) else str(value).split("|")
+    if any(not isinstance(name, str | int | float) or not str(name).strip() for name in names):
+        raise BertkitError(
+            f"{where}: labels {value!r} in column '{column}' are not all non-empty names; give a JSON list of "
+            'names, or names separated by "|"'
+        )
+    return [str(name).strip() for name in names]
 
 
 def encode(tokenizer, examples: list[dict], labels: list[str] | None, cfg: TaskConfig, train: bool) -> list[dict]:

@@ -8,6 +8,7 @@ for batch, outputs in predict_batches(model, features, collate, batch_size=64): 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ class Task:
     has_labels: bool = False  # a label set, stored as the model's id2label (classification, tagging)
     labels: Callable = lambda examples: None  # (examples) -> list[str] | None
     model_kwargs: Callable = lambda labels: {}  # (labels) -> from_pretrained kwargs (num_labels, id2label, …)
+    # (train examples, task_cfg) -> settings learned from the training data and stored in the model's config.json
+    # (e.g. whether a QA model may answer "no answer", a tagger's tag scheme); read back from model.config.
+    model_settings: Callable = lambda examples, cfg: {}
 
 
 def label_kwargs(labels: list[str]) -> dict:
@@ -43,37 +47,76 @@ def label_kwargs(labels: list[str]) -> dict:
 
 
 def read_rows(path: Path) -> list[dict]:
-    """Rows of a JSONL/JSON/CSV/TSV file as dicts (CSV and TSV need a header line)."""
+    """Rows of a JSONL/JSON/CSV/TSV file as dicts. CSV and TSV need a header line and follow the csv module's
+    quoting (a quoted field may hold the delimiter, a line break, and quotes doubled); a UTF-8 BOM is dropped."""
     path = Path(path)
     if not path.is_file():
         raise BertkitError(f"{path}: no such file; check the task's *_file settings")
     suffix = path.suffix.lower()
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = path.read_bytes().decode("utf-8-sig")  # bytes: no newline translation, the readers see "\r" as is
     except UnicodeDecodeError:
         raise BertkitError(f"{path}: not UTF-8 text; convert the file to UTF-8") from None
     if suffix == ".jsonl":
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BertkitError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise BertkitError(f"{path}:{n}: each line must be a JSON object")
-            rows.append(row)
+        rows = _jsonl_rows(text, path)
     elif suffix == ".json":
         rows = read_json(path, text)
         if not (isinstance(rows, list) and all(isinstance(r, dict) for r in rows)):
             raise BertkitError(f"{path}: a .json task file must hold a list of objects")
     elif suffix in (".csv", ".tsv"):
-        rows = list(csv.DictReader(text.splitlines(), delimiter="\t" if suffix == ".tsv" else ","))
+        rows = _delimited_rows(text, path, "\t" if suffix == ".tsv" else ",")
     else:
         raise BertkitError(f"{path}: unknown file type '{suffix}'; use .jsonl, .json, .csv or .tsv")
     if not rows:
         raise BertkitError(f"{path}: file holds no rows")
+    return rows
+
+
+def _jsonl_rows(text: str, path: Path) -> list[dict]:
+    rows = []
+    # Lines end at "\n" only: str.splitlines() also splits at U+2028, U+0085, \x1c… which JSON strings may hold.
+    for n, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")  # CRLF files
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise BertkitError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise BertkitError(f"{path}:{n}: each line must be a JSON object")
+        rows.append(row)
+    return rows
+
+
+def _delimited_rows(text: str, path: Path, delimiter: str) -> list[dict]:
+    kind, name = ("TSV", "tab") if delimiter == "\t" else ("CSV", "comma")
+    # newline="": the csv module finds the line ends itself, so a quoted field may span lines. strict: a stray
+    # quote is an error, not a field that silently runs on to the end of the file.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    header, rows, start = None, [], 1  # start: the file line where the next row begins
+    try:
+        for fields in reader:
+            if not fields:  # a blank line
+                pass
+            elif header is None:
+                header = fields
+                if len(set(header)) < len(header):
+                    twice = next(c for c in header if header.count(c) > 1)
+                    raise BertkitError(f"{path}:{start}: column '{twice}' appears twice in the header; rename one")
+            elif len(fields) != len(header):
+                raise BertkitError(
+                    f"{path}:{start}: {len(fields)} fields but the header has {len(header)}; "
+                    f"quote fields that hold a {name}, or fix the row"
+                )
+            else:
+                rows.append(dict(zip(header, fields, strict=True)))
+            start = reader.line_num + 1
+    except csv.Error as e:
+        raise BertkitError(
+            f"{path}:{start}: malformed {kind} row ({e}); put a field that holds quotes or line breaks in quotes "
+            'and double the quotes inside it ("")'
+        ) from None
     return rows
 
 

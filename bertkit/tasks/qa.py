@@ -1,11 +1,20 @@
 """Extractive question answering: SQuAD v1.1/v2.0 and CMRC2018-style JSON.
 
-Files: SQuAD JSON ({"data": [{"paragraphs": [{"context", "qas": [{"id", "question", "answers": [{"text",
-"answer_start"}], "is_impossible"}]}]}]}). A context longer than `task.max_seq_length` is cut into windows
-that overlap by `task.stride` tokens. Answers are decoded n-best over every window (`task.n_best` start and
-end candidates, at most `task.max_answer_length` tokens), mapped back to the original text through character
-offsets; for SQuAD v2 data "no answer" wins when the [CLS] score beats the best span. Scored with the official
-SQuAD EM/F1, or CMRC2018's character-level EM/F1 for Chinese.
+    examples = read(Path("data/en/qa/train.json"), task_cfg, labelled=True)   # one error for any malformed question
+    best_answer([(start_logits, end_logits, offsets)], context, 20, 30, allow_no_answer=True)   # ("1998", 10.0)
+
+Files: SQuAD JSON ({"version", "data": [{"paragraphs": [{"context", "qas": [{"id", "question", "answers":
+[{"text", "answer_start"}], "is_impossible"}]}]}]}). A context longer than `task.max_seq_length` is cut into
+windows that overlap by `task.stride` tokens; a question is cut to its first max_seq_length − stride − 4 tokens
+(BERT: 3 special ones), so that every window holds more context than the overlap. Answers are decoded n-best over
+every window (`task.n_best` start and end candidates, at most `task.max_answer_length` tokens), mapped back to the
+original text through character offsets.
+
+"No answer" ("") is a property of the model: allowed when it was trained on SQuAD v2.0 data (stored as
+`allow_no_answer` in its config.json; `task.allow_no_answer` overrides), it wins when the [CLS] score beats the
+best span by more than `task.null_score_diff_threshold`. A file is scored by the official SQuAD v2.0 rules when
+it says "version": "v2.0" or has unanswerable questions, else by v1.1's; Chinese by CMRC2018's character-level
+EM/F1 (where an unanswerable question is right only with "").
 """
 
 from __future__ import annotations
@@ -23,41 +32,101 @@ from bertkit.tasks.common import Task, collate_inputs, predict_batches, read_jso
 
 
 def read(path: Path, cfg: TaskConfig, labelled: bool | None = None) -> list[dict]:
+    """Questions of a SQuAD/CMRC JSON file as {"id", "question", "context", "label", "version"}: the label is the
+    gold answers as (text, start) pairs, [] when unanswerable, None when the question has no gold. A mistake that
+    would stop a run later is one error here, naming the file and the question."""
     data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise BertkitError(f"{path}: not SQuAD-format JSON (a top-level 'data' list of articles)")
-    examples = []
-    for article in data["data"]:
-        for paragraph in article.get("paragraphs", []):
+    version = str(data.get("version", ""))
+    examples, seen = [], set()
+    for a, article in enumerate(_objects(data["data"], path, "'data'"), 1):
+        for p, paragraph in enumerate(_objects(article.get("paragraphs", []), path, f"article {a}: 'paragraphs'"), 1):
+            where = f"article {a}, paragraph {p}"
             context = paragraph.get("context")
             if not isinstance(context, str):
-                raise BertkitError(f"{path}: a paragraph without a 'context' string")
-            for qa in paragraph.get("qas", []):
-                has_gold = "answers" in qa or "is_impossible" in qa
-                if labelled and not has_gold:
-                    raise BertkitError(f"{path}: question {qa.get('id')} has no 'answers'; a training file needs them")
-                answers = [(a["text"], a["answer_start"]) for a in qa.get("answers", [])]
-                for text, start in answers:
-                    if context[start : start + len(text)] != text:
-                        raise BertkitError(
-                            f"{path}: question {qa.get('id')}: answer {text!r} is not at offset {start} of its context"
-                        )
+                raise BertkitError(f"{path}: {where}: no 'context' string; add the paragraph's text")
+            for qa in _objects(paragraph.get("qas", []), path, f"{where}: 'qas'"):
+                qid = qa.get("id")
+                if isinstance(qid, bool) or not isinstance(qid, str | int) or not str(qid).strip():
+                    raise BertkitError(f"{path}: {where}: a question without an 'id'; give each question a unique id")
+                qid = str(qid)
+                if qid in seen:  # predictions and golds are keyed by id: a second one would replace the first
+                    raise BertkitError(f"{path}: question id {qid} appears twice; make the ids unique")
+                seen.add(qid)
+                question = qa.get("question")
+                if not isinstance(question, str) or not question.strip():
+                    raise BertkitError(f"{path}: question {qid}: no 'question' text; add it")
+                label = _gold(qa, context, path, qid)
+                if labelled and label is None:
+                    raise BertkitError(f"{path}: question {qid} has no 'answers'; a training or dev file needs them")
                 examples.append(
-                    {
-                        "id": str(qa["id"]),
-                        "question": qa["question"],
-                        "context": context,
-                        "label": answers if has_gold else None,
-                    }
+                    {"id": qid, "question": question, "context": context, "label": label, "version": version}
                 )
     if not examples:
         raise BertkitError(f"{path}: holds no questions")
     return examples
 
 
+def _objects(value, path: Path, what: str) -> list[dict]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise BertkitError(f"{path}: {what} must be a list of objects, as in SQuAD's format")
+    return value
+
+
+def _gold(qa: dict, context: str, path: Path, qid: str) -> list[tuple[str, int]] | None:
+    """The question's gold answers as (text, start), [] when unanswerable, None when it has no gold."""
+    impossible = qa.get("is_impossible")
+    if impossible is not None and not isinstance(impossible, bool):
+        raise BertkitError(f"{path}: question {qid}: 'is_impossible' must be true or false, not {impossible!r}")
+    if "answers" not in qa:
+        if impossible is False:
+            raise BertkitError(f"{path}: question {qid}: 'is_impossible' is false but it has no 'answers'; add them")
+        return [] if impossible else None
+    answers = qa["answers"]
+    if not isinstance(answers, list):
+        raise BertkitError(
+            f'{path}: question {qid}: \'answers\' must be a list of {{"text", "answer_start"}} objects '
+            f"([] when unanswerable), not {type(answers).__name__}"
+        )
+    if impossible is not None and impossible != (not answers):
+        raise BertkitError(
+            f"{path}: question {qid}: 'is_impossible' is {str(impossible).lower()} but it has "
+            f"{len(answers) or 'no'} answer(s); make the two agree"
+        )
+    gold = []
+    for n, answer in enumerate(answers, 1):
+        if not isinstance(answer, dict):
+            raise BertkitError(f'{path}: question {qid}: answer {n} must be a {{"text", "answer_start"}} object')
+        text, start = answer.get("text"), answer.get("answer_start")
+        if not isinstance(text, str) or not text.strip():
+            raise BertkitError(f"{path}: question {qid}: answer {n} needs a non-empty 'text' string, not {text!r}")
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:  # bool: true would mean offset 1
+            raise BertkitError(
+                f"{path}: question {qid}: answer {n}: 'answer_start' must be the answer's character offset in its "
+                f"context (an integer ≥ 0), not {start!r}"
+            )
+        if context[start : start + len(text)] != text:
+            raise BertkitError(f"{path}: question {qid}: answer {text!r} is not at offset {start} of its context")
+        gold.append((text, start))
+    return gold
+
+
+def is_version_2(examples: list[dict]) -> bool:
+    """SQuAD v2.0 data: the file says "version": "v2.0" (or any 2.x), or a question is unanswerable."""
+    return any(e["label"] == [] or e["version"].lstrip("v").startswith("2") for e in examples)
+
+
+def model_settings(examples: list[dict], cfg: TaskConfig) -> dict:
+    """Stored in the model's config.json: whether it may answer "no answer"; as the recipe says, else as its
+    training data taught it (SQuAD v2.0)."""
+    allow = cfg.allow_no_answer if cfg.allow_no_answer is not None else is_version_2(examples)
+    return {"allow_no_answer": allow}
+
+
 def encode(tokenizer, examples: list[dict], labels, cfg: TaskConfig, train: bool) -> list[dict]:
     enc = tokenizer(
-        [e["question"] for e in examples],
+        _fit_questions(tokenizer, examples, cfg),
         [e["context"] for e in examples],
         truncation="only_second",
         max_length=cfg.max_seq_length,
@@ -84,6 +153,29 @@ def encode(tokenizer, examples: list[dict], labels, cfg: TaskConfig, train: bool
     return features
 
 
+def _fit_questions(tokenizer, examples: list[dict], cfg: TaskConfig) -> list[str]:
+    """The questions, each cut to its first max_seq_length − stride − 1 − (special tokens) tokens: the tokenizers
+    library panics unless every window holds more context tokens than the stride."""
+    specials = tokenizer.num_special_tokens_to_add(pair=True)
+    room = cfg.max_seq_length - cfg.stride - 1 - specials
+    enc = tokenizer([e["question"] for e in examples], add_special_tokens=False, return_offsets_mapping=True)
+    if room < 1:
+        longest = max(map(len, enc["input_ids"]))
+        stride = cfg.max_seq_length - specials - longest - 1
+        raise BertkitError(
+            f"finetune.task.stride={cfg.stride} leaves no room for the context in finetune.task.max_seq_length="
+            f"{cfg.max_seq_length}: a window holds {specials} special tokens, the question (up to {longest} tokens "
+            "here) and more context tokens than the stride; "
+            + (f"set stride ≤ {stride} or " if stride >= 0 else "set ")
+            + f"max_seq_length ≥ {cfg.stride + specials + longest + 1}"
+        )
+    # Cut at a token's end offset: the text kept tokenizes to the same first `room` tokens.
+    return [
+        e["question"][: offsets[room - 1][1]] if len(offsets) > room else e["question"]
+        for e, offsets in zip(examples, enc["offset_mapping"], strict=True)
+    ]
+
+
 def _answer_tokens(offsets: list, gold: list) -> tuple[int, int]:
     """Token span of the first gold answer in this window, or (0, 0) ([CLS]: no answer here)."""
     if not gold:
@@ -107,9 +199,18 @@ def collate(features: list[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
 
 
 def best_answer(
-    windows: list[tuple[list, list, list]], context: str, n_best: int, max_answer_length: int, allow_no_answer: bool
+    windows: list[tuple[list, list, list]],
+    context: str,
+    n_best: int,
+    max_answer_length: int,
+    allow_no_answer: bool,
+    null_score_diff_threshold: float = 0.0,
 ) -> tuple[str, float]:
-    """The best span over an example's windows: (answer text, score); "" when no answer wins (SQuAD v2).
+    """The best span over an example's windows: (answer text, score), or ("", null score) for "no answer".
+
+    As transformers' run_qa: the null score is the lowest [CLS] start + end logit over the windows, and "no
+    answer", when allowed, wins if the null score minus the best span's score exceeds `null_score_diff_threshold`.
+    It is also the answer, allowed or not, when no n-best candidate is a valid span.
 
     Args:
         windows: (start logits, end logits, offsets) per window; offsets are None outside the context.
@@ -117,7 +218,7 @@ def best_answer(
     best_text, best_score = "", float("-inf")
     null_score = float("inf")
     for start_logits, end_logits, offsets in windows:
-        null_score = min(null_score, start_logits[0] + end_logits[0])  # as transformers' run_qa: the lowest
+        null_score = min(null_score, start_logits[0] + end_logits[0])
         starts = sorted(range(len(offsets)), key=lambda i: -start_logits[i])[:n_best]
         ends = sorted(range(len(offsets)), key=lambda i: -end_logits[i])[:n_best]
         for s in starts:
@@ -127,7 +228,7 @@ def best_answer(
                 score = start_logits[s] + end_logits[e]
                 if score > best_score:
                     best_score, best_text = score, context[offsets[s][0] : offsets[e][1]]
-    if allow_no_answer and null_score > best_score:
+    if best_score == float("-inf") or (allow_no_answer and null_score - best_score > null_score_diff_threshold):
         return "", null_score
     return best_text, best_score
 
@@ -137,6 +238,13 @@ def is_chinese(text: str) -> bool:
 
 
 def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: int):
+    """Predictions and, for a file with gold answers, its scores, "scoring" naming the rules used.
+
+    "No answer" is allowed as `task.allow_no_answer` says, else as the model learned (config.json
+    `allow_no_answer`). A model saved before that setting existed keeps the old behaviour: allowed only on a
+    SQuAD v2.0 file. The file decides the rules: SQuAD v2.0 when it says "version": "v2.0" or has unanswerable
+    questions, else v1.1; CMRC2018 for Chinese.
+    """
     features = encode(tokenizer, examples, None, cfg, train=False)
     windows: list[list] = [[] for _ in examples]
     for chunk, out in predict_batches(model, features, partial(collate, pad_id=tokenizer.pad_token_id), batch_size):
@@ -144,10 +252,20 @@ def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: in
         for f, s, e in zip(chunk, starts, ends, strict=True):
             n = len(f["offsets"])
             windows[f["example"]].append((s[:n], e[:n], f["offsets"]))
-    version_2 = any(e["label"] == [] for e in examples)
+    version_2 = is_version_2(examples)
+    allow = cfg.allow_no_answer
+    if allow is None:
+        allow = getattr(model.config, "allow_no_answer", version_2)
     predictions = []
     for example, example_windows in zip(examples, windows, strict=True):
-        text, score = best_answer(example_windows, example["context"], cfg.n_best, cfg.max_answer_length, version_2)
+        text, score = best_answer(
+            example_windows,
+            example["context"],
+            cfg.n_best,
+            cfg.max_answer_length,
+            allow,
+            cfg.null_score_diff_threshold,
+        )
         predictions.append(
             {
                 "id": example["id"],
@@ -161,8 +279,10 @@ def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: in
         return None, predictions
     predicted = {p["id"]: p["prediction"] for p in predictions}
     references = {p["id"]: p["answers"] for p in predictions}
-    score = cmrc_metrics if is_chinese(examples[0]["context"]) else squad_metrics
-    return score(predicted, references), predictions
+    if is_chinese(examples[0]["context"]):
+        return {"scoring": "CMRC2018", **cmrc_metrics(predicted, references)}, predictions
+    scoring = "SQuAD v2.0" if version_2 else "SQuAD v1.1"
+    return {"scoring": scoring, **squad_metrics(predicted, references, version_2)}, predictions
 
 
 TASK = Task(
@@ -172,4 +292,5 @@ TASK = Task(
     encode=encode,
     collate=collate,
     evaluate=evaluate,
+    model_settings=model_settings,
 )

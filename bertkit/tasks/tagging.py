@@ -1,14 +1,19 @@
-"""Token classification (NER, tagging) with BIO or BIOES tags.
+"""Token classification: entities (NER) in BIO or BIOES tags, or plain tags (POS and the like).
 
 Files: JSONL rows with a list of words in `task.tokens_column` and one tag per word in `task.tags_column`
 (Chinese: one character per word; English: words). Each word's tag is learned on its first word piece, the other
 pieces are ignored (-100). Inputs longer than `task.max_seq_length` are cut into windows that overlap by
-`task.stride` tokens; a word is predicted from the first window that holds it. Scored entity by entity
-(seqeval: conlleval-style and strict).
+`task.stride` tokens; a word is predicted from the first window that holds it.
+
+The tag scheme (`task.tag_scheme`, by default detected from the train file: see detect_scheme) is stored in the
+model's config.json as `tag_scheme`. BIO/BIOES tags are scored entity by entity (seqeval: conlleval-style and
+strict), plain tags word by word (accuracy, per-tag and micro/macro F1; the dev metric `f1` is the micro F1).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 
@@ -17,10 +22,50 @@ from transformers import BertForTokenClassification
 
 from bertkit.config import TaskConfig
 from bertkit.errors import BertkitError
-from bertkit.metrics import entity_metrics
+from bertkit.metrics import entity_metrics, tag_metrics
 from bertkit.tasks.common import Task, collate_inputs, column, label_kwargs, label_set, pad, predict_batches, read_rows
 
 IGNORE = -100
+# The tags besides O that each entity scheme allows: a prefix, a dash, and the entity type.
+ENTITY_TAG = {"BIO": re.compile(r"[BI]-.+"), "BIOES": re.compile(r"[BIES]-.+")}
+PREFIXES = {"BIO": "B-/I-", "BIOES": "B-/I-/E-/S-"}
+
+
+def detect_scheme(tags: Iterable[str]) -> str:
+    """The scheme of a tag set: "BIOES" when a tag has an E- or S- prefix, else "BIO" when one has a B- or I-
+    prefix (or there is only O), else "plain": no tag but O has a prefix. check_scheme rejects a mix."""
+    tags = set(tags) - {"O"}
+    prefixed = [t for t in tags if ENTITY_TAG["BIOES"].fullmatch(t)]
+    if tags and not prefixed:
+        return "plain"
+    return "BIOES" if any(t[0] in "ES" for t in prefixed) else "BIO"
+
+
+def chosen_scheme(tags: Iterable[str], cfg: TaskConfig) -> str:
+    """`task.tag_scheme`, or the scheme of `tags` when it is auto."""
+    return detect_scheme(tags) if cfg.tag_scheme == "auto" else cfg.tag_scheme
+
+
+def check_scheme(tag_rows: list[list[str]], cfg: TaskConfig, path: Path) -> None:
+    """Every tag must be O or an entity tag of the file's scheme (a plain tag set takes any tag); the first that
+    is not is an error naming its row."""
+    scheme = chosen_scheme((t for row in tag_rows for t in row), cfg)
+    if scheme == "plain":
+        return
+    for n, row in enumerate(tag_rows, 1):
+        bad = next((t for t in row if t != "O" and not ENTITY_TAG[scheme].fullmatch(t)), None)
+        if bad is None:
+            continue
+        if cfg.tag_scheme != "auto":
+            raise BertkitError(
+                f"{path}: row {n}: tag {bad!r} is not O or {PREFIXES[scheme]}<type> as finetune.task.tag_scheme="
+                f"{scheme} requires; fix the tag or change finetune.task.tag_scheme"
+            )
+        example = next(t for tags in tag_rows for t in tags if ENTITY_TAG[scheme].fullmatch(t))
+        raise BertkitError(
+            f"{path}: row {n}: tag {bad!r} is not O or {PREFIXES['BIOES']}<type> like the file's other tags "
+            f"(e.g. {example!r}); fix it, or set finetune.task.tag_scheme=plain to score every tag as a class"
+        )
 
 
 def read(path: Path, cfg: TaskConfig, labelled: bool | None = None) -> list[dict]:
@@ -32,9 +77,13 @@ def read(path: Path, cfg: TaskConfig, labelled: bool | None = None) -> list[dict
     for i, w in enumerate(words):
         if not isinstance(w, list):
             raise BertkitError(f"{path}: row {i + 1}: '{cfg.tokens_column}' must be a list of words")
+        if tags is not None and not isinstance(tags[i], list):
+            raise BertkitError(f"{path}: row {i + 1}: '{cfg.tags_column}' must be a list of tags")
         if tags is not None and len(tags[i]) != len(w):
             raise BertkitError(f"{path}: row {i + 1}: {len(w)} words but {len(tags[i])} tags")
         examples.append({"tokens": [str(x) for x in w], "label": None if tags is None else [str(t) for t in tags[i]]})
+    if tags is not None:  # the scheme is decided (and every tag checked against it) when the file is read
+        check_scheme([e["label"] for e in examples], cfg, path)
     return examples
 
 
@@ -81,8 +130,9 @@ def collate(features: list[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
     return batch
 
 
-def scheme(tags) -> str:
-    return "BIOES" if any(t[:2] in ("E-", "S-") for t in tags) else "BIO"
+def settings(examples: list[dict], cfg: TaskConfig) -> dict:
+    """The tag scheme of the train file, stored in the model's config.json."""
+    return {"tag_scheme": chosen_scheme((t for e in examples for t in e["label"]), cfg)}
 
 
 def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: int):
@@ -103,16 +153,21 @@ def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: in
     if any(e["label"] is None for e in examples):
         return None, predictions
     gold = [e["label"] for e in examples]
-    return entity_metrics(gold, predicted, scheme(labels)), predictions
+    # A model saved before the scheme was stored: the scheme of its label set.
+    scheme = getattr(model.config, "tag_scheme", None) or chosen_scheme(labels, cfg)
+    if scheme == "plain":
+        return tag_metrics(gold, predicted, labels), predictions
+    return entity_metrics(gold, predicted, scheme), predictions
 
 
 TASK = Task(
     model_class=BertForTokenClassification,
-    default_metric="f1",
+    default_metric="f1",  # entity F1, or for plain tags the micro F1 over words
     has_labels=True,
     read=read,
     labels=labels,
     model_kwargs=label_kwargs,
+    model_settings=settings,
     encode=encode,
     collate=collate,
     evaluate=evaluate,

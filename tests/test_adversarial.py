@@ -1,0 +1,283 @@
+"""Hostile and mistaken inputs through the CLI: each is one line on stderr, exit code 2, and no traceback.
+
+A new case is one row of CASES: (id, command, overrides, files, expected substring of the error line).
+`files` maps a name to the text (or bytes) written into the case's own temporary dir before the run. In
+overrides and file texts, {tmp} is that dir, {run} the shared tiny run (tokenize → pretrain → finetune of the
+demo recipe, see conftest.tiny_run) and {data} the repo's sample data. Every command gets BASE[command] first,
+then the case's overrides (a later key=value wins), and output_dir={tmp}/out.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import DATA, RECIPE, run_cli
+
+# Enough to make each command run on the tiny run's outputs when nothing is wrong.
+BASE = {
+    "tokenize": ["tokenizer.vocab_size=300", "data.num_proc=1", "data.dupe_factor=1", "data.max_seq_length=64"],
+    "pretrain": [
+        "data.dataset_dir={run}/data",
+        "train.max_steps=1",
+        "model.hidden_size=64",
+        "model.num_hidden_layers=1",
+    ],
+    "finetune": ["finetune.model_dir={run}/pretrain", "finetune.train.max_steps=1", "finetune.task.max_seq_length=32"],
+    "eval": ["eval.model_dir={run}/finetune/topic", "finetune.task.max_seq_length=32"],
+    "embed": ["embed.model_dir={run}/pretrain", "embed.file={data}/zh/topic/dev.jsonl"],
+    "probe": [
+        "embed.model_dir={run}/pretrain",
+        "probe.train_file={data}/zh/topic/train.jsonl",
+        "probe.test_file={data}/zh/topic/dev.jsonl",
+    ],
+    "export": ["export.model_dir={run}/finetune/topic"],
+}
+
+CASES = [
+    # (id, command, overrides, files, expected in the error line)
+    ("unknown-key", "pretrain", ["train.lrr=1e-3"], {}, "did you mean 'train.lr'"),
+    # recipe values and model fit
+    ("recipe-lr-inf", "pretrain", ["train.lr=.inf"], {}, "command line: train.lr: Input should be a finite number"),
+    ("recipe-clip-negative", "pretrain", ["train.clip_grad_norm=-1"], {}, "train.clip_grad_norm: Input should be"),
+    ("recipe-dropout-2", "pretrain", ["model.hidden_dropout_prob=2.0"], {}, "model.hidden_dropout_prob: Input"),
+    ("recipe-hidden-size-0", "pretrain", ["model.hidden_size=0"], {}, "model.hidden_size: Input should be greater"),
+    (
+        "recipe-mask-shares-over-1",
+        "pretrain",
+        ["masking.mask_prob=0.9", "masking.random_prob=0.2"],
+        {},
+        "command line: masking.mask_prob + masking.random_prob = 0.9 + 0.2 is over 1",
+    ),
+    ("recipe-task-name-parent", "finetune", ["finetune.task.name=../x"], {}, "finetune.task.name: must be a plain"),
+    ("recipe-task-name-dot", "finetune", ["finetune.task.name=."], {}, "finetune.task.name: must be a plain"),
+    ("recipe-task-name-dotdot", "finetune", ["finetune.task.name=.."], {}, "finetune.task.name: must be a plain"),
+    ("fit-embed-layer-99", "embed", ["embed.layers=[99]"], {}, "embed.layers=[99]: the model has 1 layer; give"),
+    ("fit-embed-layers-empty", "embed", ["embed.layers=[]"], {}, "embed.layers: List should have at least 1 item"),
+    (
+        "fit-eval-positions",
+        "eval",
+        ["finetune.task.max_seq_length=1000"],
+        {},
+        "finetune.task.max_seq_length=1000 exceeds the model's 64 positions",
+    ),
+    (
+        "fit-embed-positions",
+        "embed",
+        ["embed.max_seq_length=1000"],
+        {},
+        "embed.max_seq_length=1000 exceeds the model's 64 positions",
+    ),
+    ("fit-probe-positions", "probe", ["embed.max_seq_length=65"], {}, "embed.max_seq_length=65 exceeds the model's 64"),
+    (
+        "fit-export-positions",
+        "export",
+        ["export.quantize=true", "finetune.task.max_seq_length=1000"],
+        {},
+        "finetune.task.max_seq_length=1000 exceeds the model's 64 positions",
+    ),
+    (
+        "fit-probe-unseen-label",
+        "probe",
+        ["probe.test_file={tmp}/test.jsonl"],
+        {"test.jsonl": '{"text": "火星探测器着陆", "label": "天文"}\n'},
+        "test.jsonl: label(s) '天文' not seen in training",
+    ),
+    (
+        "fit-probe-one-class",
+        "probe",
+        ["probe.train_file={tmp}/train.jsonl"],
+        {"train.jsonl": '{"text": "湖人获胜", "label": "体育"}\n{"text": "国足出线", "label": "体育"}\n'},
+        "train.jsonl: only label(s) '体育' in 'label'; a probe needs two classes at least",
+    ),
+    # readers and tagging
+    (
+        "read-regression-nan",
+        "finetune",
+        ["finetune.task.type=regression", "finetune.task.train_file={tmp}/sts.jsonl"],
+        {"sts.jsonl": '{"text": "一", "label": 1.5}\n{"text": "二", "label": NaN}\n'},
+        "sts.jsonl: row 2: score nan in column 'label' is not a finite number",
+    ),
+    (
+        "read-regression-text",
+        "finetune",
+        ["finetune.task.type=regression", "finetune.task.train_file={tmp}/sts.csv"],
+        {"sts.csv": "text,label\n一,1.5\n二,abc\n"},
+        "sts.csv: row 2: score 'abc' in column 'label' is not a finite number",
+    ),
+    (
+        "read-csv-too-many-fields",
+        "finetune",
+        ["finetune.task.train_file={tmp}/train.csv"],
+        {"train.csv": "text,label\n湖人获胜,体育\n国足,出线,体育\n"},
+        "train.csv:3: 3 fields but the header has 2; quote fields that hold a comma",
+    ),
+    (
+        "read-csv-unclosed-quote",
+        "finetune",
+        ["finetune.task.train_file={tmp}/train.csv"],
+        {"train.csv": 'text,label\n"湖人获胜,体育\n国足出线,体育\n'},
+        "train.csv:2: malformed CSV row (unexpected end of data)",
+    ),
+    (
+        "read-choice-label-text",
+        "finetune",
+        ["finetune.task.type=multiple-choice", "finetune.task.train_file={tmp}/c.jsonl"],
+        {"c.jsonl": '{"text": "天", "choices": ["晴", "雨"], "label": "晴"}\n'},
+        "c.jsonl: row 1: label '晴' in column 'label' is not an index into its 2 choices (0 to 1)",
+    ),
+    (
+        "tag-bio-bad-tag",
+        "finetune",
+        ["finetune.task.type=token-classification", "finetune.task.stride=8", "finetune.task.train_file={tmp}/t.jsonl"],
+        {
+            "t.jsonl": '{"tokens": ["张", "三"], "tags": ["B-PER", "I-PER"]}\n'
+            '{"tokens": ["李", "四"], "tags": ["X-PER", "O"]}\n'
+        },
+        "t.jsonl: row 2: tag 'X-PER' is not O or B-/I-/E-/S-<type> like the file's other tags",
+    ),
+    (
+        "tag-forced-bio-e-tag",
+        "finetune",
+        [
+            "finetune.task.type=token-classification",
+            "finetune.task.stride=8",
+            "finetune.task.tag_scheme=BIO",
+            "finetune.task.train_file={tmp}/t.jsonl",
+        ],
+        {"t.jsonl": '{"tokens": ["张", "三"], "tags": ["B-PER", "E-PER"]}\n'},
+        "t.jsonl: row 1: tag 'E-PER' is not O or B-/I-<type> as finetune.task.tag_scheme=BIO requires",
+    ),
+    (
+        "tag-dev-unseen",
+        "finetune",
+        [
+            "finetune.task.type=token-classification",
+            "finetune.task.stride=8",
+            "finetune.task.train_file={data}/zh/ner/train.jsonl",
+            "finetune.task.validation_file={tmp}/dev.jsonl",
+        ],
+        {
+            "dev.jsonl": '{"tokens": ["张", "三"], "tags": ["B-PER", "I-PER"]}\n'
+            '{"tokens": ["微", "软"], "tags": ["B-MISC", "I-MISC"]}\n'
+        },
+        "dev.jsonl: label(s) 'B-MISC', 'I-MISC' not seen in training",
+    ),
+    (
+        "corpus-wrong-text-field",
+        "tokenize",
+        ["data.files=[{tmp}/c.jsonl]"],
+        {"c.jsonl": '{"content": "第一句。", "id": 1}\n'},
+        "c.jsonl:1: no text field 'text' (fields: content, id); set data.text_field",
+    ),
+    # question answering
+    (
+        "qa-stride-too-large",
+        "finetune",
+        [
+            "finetune.task.type=question-answering",
+            "finetune.task.train_file={data}/zh/qa/train.json",
+            "finetune.task.stride=28",  # fits the windows (below 32 - 3), but leaves none of them a question
+            "finetune.task.validation_file=null",
+        ],
+        {},
+        "finetune.task.stride=28 leaves no room for the context in finetune.task.max_seq_length=32",
+    ),
+    (
+        "qa-answer-start-not-integer",
+        "finetune",
+        [
+            "finetune.task.type=question-answering",
+            "finetune.task.stride=8",
+            "finetune.task.train_file={tmp}/train.json",
+            "finetune.task.validation_file=null",
+        ],
+        {
+            "train.json": '{"data": [{"paragraphs": [{"context": "Paris is nice.", "qas": ['
+            '{"id": "q1", "question": "Where?", "answers": [{"text": "Paris", "answer_start": "0"}]}]}]}]}'
+        },
+        "train.json: question q1: answer 1: 'answer_start' must be the answer's character offset",
+    ),
+    (
+        "qa-answers-not-a-list",
+        "finetune",
+        [
+            "finetune.task.type=question-answering",
+            "finetune.task.stride=8",
+            "finetune.task.train_file={tmp}/train.json",
+            "finetune.task.validation_file=null",
+        ],
+        {
+            "train.json": '{"data": [{"paragraphs": [{"context": "Paris is nice.", "qas": ['
+            '{"id": "q1", "question": "Where?", "answers": {"text": "Paris", "answer_start": 0}}]}]}]}'
+        },
+        "train.json: question q1: 'answers' must be a list",
+    ),
+    (
+        "qa-answer-text-not-a-string",
+        "finetune",
+        [
+            "finetune.task.type=question-answering",
+            "finetune.task.stride=8",
+            "finetune.task.train_file={tmp}/train.json",
+            "finetune.task.validation_file=null",
+        ],
+        {
+            "train.json": '{"data": [{"paragraphs": [{"context": "Paris is nice.", "qas": ['
+            '{"id": "q1", "question": "Where?", "answers": [{"text": 7, "answer_start": 0}]}]}]}]}'
+        },
+        "train.json: question q1: answer 1 needs a non-empty 'text' string",
+    ),
+    (
+        "qa-question-missing",
+        "finetune",
+        [
+            "finetune.task.type=question-answering",
+            "finetune.task.stride=8",
+            "finetune.task.train_file={tmp}/train.json",
+            "finetune.task.validation_file=null",
+        ],
+        {
+            "train.json": '{"data": [{"paragraphs": [{"context": "Paris is nice.", "qas": ['
+            '{"id": "q1", "answers": [{"text": "Paris", "answer_start": 0}]}]}]}]}'
+        },
+        "train.json: question q1: no 'question' text",
+    ),
+    (
+        "qa-dev-answer-start-negative",  # checked when read, not at the first evaluation
+        "finetune",
+        [
+            "finetune.task.type=question-answering",
+            "finetune.task.stride=8",
+            "finetune.task.train_file={data}/zh/qa/train.json",
+            "finetune.task.validation_file={tmp}/dev.json",
+        ],
+        {
+            "dev.json": '{"data": [{"paragraphs": [{"context": "Paris is nice.", "qas": ['
+            '{"id": 3, "question": "Where?", "answers": [{"text": "Paris", "answer_start": -1}]}]}]}]}'
+        },
+        "dev.json: question 3: answer 1: 'answer_start' must be",
+    ),
+]
+
+
+def _fill(text, tmp, run):
+    if isinstance(text, bytes):
+        return text
+    return text.replace("{tmp}", str(tmp)).replace("{run}", str(run)).replace("{data}", str(DATA))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line(case, tiny_run, tmp_path):
+    _, command, overrides, files, expected = case
+    run, _ = tiny_run
+    for name, content in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        content = _fill(content, tmp_path, run)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    args = [_fill(o, tmp_path, run) for o in [*BASE[command], *overrides]]
+    result = run_cli(command, RECIPE, f"output_dir={tmp_path / 'out'}", *args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0]), result.stderr
+    assert expected in errors[0], errors[0]
