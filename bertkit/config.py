@@ -516,7 +516,10 @@ def _set(tree: dict, path: list[str], value: Any, origin: str) -> None:
     for i, part in enumerate(path[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise BertkitError(f"{origin}: '{'.'.join(path[: i + 1])}' is a value, not a section")
+            raise BertkitError(
+                f"{origin}: '{'.'.join(path[: i + 1])}' is a value, not a section; "
+                "write the override as section.key=value"
+            )
         node = child
     node[path[-1]] = value
 

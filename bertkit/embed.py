@@ -46,7 +46,7 @@ def read_texts(path: Path, text_column: str) -> list[str]:
     except UnicodeDecodeError:
         raise BertkitError(f"{path}: not UTF-8 text; convert the file to UTF-8") from None
     if not texts:
-        raise BertkitError(f"{path}: holds no text")
+        raise BertkitError(f"{path}: holds no text; give one text per line, or a JSONL/CSV file with embed.text_column")
     return texts
 
 

@@ -52,7 +52,10 @@ def bert_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> BertCon
     hidden = _or(cfg.hidden_size, hidden)
     heads = _or(cfg.num_attention_heads, max(1, hidden // 64))
     if hidden % heads:
-        raise BertkitError(f"model.hidden_size={hidden} is not divisible by model.num_attention_heads={heads}")
+        raise BertkitError(
+            f"model.hidden_size={hidden} is not divisible by model.num_attention_heads={heads}; "
+            "set model.num_attention_heads to a divisor of it"
+        )
     return BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
@@ -92,7 +95,10 @@ def load_model(cls: type[PreTrainedModel], directory: Path, allow_pickle: bool =
             "them to safetensors, or set allow_pickle_weights=true if you trust the source"
         )
     if not safe and not pickled:
-        raise BertkitError(f"{directory}: no model weights (model.safetensors) in this dir")
+        raise BertkitError(
+            f"{directory}: no model weights (model.safetensors) in this dir; point the recipe at a dir that "
+            "save_pretrained wrote"
+        )
     try:
         kwargs.setdefault("attn_implementation", "sdpa")
         return cls.from_pretrained(str(directory), use_safetensors=safe, trust_remote_code=False, **kwargs)

@@ -4,7 +4,8 @@ A new case is one row of CASES: (id, command, overrides, files, expected substri
 `files` maps a name to the text (or bytes) written into the case's own temporary dir before the run. In
 overrides and file texts, {tmp} is that dir, {run} the shared tiny run (tokenize → pretrain → finetune of the
 demo recipe, see conftest.tiny_run) and {data} the repo's sample data. Every command gets BASE[command] first,
-then the case's overrides (a later key=value wins), and output_dir={tmp}/out.
+then the case's overrides (a later key=value wins), and output_dir={tmp}/out. A file named recipe.yaml
+replaces the demo recipe.
 """
 
 from __future__ import annotations
@@ -256,6 +257,35 @@ CASES = [
         },
         "dev.json: question 3: answer 1: 'answer_start' must be",
     ),
+    # where outputs go (the user-dir and overlap tests with file contents are in test_outputs.py)
+    ("out-under-a-file", "tokenize", ["output_dir={tmp}/afile/out"], {"afile": "mine"}, "Not a directory"),
+    ("out-is-a-file", "embed", ["embed.output_dir={tmp}/afile"], {"afile": "mine"}, "is a file or link"),
+    (
+        "out-over-the-corpus",
+        "tokenize",
+        ["data.files={tmp}/corpus/c.txt", "data.dataset_dir={tmp}/corpus"],
+        {"corpus/c.txt": "中文。\n"},
+        "data.dataset_dir=",
+    ),
+    ("out-eval-into-its-model", "eval", ["eval.output_dir={run}/finetune/topic"], {}, "overlaps eval.model_dir"),
+    (
+        "out-export-into-its-model",
+        "export",
+        ["export.output_dir={run}/finetune/topic"],
+        {},
+        "overlaps export.model_dir",
+    ),
+    ("out-finetune-its-own-output", "finetune", ["finetune.model_dir={tmp}/out/finetune/topic"], {}, "not a model dir"),
+    ("out-task-name-hidden", "finetune", ["finetune.task.name=.git"], {}, "finetune.task.name: must be a plain"),
+    # the recipe file itself: {tmp}/recipe.yaml, when given, replaces the demo recipe
+    (
+        "recipe-duplicate-key",
+        "pretrain",
+        [],
+        {"recipe.yaml": "train:\n  lr: 1.0e-3\n  lr: 1.0e-4\n"},
+        "duplicate key 'lr'",
+    ),
+    ("recipe-not-a-mapping", "pretrain", [], {"recipe.yaml": "- a\n- b\n"}, "a recipe must be a mapping"),
 ]
 
 
@@ -275,7 +305,8 @@ def test_bad_input_is_one_line(case, tiny_run, tmp_path):
         content = _fill(content, tmp_path, run)
         path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
     args = [_fill(o, tmp_path, run) for o in [*BASE[command], *overrides]]
-    result = run_cli(command, RECIPE, f"output_dir={tmp_path / 'out'}", *args)
+    recipe = tmp_path / "recipe.yaml" if "recipe.yaml" in files else RECIPE
+    result = run_cli(command, recipe, f"output_dir={tmp_path / 'out'}", *args)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output, result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]

@@ -62,13 +62,18 @@ def read_rows(path: Path) -> list[dict]:
     elif suffix == ".json":
         rows = read_json(path, text)
         if not (isinstance(rows, list) and all(isinstance(r, dict) for r in rows)):
-            raise BertkitError(f"{path}: a .json task file must hold a list of objects")
+            raise BertkitError(
+                f"{path}: a .json task file must hold a list of objects; use that, or one object per line in a "
+                ".jsonl file"
+            )
     elif suffix in (".csv", ".tsv"):
         rows = _delimited_rows(text, path, "\t" if suffix == ".tsv" else ",")
     else:
         raise BertkitError(f"{path}: unknown file type '{suffix}'; use .jsonl, .json, .csv or .tsv")
     if not rows:
-        raise BertkitError(f"{path}: file holds no rows")
+        raise BertkitError(
+            f"{path}: file holds no rows; give a file with a header line (CSV/TSV) and at least one example"
+        )
     return rows
 
 
@@ -137,7 +142,7 @@ def column(rows: list[dict], name: str, path: Path, setting: str) -> list:
     for n, row in enumerate(rows, 1):
         value = row.get(name)
         if value is None or (isinstance(value, str) and not value.strip()):
-            raise BertkitError(f"{path}: row {n} has no value in column '{name}'")
+            raise BertkitError(f"{path}: row {n} has no value in column '{name}'; fill it in or remove the row")
         values.append(value)
     return values
 

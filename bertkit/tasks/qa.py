@@ -37,7 +37,9 @@ def read(path: Path, cfg: TaskConfig, labelled: bool | None = None) -> list[dict
     would stop a run later is one error here, naming the file and the question."""
     data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-        raise BertkitError(f"{path}: not SQuAD-format JSON (a top-level 'data' list of articles)")
+        raise BertkitError(
+            f"{path}: not SQuAD-format JSON (a top-level 'data' list of articles); convert it to the SQuAD layout"
+        )
     version = str(data.get("version", ""))
     examples, seen = [], set()
     for a, article in enumerate(_objects(data["data"], path, "'data'"), 1):
@@ -64,7 +66,7 @@ def read(path: Path, cfg: TaskConfig, labelled: bool | None = None) -> list[dict
                     {"id": qid, "question": question, "context": context, "label": label, "version": version}
                 )
     if not examples:
-        raise BertkitError(f"{path}: holds no questions")
+        raise BertkitError(f"{path}: holds no questions; check that its paragraphs have 'qas'")
     return examples
 
 

@@ -80,7 +80,7 @@ def read(path: Path, cfg: TaskConfig, labelled: bool | None = None) -> list[dict
         if tags is not None and not isinstance(tags[i], list):
             raise BertkitError(f"{path}: row {i + 1}: '{cfg.tags_column}' must be a list of tags")
         if tags is not None and len(tags[i]) != len(w):
-            raise BertkitError(f"{path}: row {i + 1}: {len(w)} words but {len(tags[i])} tags")
+            raise BertkitError(f"{path}: row {i + 1}: {len(w)} words but {len(tags[i])} tags; give one tag per word")
         examples.append({"tokens": [str(x) for x in w], "label": None if tags is None else [str(t) for t in tags[i]]})
     if tags is not None:  # the scheme is decided (and every tag checked against it) when the file is read
         check_scheme([e["label"] for e in examples], cfg, path)
