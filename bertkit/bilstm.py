@@ -22,6 +22,7 @@ from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
 
 from bertkit.config import ModelConfig
+from bertkit.data.padding import IGNORE_INDEX
 from bertkit.errors import BertkitError
 
 ARCHITECTURES = {False: "BiLSTMForSequenceClassification", True: "BiLSTMForTokenClassification"}
@@ -94,7 +95,9 @@ class BiLSTMClassifier(nn.Module):
         if self.config.per_token:
             logits = self.classifier(states)  # (B, T, C)
             loss = (
-                None if labels is None else F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+                None
+                if labels is None
+                else F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
             )
             return TokenClassifierOutput(loss=loss, logits=logits)
         real = attention_mask.bool()[..., None]

@@ -12,21 +12,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from accelerate import Accelerator
-from datasets import Dataset
-from torch.utils.data import DataLoader
-from transformers import BertForPreTraining, PreTrainedTokenizerBase
+from transformers import BertForPreTraining
 
 from bertkit.atomic import atomic_dir, check_apart, check_output, write_text
 from bertkit.bilstm import ARCHITECTURES, is_bilstm, load_bilstm
-from bertkit.config import MaskingConfig, RunConfig, save_config
-from bertkit.data.loader import EpochSampler, KeyedDataset
-from bertkit.data.masking import IGNORE_INDEX, PretrainingCollator
+from bertkit.config import RunConfig, save_config
+from bertkit.data.dataset import TOKENIZER_SUBDIR, load_pretraining_data
 from bertkit.errors import BertkitError
 from bertkit.loop import make_accelerator
-from bertkit.metrics import format_table, pretraining_metrics
+from bertkit.metrics import format_table
 from bertkit.model import (
     PretrainingObjective,
     check_fits,
@@ -36,8 +30,7 @@ from bertkit.model import (
     quiet_transformers,
 )
 from bertkit.plots import plot_confusion
-from bertkit.prepare import TOKENIZER_SUBDIR, load_pretraining_data
-from bertkit.progress import progress
+from bertkit.pretraining_eval import evaluate_pretraining
 from bertkit.tasks import get_task
 from bertkit.tasks.common import check_gold
 from bertkit.tokenizer.train import load_tokenizer
@@ -45,46 +38,6 @@ from bertkit.tokenizer.train import load_tokenizer
 REPORT_FILE = "report.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 CONFUSION_FILE = "confusion.png"
-
-
-@torch.no_grad()
-def evaluate_pretraining(
-    accelerator: Accelerator,
-    objective: torch.nn.Module,
-    dataset: Dataset,
-    tokenizer: PreTrainedTokenizerBase,
-    masking: MaskingConfig,
-    batch_size: int,
-    seed: int,
-    pair: str | None,
-) -> dict:
-    """MLM accuracy/perplexity, and NSP or SOP accuracy (`pair`), with every example's masks drawn from
-    (seed, index): each call scores the same corrupted inputs, whatever the batch size or process count."""
-    loader = DataLoader(
-        KeyedDataset(dataset, seed),
-        batch_size=batch_size,
-        sampler=EpochSampler(len(dataset), seed, shuffle=False),
-        collate_fn=PretrainingCollator(tokenizer, masking),
-    )
-    loader = accelerator.prepare(loader)
-    objective.eval()
-    totals = torch.zeros(5, dtype=torch.float64, device=accelerator.device)  # loss sum, correct, count, pair ok, n
-    for batch in progress(loader, desc="eval", leave=False, disable=not accelerator.is_main_process):
-        out = objective(**batch)
-        # Per-example sums, so that gather_for_metrics can drop the examples that data parallelism repeats to
-        # give every process full batches.
-        rows = (batch["labels"] != IGNORE_INDEX).nonzero()[:, 0]
-        per = torch.zeros(len(batch["labels"]), 5, dtype=torch.float64, device=accelerator.device)
-        token_loss = F.cross_entropy(out["mlm_logits"].float(), out["mlm_labels"], reduction="none")
-        per[:, 0].index_add_(0, rows, token_loss.double())
-        per[:, 1].index_add_(0, rows, (out["mlm_logits"].argmax(-1) == out["mlm_labels"]).double())
-        per[:, 2].index_add_(0, rows, torch.ones_like(token_loss, dtype=torch.float64))
-        if "nsp_logits" in out:
-            per[:, 3] = (out["nsp_logits"].argmax(-1) == out["nsp_labels"]).double()
-            per[:, 4] = 1
-        totals += accelerator.gather_for_metrics(per).sum(0)
-    loss_sum, correct, count, pair_correct, pair_count = totals.tolist()
-    return pretraining_metrics(loss_sum, int(correct), int(count), int(pair_correct), int(pair_count), pair or "nsp")
 
 
 def eval_task(model, tokenizer, cfg: RunConfig, path: Path, out_dir: Path) -> dict:

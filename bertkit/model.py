@@ -21,7 +21,7 @@ from transformers import BertConfig, BertForPreTraining, PreTrainedModel, PreTra
 from transformers import logging as hf_logging
 
 from bertkit.config import ModelConfig
-from bertkit.data.masking import IGNORE_INDEX
+from bertkit.data.padding import IGNORE_INDEX
 from bertkit.errors import BertkitError
 
 # (layers, hidden size) of google-research/bert's released sizes; heads = H/64, FFN = 4H.

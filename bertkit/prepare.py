@@ -37,15 +37,13 @@ from datasets.utils.logging import disable_progress_bar
 from bertkit.atomic import atomic_dir, check_apart, check_output, write_text
 from bertkit.config import RunConfig, save_config
 from bertkit.data.corpus import ReadReport, read_documents, resolve_files
+from bertkit.data.dataset import METADATA_FILE, STATISTICS_FILE, TOKENIZER_SUBDIR
 from bertkit.data.pretraining import BUILDERS, LABELLED, Sentence, Special, word_ids_from_starts
 from bertkit.errors import BertkitError
 from bertkit.progress import progress
 from bertkit.tokenizer.train import load_tokenizer, save_tokenizer, train_wordpiece
 from bertkit.tokenizer.words import encode_with_words, segmenter
 
-METADATA_FILE = "bertkit_data.json"
-STATISTICS_FILE = "statistics.json"
-TOKENIZER_SUBDIR = "tokenizer"
 SPLITS = ("train", "validation")
 CHUNK_BYTES = 1 << 20  # text per work unit: the pool of documents a random-next segment is drawn from
 ENCODE_BATCH = 4000  # sentences per call into the Rust tokenizer
@@ -399,15 +397,3 @@ def _print_summary(stats: dict, report: ReadReport) -> None:
     )
     if report.summary():
         print(report.summary())
-
-
-def load_pretraining_data(dataset_dir: Path) -> tuple[DatasetDict, dict]:
-    """The examples and metadata written by `run_tokenize`; one clear error if the dir is not one."""
-    dataset_dir = Path(dataset_dir)
-    meta_path = dataset_dir / METADATA_FILE
-    if not meta_path.is_file():
-        raise BertkitError(
-            f"{dataset_dir}: no pretraining data here ({METADATA_FILE} missing); "
-            "run `bertkit tokenize` with this recipe first"
-        )
-    return DatasetDict.load_from_disk(str(dataset_dir)), json.loads(meta_path.read_text(encoding="utf-8"))

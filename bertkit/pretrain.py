@@ -24,12 +24,11 @@ from transformers import BertForPreTraining
 from bertkit.atomic import check_apart, check_output, is_ours, mark_output, remove_output, write_text
 from bertkit.checkpoint import checkpoint_dirs, load_checkpoint, resolve_resume, save_checkpoint, save_model
 from bertkit.config import RunConfig, save_config
+from bertkit.data.dataset import TOKENIZER_SUBDIR, load_pretraining_data
 from bertkit.data.loader import EpochSampler, KeyedDataset
 from bertkit.data.masking import PretrainingCollator
 from bertkit.dropout import use_fast_dropout
-from bertkit.embed import probe_model, read_probe_data, require_probe_files
 from bertkit.errors import BertkitError, Interrupted
-from bertkit.evaluate import evaluate_pretraining
 from bertkit.loop import TrainState, fit, make_accelerator, total_steps
 from bertkit.model import (
     PretrainingObjective,
@@ -41,7 +40,8 @@ from bertkit.model import (
 )
 from bertkit.optim import make_optimizer, make_schedule
 from bertkit.plots import plot_curves, plot_probe_history
-from bertkit.prepare import TOKENIZER_SUBDIR, load_pretraining_data
+from bertkit.pretraining_eval import evaluate_pretraining
+from bertkit.probe import probe_model, read_probe_data, require_probe_files
 from bertkit.runtime import tune_allocator
 from bertkit.tokenizer.train import load_tokenizer
 
@@ -250,6 +250,7 @@ def run_pretrain(cfg: RunConfig) -> Path:
             state=state,
             evaluate=evaluate if "validation" in phase.splits or cfg.probe.during_pretraining else None,
             save=save,
+            save_every=cfg.train.save_every,
             log_file=out_dir / METRICS_FILE,
             desc="pretrain",
         )

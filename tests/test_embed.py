@@ -7,7 +7,8 @@ import pytest
 import torch
 from conftest import DATA, ROOT, run_cli
 
-from bertkit.embed import pool, probe_layers
+from bertkit.features import pool
+from bertkit.probe import probe_layers
 
 RECIPE = ROOT / "recipes" / "demo-zh.yaml"
 
@@ -76,7 +77,7 @@ def test_word_features_take_each_words_first_piece(tiny_run):
     from transformers import BertModel
 
     from bertkit.config import RunConfig
-    from bertkit.embed import word_features
+    from bertkit.features import word_features
     from bertkit.tokenizer.train import load_tokenizer
 
     out, _ = tiny_run

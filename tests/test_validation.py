@@ -10,10 +10,11 @@ from transformers import BertConfig, BertModel
 
 from bertkit.bilstm import BiLSTMClassifier
 from bertkit.config import ModelConfig, ProbeConfig, TrainConfig, load_recipe
-from bertkit.embed import layer_indices, read_probe_data
 from bertkit.errors import BertkitError
+from bertkit.features import layer_indices
 from bertkit.loop import TrainState, fit, make_accelerator
 from bertkit.model import check_fits
+from bertkit.probe import read_probe_data
 
 FINITE = "Input should be a finite number"
 DIR_NAME = "must be a plain directory name"

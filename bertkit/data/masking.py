@@ -18,8 +18,7 @@ from transformers import PreTrainedTokenizerBase
 
 from bertkit.config import MaskingConfig
 from bertkit.data.packing import pack_batch
-
-IGNORE_INDEX = -100  # label of positions that are not predicted (ignored by cross-entropy)
+from bertkit.data.padding import IGNORE_INDEX, pad, padded_length
 
 
 @dataclass
@@ -95,20 +94,6 @@ def _within_budget(picked: torch.Tensor, token_draw: torch.Tensor, words: torch.
     # A word fits when its last token in draw order still fits.
     last = torch.zeros_like(rank).scatter_reduce(1, words, torch.where(picked, rank, 0), reduce="amax")
     return last.gather(1, words) <= budget
-
-
-def pad(rows: list[list], value, length: int, dtype=torch.long) -> torch.Tensor:
-    """Rows of different lengths as one (len(rows), length) tensor filled with `value` past each row."""
-    out = torch.full((len(rows), length), value, dtype=dtype)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = torch.as_tensor(row, dtype=dtype)
-    return out
-
-
-def padded_length(rows: list[list[int]], multiple: int = 8) -> int:
-    """Longest row rounded up to a multiple of 8 (dynamic padding; tensor-core friendly shapes)."""
-    longest = max(len(r) for r in rows)
-    return -(-longest // multiple) * multiple
 
 
 class PretrainingCollator:

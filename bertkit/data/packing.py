@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from bertkit.data.padding import IGNORE_INDEX, round_up
+
 
 def assign_rows(lengths: list[int], capacity: int) -> list[list[int]]:
     """First-fit decreasing: sequence indices per row, every row's total length <= capacity."""
@@ -35,7 +37,7 @@ def pack_batch(batch: dict[str, torch.Tensor], capacity: int) -> dict[str, torch
     next_sentence_label) into rows of `capacity` tokens (rounded up to a multiple of 8)."""
     lengths = batch["attention_mask"].sum(1).tolist()
     rows = assign_rows(lengths, capacity)
-    width = -(-max(sum(lengths[i] for i in row) for row in rows) // 8) * 8
+    width = round_up(max(sum(lengths[i] for i in row) for row in rows))
     n_rows = len(rows)
     # Flat gather indices: where each packed position comes from in the padded batch.
     src_seq, src_pos, dst_row, dst_col, segment, position = [], [], [], [], [], []
@@ -55,7 +57,7 @@ def pack_batch(batch: dict[str, torch.Tensor], capacity: int) -> dict[str, torch
     src = (torch.tensor(src_seq), torch.tensor(src_pos))
     dst = (torch.tensor(dst_row), torch.tensor(dst_col))
     out = {}
-    for name, fill in (("input_ids", 0), ("token_type_ids", 0), ("labels", -100)):
+    for name, fill in (("input_ids", 0), ("token_type_ids", 0), ("labels", IGNORE_INDEX)):
         packed = torch.full((n_rows, width), fill, dtype=batch[name].dtype)
         packed[dst] = batch[name][src]
         out[name] = packed

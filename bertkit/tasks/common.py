@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from bertkit.data.masking import pad, padded_length
+from bertkit.data.padding import pad, padded_length
 from bertkit.errors import BertkitError
 from bertkit.progress import progress
 
@@ -35,6 +35,8 @@ class Task:
     # (train examples, task_cfg) -> settings learned from the training data and stored in the model's config.json
     # (e.g. whether a QA model may answer "no answer", a tagger's tag scheme); read back from model.config.
     model_settings: Callable = lambda examples, cfg: {}
+    # finetune.task keys only this family reads: set for another family they are an error, not ignored.
+    fields: tuple[str, ...] = ()
 
 
 def label_kwargs(labels: list[str]) -> dict:

@@ -21,11 +21,11 @@ import torch
 from transformers import BertForTokenClassification
 
 from bertkit.config import TaskConfig
+from bertkit.data.padding import IGNORE_INDEX
 from bertkit.errors import BertkitError
 from bertkit.metrics import entity_metrics, tag_metrics
 from bertkit.tasks.common import Task, collate_inputs, column, label_kwargs, label_set, pad, predict_batches, read_rows
 
-IGNORE = -100
 # The tags besides O that each entity scheme allows: a prefix, a dash, and the entity type.
 ENTITY_TAG = {"BIO": re.compile(r"[BI]-.+"), "BIOES": re.compile(r"[BIES]-.+")}
 PREFIXES = {"BIO": "B-/I-", "BIOES": "B-/I-/E-/S-"}
@@ -116,7 +116,7 @@ def encode(tokenizer, examples: list[dict], labels: list[str] | None, cfg: TaskC
         gold = examples[example]["label"]
         if label2id and gold is not None:
             f["labels"] = [
-                label2id[gold[w]] if w is not None and is_first else IGNORE
+                label2id[gold[w]] if w is not None and is_first else IGNORE_INDEX
                 for w, is_first in zip(word_ids, first, strict=True)
             ]
         features.append(f)
@@ -126,7 +126,7 @@ def encode(tokenizer, examples: list[dict], labels: list[str] | None, cfg: TaskC
 def collate(features: list[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
     batch = collate_inputs(features, pad_id)
     if "labels" in features[0]:
-        batch["labels"] = pad([f["labels"] for f in features], IGNORE, batch["input_ids"].shape[1])
+        batch["labels"] = pad([f["labels"] for f in features], IGNORE_INDEX, batch["input_ids"].shape[1])
     return batch
 
 
@@ -171,4 +171,5 @@ TASK = Task(
     encode=encode,
     collate=collate,
     evaluate=evaluate,
+    fields=("tokens_column", "tags_column", "tag_scheme"),
 )

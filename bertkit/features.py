@@ -1,0 +1,116 @@
+"""Frozen features from every layer of a BERT: hidden states, pooling, per-text and per-word vectors.
+
+    vectors, index = embed_texts(model, tokenizer, texts, layers=[-1], pooling="mean")   # (N, H)
+    matrix = sentence_features(model, tokenizer, texts, cfg)                          # (layers + 1, N, H)
+
+Layer 0 is the embedding layer, L the last; negative indices count from the end. Used by `bertkit embed` and by
+the probe (bertkit/probe.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from transformers import BertModel
+
+from bertkit.config import RunConfig
+from bertkit.errors import BertkitError
+from bertkit.progress import progress
+
+
+@torch.no_grad()
+def hidden_states(
+    model: BertModel, tokenizer, texts: list[str] | list[list[str]], max_length: int | None, batch_size: int
+):
+    """Yield (encoding of the batch, offsets, hidden states (layers + 1, B, T, H), attention mask) batch by batch;
+    `texts` may be lists of words, `max_length` None is the model's positions."""
+    model.eval()
+    max_length = max_length or model.config.max_position_embeddings
+    words = bool(texts) and isinstance(texts[0], list)
+    for start in progress(range(0, len(texts), batch_size), desc="embed", leave=False):
+        enc = tokenizer(
+            texts[start : start + batch_size],
+            is_split_into_words=words,
+            truncation=True,
+            max_length=max_length,
+            padding=True,
+            return_offsets_mapping=True,
+            return_tensors="pt",
+        )
+        offsets = enc.pop("offset_mapping")
+        out = model(**{k: v.to(model.device) for k, v in enc.items()}, output_hidden_states=True)
+        yield enc, offsets, torch.stack(out.hidden_states).float().cpu(), enc["attention_mask"]
+
+
+def pool(states: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(…, B, T, H) → (…, B, H): the [CLS] vector, or the mean / max over real tokens."""
+    if pooling == "cls":
+        return states[..., 0, :]
+    real = mask.bool()[..., None]  # (B, T, 1)
+    if pooling == "max":
+        return states.masked_fill(~real, float("-inf")).amax(-2)
+    return (states * real).sum(-2) / real.sum(-2).clamp(min=1)
+
+
+def layer_indices(layers: list[int], num_layers: int) -> list[int]:
+    """embed.layers as sorted indices into the hidden states: 0 the embeddings … num_layers the last layer,
+    negative counting from the end."""
+    n = num_layers + 1
+    if not layers or not all(-n <= layer < n for layer in layers):
+        raise BertkitError(
+            f"embed.layers={layers}: the model has {num_layers} layer{'s' * (num_layers != 1)}; give indices from 0 "
+            f"(the embeddings) to {num_layers}, or -{n} to -1 from the end"
+        )
+    return sorted({layer % n for layer in layers})
+
+
+def embed_texts(
+    model,
+    tokenizer,
+    texts: list[str],
+    layers: list[int],
+    pooling: str,
+    max_length: int | None = None,
+    batch_size: int = 32,
+) -> tuple[np.ndarray, list[dict]]:
+    """Embeddings and their index rows: per text (pooling cls/mean/max) or per token (pooling none)."""
+    chosen = layer_indices(layers, model.config.num_hidden_layers)
+    vectors, index = [], []
+    for enc, offsets, states, mask in hidden_states(model, tokenizer, texts, max_length, batch_size):
+        mixed = states[chosen].mean(0)  # (B, T, H)
+        if pooling != "none":
+            vectors.append(pool(mixed, mask, pooling).numpy())
+            continue
+        base = len({row["text"] for row in index})
+        for b in range(len(mask)):
+            tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"][b][mask[b].bool()])
+            for t, token in enumerate(tokens):
+                start, end = offsets[b, t].tolist()
+                index.append({"text": base + b, "token": token, "start": start, "end": end})
+            vectors.append(mixed[b, : len(tokens)].numpy())
+    if pooling != "none":
+        index = [{"text": i} for i in range(len(texts))]
+    return np.concatenate(vectors), index
+
+
+def sentence_features(model, tokenizer, texts: list[str], cfg: RunConfig) -> np.ndarray:
+    """(layers + 1, N, H) pooled sentence features from every layer (mean unless embed.pooling says)."""
+    pooling = cfg.embed.pooling if cfg.embed.pooling != "none" else "mean"
+    batches = hidden_states(model, tokenizer, texts, cfg.embed.max_seq_length, cfg.embed.batch_size)
+    return np.concatenate([pool(states, mask, pooling).numpy() for _, _, states, mask in batches], axis=1)
+
+
+def word_features(model, tokenizer, sentences: list[list[str]], cfg: RunConfig) -> tuple[np.ndarray, list]:
+    """(layers + 1, N words, H) from each word's first piece, and the (sentence, word) of every row: words cut
+    off by embed.max_seq_length get no row."""
+    rows, where, base = [], [], 0
+    for enc, _, states, _ in hidden_states(model, tokenizer, sentences, cfg.embed.max_seq_length, cfg.embed.batch_size):
+        for b in range(states.shape[1]):
+            firsts = {}
+            for t, w in enumerate(enc.word_ids(b)):
+                if w is not None and w not in firsts:
+                    firsts[w] = t
+            rows.append(states[:, b, list(firsts.values())])
+            where += [(base + b, w) for w in firsts]
+        base += states.shape[1]
+    return torch.cat(rows, dim=1).numpy(), where
