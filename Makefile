@@ -9,7 +9,7 @@ TORCH := torch==2.13.0
 PIP := $(BIN)/pip install -q --disable-pip-version-check
 DEMO := runs/demo-zh
 
-.PHONY: install install-dev demo test lint bench bench-data results clean
+.PHONY: install install-dev demo test test-fast lint bench bench-data results clean
 
 # What bertkit needs to run (make demo); install-dev adds the test and lint tools and the optional extras.
 install: $(STAMP)
@@ -35,6 +35,10 @@ demo: install
 
 test: install-dev
 	$(BIN)/pytest -q
+
+# Unit tests and the shared tiny run (its pinned numbers too), without the end-to-end runs marked slow.
+test-fast: install-dev
+	$(BIN)/pytest -q -m "not slow"
 
 # Pretraining (BERT-mini, BERT-small) and fine-tuning steps vs stock Hugging Face, fp32 and bf16 (~4 min).
 bench: install-dev

@@ -123,9 +123,15 @@ def build_data(work: Path, n_train: int, n_test: int, seed: int = 0) -> dict:
     }
 
 
-def bertkit(*args: str) -> float:
+def bertkit(command: str, recipe, *overrides: str) -> float:
+    """Run a command with the overrides it reads: one shared list serves every stage, as a recipe file would."""
+    from bertkit.config import reads
+
+    mine = [o for o in overrides if reads(command, o.partition("=")[0])]
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "bertkit", *args], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "bertkit", command, str(recipe), *mine], cwd=ROOT, check=True, stdout=subprocess.DEVNULL
+    )
     return time.perf_counter() - start
 
 

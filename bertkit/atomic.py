@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import shutil
 import tempfile
@@ -24,8 +25,15 @@ from bertkit.errors import BertkitError
 
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # EFBIG: a file size limit (`ulimit -f`)
 MARKER = ".bertkit-output"
-_UMASK = os.umask(0o22)  # read once (the call sets it), then restored: temp files get the usual permissions
-os.umask(_UMASK)
+
+
+@functools.cache
+def _umask() -> int:
+    """The process' umask (reading it means setting it, so it is set back at once): the mode that ordinary
+    files get, for the temporary files and dirs that tempfile creates private."""
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
 
 
 def is_full_disk(e: BaseException) -> bool:
@@ -119,9 +127,9 @@ def _publishable(tmp: Path) -> None:
     mark_output(tmp)
     for root, dirs, files in os.walk(tmp):
         for name in dirs:
-            os.chmod(os.path.join(root, name), 0o777 & ~_UMASK)
+            os.chmod(os.path.join(root, name), 0o777 & ~_umask())
         for name in files:
-            os.chmod(os.path.join(root, name), 0o666 & ~_UMASK)
+            os.chmod(os.path.join(root, name), 0o666 & ~_umask())
 
 
 def write_text(path: Path, text: str) -> None:
@@ -132,7 +140,7 @@ def write_bytes(path: Path, data: bytes) -> None:
     """Write a file via a temporary sibling and os.replace: readers see the old or the new file, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; the final file should not be
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the final file should not be
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -156,7 +164,7 @@ def atomic_dir(final: Path, keep: Iterable[str] = ()) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
-    tmp.chmod(0o777 & ~_UMASK)  # mkdtemp makes it private; the final dir should not be
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the final dir should not be
     try:
         yield tmp
         if final.is_symlink() or (final.exists() and not _is_empty_dir(final) and not is_ours(final)):

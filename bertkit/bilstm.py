@@ -1,6 +1,6 @@
 """A BiLSTM baseline with BERT's vocabulary, trained and scored by the same finetune/eval as BERT.
 
-    model = BiLSTMClassifier.build(vocab_size, num_labels, id2label, per_token=False, cfg=cfg.model)
+    model = BiLSTMClassifier.build(vocab_size, pad_id, id2label, head="sequence", cfg=cfg.model)
     model.save_pretrained(out_dir)              # config.json (architectures: BiLSTMFor…) + model.safetensors
     model = load_bilstm(out_dir)
 
@@ -24,14 +24,21 @@ from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassif
 from bertkit.config import ModelConfig
 from bertkit.data.padding import IGNORE_INDEX
 from bertkit.errors import BertkitError
+from bertkit.model import UNREADABLE
 
-ARCHITECTURES = {False: "BiLSTMForSequenceClassification", True: "BiLSTMForTokenClassification"}
+# A task family's bilstm_head → the architecture saved in config.json.
+HEADS = {"sequence": "BiLSTMForSequenceClassification", "token": "BiLSTMForTokenClassification"}
 
 
 class Config(dict):
-    """Attribute access to the saved config (num_labels, id2label, …) as transformers' configs offer it."""
+    """Attribute access to the saved config (num_labels, id2label, …) as transformers' configs offer it: a key
+    that is not there is an AttributeError (getattr(config, key, default) works), not a silent None."""
 
-    __getattr__ = dict.get
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 class BiLSTMClassifier(nn.Module):
@@ -58,21 +65,21 @@ class BiLSTMClassifier(nn.Module):
         vocab_size: int,
         pad_token_id: int,
         id2label: dict[int, str],
-        per_token: bool,
+        head: str,
         cfg: ModelConfig,
         **settings,
     ) -> BiLSTMClassifier:
         """A fresh model; `settings` (the task's, e.g. a tagger's tag_scheme) are stored in its config."""
         return cls(
             {
-                "architectures": [ARCHITECTURES[per_token]],
+                "architectures": [HEADS[head]],
                 "vocab_size": vocab_size,
                 "pad_token_id": pad_token_id,
                 "embedding_dim": cfg.bilstm_embedding_dim,
                 "hidden_size": cfg.bilstm_hidden_size,
                 "num_layers": cfg.bilstm_layers,
                 "dropout": cfg.hidden_dropout_prob,
-                "per_token": per_token,
+                "per_token": head == "token",
                 "num_labels": len(id2label),
                 "id2label": {int(k): v for k, v in id2label.items()},
                 "label2id": {v: int(k) for k, v in id2label.items()},
@@ -117,7 +124,7 @@ class BiLSTMClassifier(nn.Module):
 
 
 def is_bilstm(architectures: list[str]) -> bool:
-    return any(a in ARCHITECTURES.values() for a in architectures)
+    return any(a in HEADS.values() for a in architectures)
 
 
 def load_bilstm(directory: Path) -> BiLSTMClassifier:
@@ -127,8 +134,9 @@ def load_bilstm(directory: Path) -> BiLSTMClassifier:
         config["id2label"] = {int(k): v for k, v in config["id2label"].items()}
         model = BiLSTMClassifier(config)
         model.load_state_dict(load_file(str(directory / "model.safetensors")))
-    except Exception as e:  # a truncated or foreign file
+    except UNREADABLE as e:  # a truncated or foreign file; --debug shows the cause
         raise BertkitError(
-            f"{directory}: cannot load the BiLSTM ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
-        ) from None
+            f"{directory}: cannot load the BiLSTM ({type(e).__name__}: {str(e).splitlines()[0][:200]}); check that "
+            "its files are complete"
+        ) from e
     return model

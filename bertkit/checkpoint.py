@@ -24,6 +24,7 @@ from bertkit.atomic import atomic_dir, is_ours
 from bertkit.config import RunConfig, save_config
 from bertkit.errors import BertkitError
 from bertkit.loop import TrainState
+from bertkit.model import UNREADABLE
 from bertkit.tokenizer.train import save_tokenizer
 
 STATE_FILE = "training_state.pt"
@@ -143,10 +144,10 @@ def load_checkpoint(
     try:
         saved = torch.load(path / STATE_FILE, weights_only=True, map_location="cpu")
         rng_states = torch.load(path / RNG_FILE, weights_only=True)
-    except Exception as e:  # a truncated or foreign file: say which, not how torch failed
+    except UNREADABLE as e:  # a truncated or foreign file: say which; --debug shows how torch failed
         raise BertkitError(
             f"{path}: checkpoint is unreadable ({type(e).__name__}); resume from an earlier step-N dir"
-        ) from None
+        ) from e
     # Checkpoints from before `layout` was saved are checked for the process count only.
     saved_layout = {"number of processes": saved["num_processes"], **saved.get("layout", {})}
     current = {"number of processes": accelerator.num_processes, **layout}

@@ -35,97 +35,99 @@ OVERRIDES = typer.Argument(
 DEBUG = typer.Option(False, "--debug", help="Show the full traceback of an error.")
 
 
-def _keys(*sections: str) -> str:
+def _keys(command: str) -> str:
+    """The epilog of `bertkit COMMAND --help`: every recipe key the command reads (config.COMMAND_SECTIONS)."""
     import textwrap
 
-    from bertkit.config import describe
+    from bertkit.config import command_keys, describe
 
-    lines = [textwrap.fill(line, 100, subsequent_indent="    ") for line in describe(list(sections)).splitlines()]
+    lines = [
+        textwrap.fill(line, 100, subsequent_indent="    ", break_on_hyphens=False)
+        for line in describe(command_keys(command)).splitlines()
+    ]
     # "\b" keeps click from re-flowing the paragraph into one block.
     return "Recipe keys this command reads (section.key = default):\n\n\b\n" + "\n".join(lines)
 
 
-def _load(recipe: Path, overrides: list[str] | None):
+def _load(recipe: Path, overrides: list[str] | None, command: str):
     from bertkit.config import load_recipe
 
-    return load_recipe(recipe, overrides or [])
+    return load_recipe(recipe, overrides or [], command)
 
 
-@app.command(epilog=_keys("output_dir", "tokenizer", "data", "model"))
+@app.command(epilog=_keys("tokenize"))
 def tokenize(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
     """Train a WordPiece vocabulary on data.files (or reuse tokenizer.from_dir) and build sentence-pair
     pretraining examples with whole-word ids. Writes <output_dir>/tokenizer and <output_dir>/data."""
     with reported(debug):
-        cfg = _load(recipe, overrides)
+        cfg = _load(recipe, overrides, "tokenize")
         from bertkit.prepare import run_tokenize
 
         tokenizer_dir, dataset_dir = run_tokenize(cfg)
         print(f"tokenizer: {tokenizer_dir}\ndataset: {dataset_dir}")
 
 
-@app.command(
-    epilog=_keys("output_dir", "overwrite", "allow_pickle_weights", "data", "model", "masking", "train", "eval")
-)
+@app.command(epilog=_keys("pretrain"))
 def pretrain(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
     """Pretrain BERT (masked LM + next sentence prediction) on the tokenized data; works under
     `accelerate launch`. Writes a Hugging Face model dir to <output_dir>/pretrain."""
     with reported(debug):
-        cfg = _load(recipe, overrides)
+        cfg = _load(recipe, overrides, "pretrain")
         from bertkit.pretrain import run_pretrain
 
         run_pretrain(cfg)
 
 
-@app.command(epilog=_keys("output_dir", "allow_pickle_weights", "finetune", "eval"))
+@app.command(epilog=_keys("finetune"))
 def finetune(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
     """Fine-tune a task head (finetune.task) from finetune.model_dir, default the recipe's pretrained model.
     Keeps the best dev checkpoint in <output_dir>/finetune/<task.name>."""
     with reported(debug):
-        cfg = _load(recipe, overrides)
+        cfg = _load(recipe, overrides, "finetune")
         from bertkit.finetune import run_finetune
 
         run_finetune(cfg)
 
 
-@app.command("eval", epilog=_keys("output_dir", "allow_pickle_weights", "eval", "finetune", "masking", "data"))
+@app.command("eval", epilog=_keys("eval"))
 def evaluate(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
     """Score eval.model_dir (default: the fine-tuned model): MLM/NSP for a pretrained model, accuracy and
     F1 for a classifier. Prints a table; writes report.json and predictions to <output_dir>/eval/<model>."""
     with reported(debug):
-        cfg = _load(recipe, overrides)
+        cfg = _load(recipe, overrides, "eval")
         from bertkit.evaluate import run_eval
 
         run_eval(cfg)
 
 
-@app.command(epilog=_keys("output_dir", "allow_pickle_weights", "embed"))
+@app.command(epilog=_keys("embed"))
 def embed(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
     """Contextual embeddings of every text of embed.file from embed.model_dir: per text (cls/mean/max pooling)
     or per token with offsets, from one layer or a mix. Writes embeddings.npy and index.jsonl."""
     with reported(debug):
-        cfg = _load(recipe, overrides)
+        cfg = _load(recipe, overrides, "embed")
         from bertkit.embed import run_embed
 
         run_embed(cfg)
 
 
-@app.command(epilog=_keys("output_dir", "allow_pickle_weights", "probe", "embed"))
+@app.command(epilog=_keys("probe"))
 def probe(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
     """Layer-wise probing: a logistic regression per layer on frozen features of probe.train_file, scored on
     probe.test_file. Prints accuracy by layer; writes probe.json and probe.png."""
     with reported(debug):
-        cfg = _load(recipe, overrides)
+        cfg = _load(recipe, overrides, "probe")
         from bertkit.embed import run_probe
 
         run_probe(cfg)
 
 
-@app.command(epilog=_keys("output_dir", "allow_pickle_weights", "export", "finetune"))
+@app.command(epilog=_keys("export"))
 def export(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
     """ONNX export of export.model_dir (default: the fine-tuned model) with dynamic batch and sequence axes,
     checked against PyTorch in onnxruntime; export.quantize=true adds an int8 model, timed and scored."""
     with reported(debug):
-        cfg = _load(recipe, overrides)
+        cfg = _load(recipe, overrides, "export")
         from bertkit.export import run_export
 
         run_export(cfg)

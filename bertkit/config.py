@@ -1,11 +1,13 @@
 """Typed recipe sections, recipe loading and `key=value` overrides.
 
-    cfg = load_recipe("recipes/demo-zh.yaml", ["train.lr=5e-4", "output_dir=runs/mine"])
+    cfg = load_recipe("recipes/demo-zh.yaml", ["train.lr=5e-4", "output_dir=runs/mine"], "pretrain")
     cfg.train.lr           # 0.0005, checked to be a float
     save_config(cfg, cfg.pretrain_dir)
 
-A recipe is one YAML file holding one complete run; every command reads the sections it needs. Unknown keys
-and values of the wrong type are one-line errors naming the key, where it came from, and the nearest valid key.
+A recipe is one YAML file holding one complete run; every command reads the sections it needs, as
+COMMAND_SECTIONS says (`bertkit COMMAND --help` lists those keys). Unknown keys, values of the wrong type and
+command-line overrides of keys the command does not read are one-line errors naming the key, where it came
+from, and the nearest valid key.
 """
 
 from __future__ import annotations
@@ -202,7 +204,8 @@ class PhaseConfig(Section):
 
 
 class TrainConfig(Section):
-    """The optimisation loop, shared by pretraining and fine-tuning."""
+    """The optimisation loop, fit() in bertkit/loop.py: `finetune.train` of fine-tuning, and the base of
+    pretraining's `train`."""
 
     batch_size: int = Field(32, ge=1)
     """Examples per step per process (before gradient accumulation)."""
@@ -236,19 +239,24 @@ class TrainConfig(Section):
     eval_every: int | None = Field(None, ge=0)
     """Steps between evaluations, and one at the end; 0: only at the end. Null: only at the end when
     pretraining, after each epoch when fine-tuning."""
+    max_time_minutes: float | None = Field(None, gt=0)
+    """Stop cleanly (checkpoint and model saved) after this much training time."""
+
+
+class PretrainTrainConfig(TrainConfig):
+    """`bertkit pretrain`: the loop, plus what only pretraining has (fine-tuning keeps just its best model)."""
+
     save_every: int | None = Field(None, ge=0)
     """Steps between checkpoints in `checkpoints/step-N`, and one at the end; 0 or null: only at the end (the
     final model is always saved)."""
     keep_last: int = Field(2, ge=1)
     """Checkpoints kept."""
-    max_time_minutes: float | None = Field(None, gt=0)
-    """Stop cleanly (checkpoint and model saved) after this much training time."""
     pack_sequences: bool = True
-    """Pretraining only: pack each batch's sequences into full rows with block-diagonal attention, so no
-    compute goes to padding (the loss is unchanged)."""
+    """Pack each batch's sequences into full rows with block-diagonal attention, so no compute goes to padding
+    (the loss is unchanged)."""
     phases: list[PhaseConfig] = []
-    """Pretraining only: phases run one after another in one run, on their own data and batch size, with one
-    optimizer, one step count and one LR schedule over all of them; empty = one phase on data.dataset_dir."""
+    """Phases run one after another in one run, on their own data and batch size, with one optimizer, one step
+    count and one LR schedule over all of them; empty = one phase on data.dataset_dir."""
     resume: str | None = None
     """Continue a run from a checkpoint: `auto` takes the newest in <output>/checkpoints (starting afresh if
     there is none), or give a checkpoint dir. Model, optimizer, scheduler, step, RNG states and the position in
@@ -259,17 +267,20 @@ class TrainConfig(Section):
 class TaskConfig(Section):
     """`bertkit finetune`: the labelled data, its columns, and task-specific settings."""
 
-    type: Literal[
-        "classification",
-        "multi-label-classification",
-        "regression",
-        "token-classification",
-        "question-answering",
-        "multiple-choice",
-    ] = "classification"
+    type: str = "classification"
     """classification (one text or a pair), multi-label-classification (a list of labels per text, or names
     joined by "|"), regression (a score for a pair), token-classification (a tag per word: BIO/BIOES entities
     or plain tags such as POS), question-answering (SQuAD/CMRC JSON), multiple-choice."""
+
+    @field_validator("type")
+    @classmethod
+    def _known_family(cls, value: str) -> str:
+        from bertkit.tasks import TASKS  # here, not at the top: the task modules import this module
+
+        if value not in TASKS:
+            raise ValueError(f"must be one of {', '.join(TASKS)}")
+        return value
+
     name: str = "task"
     """Names the output dir `<output_dir>/finetune/<name>`."""
     _name_is_dir = field_validator("name")(lambda cls, value: _dir_name(value))
@@ -344,6 +355,25 @@ class FinetuneConfig(Section):
                 "task.stride",
                 "task.max_seq_length",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _family_keys(self):
+        # Keys stay flat under finetune.task, but some are read by one family only (Task.fields): set for another,
+        # they would be silently ignored. The default value is allowed, so that a saved bertkit.yaml loads.
+        task = self.task
+        if not task.model_fields_set - {"type"}:
+            return self
+        from bertkit.tasks import TASKS  # here, not at the top: the task modules import this module
+
+        for name, field in TaskConfig.model_fields.items():
+            owners = [family for family, spec in TASKS.items() if name in spec.fields]
+            if owners and task.type not in owners and getattr(task, name) != field.default:
+                raise RuleError(
+                    f"{{0}} is for {' and '.join(owners)}, not {task.type}; remove it, or set {{1}}={owners[0]}",
+                    f"task.{name}",
+                    "task.type",
+                )
         return self
 
 
@@ -423,14 +453,15 @@ class RunConfig(Section):
     output_dir: Path = Path("runs/default")
     """Root of the run's outputs."""
     overwrite: bool = False
-    """Let `pretrain` start afresh in a dir holding another run's checkpoints (they are deleted)."""
+    """Replace an earlier bertkit output in the command's output dir (`pretrain`: start afresh in a dir holding
+    another run's checkpoints, which are deleted); a dir bertkit did not write is never replaced."""
     allow_pickle_weights: bool = False
     """Load pickle weights (pytorch_model.bin), which can run code; by default only safetensors load."""
     tokenizer: TokenizerConfig = TokenizerConfig()
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     masking: MaskingConfig = MaskingConfig()
-    train: TrainConfig = TrainConfig()
+    train: PretrainTrainConfig = PretrainTrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     eval: EvalConfig = EvalConfig()
     embed: EmbedConfig = EmbedConfig()
@@ -455,27 +486,148 @@ class RunConfig(Section):
         return self.output_dir / "finetune" / self.finetune.task.name
 
 
-def describe(sections: list[str]) -> str:
-    """Every key of the given RunConfig sections with its default and description, one line each."""
-    lines = []
-
-    def walk(section: BaseModel, prefix: str) -> None:
-        for name, field in type(section).model_fields.items():
-            value = getattr(section, name)
-            if isinstance(value, BaseModel):
-                walk(value, f"{prefix}{name}.")
-            else:
-                doc = " ".join((field.description or "").split())
-                lines.append(f"{prefix}{name} = {value!s}" + (f": {doc}" if doc else ""))
-
-    defaults = RunConfig()
-    for section in sections:
-        value = getattr(defaults, section)
-        if isinstance(value, BaseModel):
-            walk(value, f"{section}.")
+def _leaf_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every key (not section) under `model`, in field order: `train.lr`, `finetune.task.type`, …"""
+    keys = []
+    for name, field in model.model_fields.items():
+        if _is_section(field.annotation):
+            keys += _leaf_keys(field.annotation, f"{prefix}{name}.")
         else:
-            lines.append(f"{section} = {value!s}")
+            keys.append(prefix + name)
+    return keys
+
+
+def _is_section(annotation) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _annotation(key: str):
+    """The type of the RunConfig key or section `key` (dotted); None when there is no such key."""
+    annotation: Any = RunConfig
+    for part in key.split("."):
+        if not _is_section(annotation) or part not in annotation.model_fields:
+            return None
+        annotation = annotation.model_fields[part].annotation
+    return annotation
+
+
+def _all_but(section: str, model: type[Section], *unread: str) -> tuple[str, ...]:
+    return tuple(f"{section}.{name}" for name in model.model_fields if name not in unread)
+
+
+_BILSTM = ("type", "bilstm_embedding_dim", "bilstm_hidden_size", "bilstm_layers")  # model keys of the BiLSTM only
+_FEATURES = ("embed.pooling", "embed.max_seq_length", "embed.batch_size")  # of the probe's frozen features
+_OUTPUTS = ("output_dir", "overwrite", "allow_pickle_weights")
+_EXPORT_TASK = (
+    "type",
+    "name",
+    "validation_file",
+    "test_file",
+    "text_column",
+    "text_pair_column",
+    "label_column",
+    "max_seq_length",
+)
+
+# The recipe sections and keys each command reads (from what its run_* function reads): `bertkit COMMAND --help`
+# lists them, and a command-line override of anything else is an error. A recipe file may hold sections that
+# other commands read: one recipe serves them all.
+COMMAND_SECTIONS: dict[str, tuple[str, ...]] = {
+    "tokenize": ("output_dir", "overwrite", "tokenizer", "data", "model.max_position_embeddings"),
+    "pretrain": (
+        *_OUTPUTS,
+        "data.dataset_dir",
+        *_all_but("model", ModelConfig, *_BILSTM),
+        "masking",
+        "train",
+        "eval.batch_size",
+        "eval.seed",
+        *_all_but("probe", ProbeConfig, "output_dir"),  # with probe.during_pretraining
+        *_FEATURES,
+    ),
+    "finetune": (
+        *_OUTPUTS,
+        "finetune",
+        "eval.batch_size",
+        *(f"model.{key}" for key in (*_BILSTM, "hidden_dropout_prob")),
+    ),
+    "eval": (
+        *_OUTPUTS,
+        "eval",
+        *_all_but("finetune.task", TaskConfig, "train_file", "metric"),  # name: eval.model_dir's default
+        "data.dataset_dir",  # of a pretraining model
+        "masking",
+        "train.precision",
+    ),
+    "embed": (*_OUTPUTS, "embed"),
+    "probe": (*_OUTPUTS, *_all_but("probe", ProbeConfig, "during_pretraining"), "embed.model_dir", *_FEATURES),
+    # The task's files and columns score an int8 classifier (export.quantize); name: export.model_dir's default.
+    "export": (*_OUTPUTS, "export", *(f"finetune.task.{key}" for key in _EXPORT_TASK)),
+}
+
+
+def reads(command: str, key: str) -> bool:
+    """Whether `bertkit COMMAND` reads the key, or some key of the section, `key` (dotted: train.lr, train)."""
+    return _read(COMMAND_SECTIONS[command], key)
+
+
+def _read(entries: tuple[str, ...], key: str) -> bool:
+    # `key` is, lies in, or holds one of the entries.
+    return any(key == e or key.startswith(e + ".") or e.startswith(key + ".") for e in entries)
+
+
+def _spelled_out(entries) -> list[str]:
+    """The RunConfig keys that are, or lie in a section that is, one of the entries; in RunConfig order."""
+    return [key for key in _leaf_keys(RunConfig) if any(key == e or key.startswith(e + ".") for e in entries)]
+
+
+def command_keys(command: str) -> list[str]:
+    """Every key `command` reads: its COMMAND_SECTIONS with the sections spelled out."""
+    return _spelled_out(COMMAND_SECTIONS[command])
+
+
+def describe(keys: list[str]) -> str:
+    """Each of the given RunConfig keys with its default and description, one line each; a section stands for
+    its keys."""
+    defaults = RunConfig()
+    lines = []
+    for key in _spelled_out(keys):
+        *sections, name = key.split(".")
+        section = defaults
+        for part in sections:
+            section = getattr(section, part)
+        doc = " ".join((type(section).model_fields[name].description or "").split())
+        lines.append(f"{key} = {getattr(section, name)!s}" + (f": {doc}" if doc else ""))
     return "\n".join(lines)
+
+
+def _overridden_keys(key: str, value: Any) -> list[str]:
+    """The keys an override sets: `masking={rate: 0.2}` sets masking.rate."""
+    if isinstance(value, dict) and value and _is_section(_annotation(key)):
+        return [k for name, v in value.items() for k in _overridden_keys(f"{key}.{name}", v)]
+    return [key]
+
+
+def _not_read(command: str, key: str) -> str:
+    """The error line of an override of `key`, which `command` does not read."""
+    entries, parts = COMMAND_SECTIONS[command], key.split(".")
+    # The outermost part of the key the command reads nothing of: `train.*`, or the key itself.
+    unread = next(".".join(parts[:n]) for n in range(1, len(parts) + 1) if not _read(entries, ".".join(parts[:n])))
+    what = f"{unread}.*" if _is_section(_annotation(unread)) else unread
+    keys = command_keys(command)
+    # The same key in a section the command does read: train.lr → finetune.train.lr, eval.batch_size → embed.…
+    for n in range(len(parts), 0, -1):
+        tail = ".".join(parts[-n:])
+        close = [k for k in keys if k.endswith("." + tail)]
+        if 0 < len(close) <= 3:
+            return f"{command} does not read {what}; did you mean {' or '.join(close)}?"
+        if close:
+            break
+    section = unread.rpartition(".")[0]
+    some = [k for k in keys if k.startswith(section + ".")] if section else []
+    if 0 < len(some) <= 4:  # a few keys of the section are read (eval: train.precision)
+        return f"{command} does not read {what}; of {section}.* it reads only {', '.join(some)}"
+    return f"{command} does not read {what}; it reads {', '.join(dict.fromkeys(k.split('.')[0] for k in keys))}"
 
 
 class _RecipeLoader(yaml.SafeLoader):
@@ -562,8 +714,12 @@ def _one_line(err: ValidationError, source: str, overridden: set[str]) -> str:
     return f"{origin(key)}: {key}: {message}, got {e.get('input')!r}{more}"
 
 
-def load_recipe(path: Path | str | None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a recipe, apply `key=value` overrides, and validate the result."""
+def load_recipe(path: Path | str | None, overrides: list[str] | None = None, command: str | None = None) -> RunConfig:
+    """Read a recipe, apply `key=value` overrides, and validate the result. With `command`, an override of a key
+    the command does not read (COMMAND_SECTIONS) is an error: `bertkit finetune … train.lr=1e-3` would be
+    ignored, as finetune reads finetune.train.lr."""
+    if command is not None and command not in COMMAND_SECTIONS:
+        raise ValueError(f"unknown command {command!r}; one of {', '.join(COMMAND_SECTIONS)}")
     tree: dict = {}
     source = "defaults"
     if path is not None:
@@ -583,6 +739,10 @@ def load_recipe(path: Path | str | None, overrides: list[str] | None = None) -> 
     overridden = set()
     for text in overrides or []:
         keys, value = parse_override(text)
+        for key in _overridden_keys(".".join(keys), value) if command else []:
+            # An unknown key is left to validation, which names the nearest valid one.
+            if _annotation(key) is not None and not reads(command, key):
+                raise BertkitError(f"command line: {_not_read(command, key)}")
         _set(tree, keys, value, "command line")
         overridden.add(".".join(keys))
     try:

@@ -63,12 +63,11 @@ def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=No
     return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
 
 
-AttentionInterface.register("bertkit", attention)
-AttentionMaskInterface.register("bertkit", sdpa_mask)
-
-
 def use_fast_dropout(model: nn.Module) -> nn.Module:
     """Swap every nn.Dropout of `model` for FastDropout and its BERT attention for "bertkit", in place."""
+    # Registered here rather than at import: importing bertkit changes nothing in transformers by itself.
+    AttentionInterface.register("bertkit", attention)
+    AttentionMaskInterface.register("bertkit", sdpa_mask)
     for parent in model.modules():
         for name, child in parent.named_children():
             if type(child) is nn.Dropout:

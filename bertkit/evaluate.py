@@ -15,9 +15,10 @@ from pathlib import Path
 from transformers import BertForPreTraining
 
 from bertkit.atomic import atomic_dir, check_apart, check_output, write_text
-from bertkit.bilstm import ARCHITECTURES, is_bilstm, load_bilstm
+from bertkit.bilstm import HEADS, is_bilstm, load_bilstm
 from bertkit.config import RunConfig, save_config
 from bertkit.data.dataset import TOKENIZER_SUBDIR, load_pretraining_data
+from bertkit.data.pretraining import LABELLED
 from bertkit.errors import BertkitError
 from bertkit.loop import make_accelerator
 from bertkit.metrics import format_table
@@ -27,6 +28,7 @@ from bertkit.model import (
     check_model_dir,
     check_vocabulary,
     load_model,
+    model_architectures,
     quiet_transformers,
 )
 from bertkit.plots import plot_confusion
@@ -52,10 +54,46 @@ def eval_task(model, tokenizer, cfg: RunConfig, path: Path, out_dir: Path) -> di
     lines = [json.dumps(p, ensure_ascii=False) for p in predictions]
     write_text(out_dir / PREDICTIONS_FILE, "\n".join(lines) + "\n")
     report = {"task": task_cfg.type, "examples": len(examples), **(metrics or {})}
-    if metrics and "accuracy" in metrics and "per_class" in metrics and len(labels) <= 50:  # single-label only
+    if metrics and task.confusion_matrix and len(labels) <= 50:
         gold = [e["label"] for e in examples]
         plot_confusion([p["prediction"] for p in predictions], gold, labels, out_dir / CONFUSION_FILE)
     return report
+
+
+def _pretraining_report(cfg: RunConfig, model_dir: Path, tokenizer, accelerator) -> tuple[dict, str]:
+    """MLM and NSP/SOP scores of a BertForPreTraining on a split of a pretraining dataset; (report, data)."""
+    dataset_dir = cfg.eval.file or cfg.dataset_dir
+    splits, meta = load_pretraining_data(dataset_dir)
+    if cfg.eval.split not in splits:
+        raise BertkitError(f"{dataset_dir}: no split '{cfg.eval.split}' (have {', '.join(splits)}); set eval.split")
+    model = load_model(BertForPreTraining, model_dir, cfg.allow_pickle_weights)
+    check_vocabulary(model, load_tokenizer(Path(dataset_dir) / TOKENIZER_SUBDIR), model_dir)  # the data's ids
+    check_fits(model, tokenizer, model_dir, meta["max_seq_length"], "data.max_seq_length")
+    objective = accelerator.prepare(PretrainingObjective(model))
+    pair = meta["objective"] if meta["objective"] in LABELLED else None
+    split = splits[cfg.eval.split]
+    report = evaluate_pretraining(
+        accelerator, objective, split, tokenizer, cfg.masking, cfg.eval.batch_size, cfg.eval.seed, pair
+    )
+    return report, f"{dataset_dir} [{cfg.eval.split}]"
+
+
+def _load_task_model(cfg: RunConfig, model_dir: Path, architectures: list[str], task):
+    """The fine-tuned model of the recipe's task family (a BERT head or the BiLSTM baseline)."""
+    task_type = cfg.finetune.task.type
+    if is_bilstm(architectures):
+        if task.bilstm_head is None or HEADS[task.bilstm_head] not in architectures:
+            raise BertkitError(
+                f"{model_dir}: a {', '.join(architectures)}, not a BiLSTM for finetune.task.type={task_type}; set "
+                "the recipe's task type"
+            )
+        return load_bilstm(model_dir)
+    if task.model_class.__name__ not in architectures:
+        raise BertkitError(
+            f"{model_dir}: a {', '.join(architectures) or 'model of unknown architecture'}, not a "
+            f"{task.model_class.__name__} for finetune.task.type={task_type}; set the recipe's task type"
+        )
+    return load_model(task.model_class, model_dir, cfg.allow_pickle_weights)
 
 
 def run_eval(cfg: RunConfig) -> dict:
@@ -63,57 +101,23 @@ def run_eval(cfg: RunConfig) -> dict:
     quiet_transformers()
     model_dir = check_model_dir(cfg.eval.model_dir or cfg.finetune_dir)
     out_dir = cfg.eval.output_dir or cfg.output_dir / "eval" / model_dir.resolve().name
-    check_apart({"eval.output_dir": out_dir}, {"eval.model_dir": model_dir, "eval.file": cfg.eval.file})
+    path = cfg.eval.file or cfg.finetune.task.test_file or cfg.finetune.task.validation_file
+    check_apart({"eval.output_dir": out_dir}, {"eval.model_dir": model_dir, "eval file": path})
     check_output(out_dir, "eval.output_dir", cfg.overwrite)
-    architectures = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+    architectures = model_architectures(model_dir)
     tokenizer = load_tokenizer(model_dir)
     accelerator = make_accelerator(cfg.train)
     # Report, predictions and config are written into a temporary sibling that replaces out_dir as a whole.
     with atomic_dir(out_dir) as tmp:
         if "BertForPreTraining" in architectures:
-            dataset_dir = cfg.eval.file or cfg.dataset_dir
-            splits, meta = load_pretraining_data(dataset_dir)
-            if cfg.eval.split not in splits:
-                raise BertkitError(
-                    f"{dataset_dir}: no split '{cfg.eval.split}' (have {', '.join(splits)}); set eval.split"
-                )
-            model = load_model(BertForPreTraining, model_dir, cfg.allow_pickle_weights)
-            check_vocabulary(model, load_tokenizer(Path(dataset_dir) / TOKENIZER_SUBDIR), model_dir)  # the data's ids
-            check_fits(model, tokenizer, model_dir, meta["max_seq_length"], "data.max_seq_length")
-            objective = accelerator.prepare(PretrainingObjective(model))
-            pair = meta["objective"] if meta["objective"] in ("nsp", "sop") else None
-            report = evaluate_pretraining(
-                accelerator,
-                objective,
-                splits[cfg.eval.split],
-                tokenizer,
-                cfg.masking,
-                cfg.eval.batch_size,
-                cfg.eval.seed,
-                pair,
-            )
-            data = f"{dataset_dir} [{cfg.eval.split}]"
+            report, data = _pretraining_report(cfg, model_dir, tokenizer, accelerator)
         else:
-            task_cfg = cfg.finetune.task
-            task = get_task(task_cfg.type)
-            bilstm = is_bilstm(architectures)
-            expected = ARCHITECTURES[task_cfg.type == "token-classification"] if bilstm else task.model_class.__name__
-            if expected not in architectures:
-                raise BertkitError(
-                    f"{model_dir}: a {', '.join(architectures) or 'model of unknown architecture'}, not a "
-                    f"{expected} for finetune.task.type={task_cfg.type}; set the recipe's task type"
-                )
-            path = cfg.eval.file or task_cfg.test_file or task_cfg.validation_file
             if path is None:
                 raise BertkitError("no file to evaluate on; set eval.file (or finetune.task.test_file)")
-            model = (
-                load_bilstm(model_dir) if bilstm else load_model(task.model_class, model_dir, cfg.allow_pickle_weights)
-            )
-            model = model.to(accelerator.device)
-            check_fits(model, tokenizer, model_dir, task_cfg.max_seq_length, "finetune.task.max_seq_length")
-            check_apart({"eval.output_dir": out_dir}, {"finetune.task test/validation file": path})
-            report = eval_task(model, tokenizer, cfg, Path(path), tmp)
-            data = str(path)
+            task = get_task(cfg.finetune.task.type)
+            model = _load_task_model(cfg, model_dir, architectures, task).to(accelerator.device)
+            check_fits(model, tokenizer, model_dir, cfg.finetune.task.max_seq_length, "finetune.task.max_seq_length")
+            report, data = eval_task(model, tokenizer, cfg, Path(path), tmp), str(path)
         report = {"model": str(model_dir), "data": data, **report}
         write_text(tmp / REPORT_FILE, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
         save_config(cfg, tmp)

@@ -33,7 +33,7 @@ from transformers import (
 from bertkit.atomic import atomic_dir, check_apart, check_output, write_text
 from bertkit.config import RunConfig, save_config
 from bertkit.errors import BertkitError
-from bertkit.model import check_fits, check_model_dir, load_model, quiet_transformers
+from bertkit.model import check_fits, check_model_dir, load_model, model_architectures, quiet_transformers
 from bertkit.tokenizer.train import load_tokenizer, save_tokenizer
 
 # Architecture in config.json → the class exported. A pretraining model is exported as a masked LM (fill-mask).
@@ -121,14 +121,44 @@ def _accuracy(session, tokenizer, cfg: RunConfig, label2id: dict) -> float | Non
 
 
 def run_export(cfg: RunConfig) -> dict:
+    """Export `export.model_dir` (default: the fine-tuned model) to ONNX, check it, optionally quantise it."""
     ort = _onnx()
+    model_dir, out_dir, model, tokenizer = _setup(cfg)
+    sample = tokenizer(SAMPLES[:2], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        outputs = list(model(**{k: sample[k] for k in INPUTS}).keys())
+    report: dict = {"model": str(model_dir), "class": type(model).__name__, "outputs": outputs}
+    with atomic_dir(out_dir) as tmp:
+        started = time.perf_counter()
+        export_onnx(model, sample, outputs, tmp / "model.onnx")
+        report["export_seconds"] = round(time.perf_counter() - started, 2)
+        session = _session(ort, tmp / "model.onnx")
+        report["max_abs_difference"] = max_difference(model, session, tokenizer, SAMPLES)
+        if report["max_abs_difference"] >= TOLERANCE:
+            raise BertkitError(
+                f"{model_dir}: the ONNX model differs from PyTorch by {report['max_abs_difference']:.2e}"
+                f" (tolerance {TOLERANCE}); nothing was written"
+            )
+        if cfg.export.quantize:
+            report["quantized"] = _quantize(ort, session, tmp, model, tokenizer, cfg)
+        report["size_mb"] = round(sum(p.stat().st_size for p in tmp.glob("model.onnx*")) / 1e6, 2)  # + .data
+        save_tokenizer(tokenizer, tmp)
+        shutil.copy(model_dir / "config.json", tmp / "config.json")
+        write_text(tmp / "export.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        save_config(cfg, tmp)
+    _print_summary(report, out_dir)
+    return report
+
+
+def _setup(cfg: RunConfig):
+    """(model dir, output dir, the model in its exported class, its tokenizer), after the output checks."""
     quiet_transformers()
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed" notes
     model_dir = check_model_dir(cfg.export.model_dir or cfg.finetune_dir)
     out_dir = cfg.export.output_dir or cfg.output_dir / "export" / model_dir.resolve().name
     check_apart({"export.output_dir": out_dir}, {"export.model_dir": model_dir})
     check_output(out_dir, "export.output_dir", cfg.overwrite)
-    architectures = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+    architectures = model_architectures(model_dir)
     cls = next((EXPORTABLE[a] for a in architectures if a in EXPORTABLE), None)
     if cls is None:
         raise BertkitError(
@@ -140,70 +170,61 @@ def run_export(cfg: RunConfig) -> dict:
     tokenizer = load_tokenizer(model_dir)
     length = cfg.finetune.task.max_seq_length if cfg.export.quantize else None  # only the int8 scoring uses it
     check_fits(model, tokenizer, model_dir, length, "finetune.task.max_seq_length")
-    sample = tokenizer(SAMPLES[:2], padding=True, return_tensors="pt")
-    with torch.no_grad():
-        outputs = list(model(**{k: sample[k] for k in INPUTS}).keys())
-    report: dict = {"model": str(model_dir), "class": cls.__name__, "outputs": outputs}
-    with atomic_dir(out_dir) as tmp:
-        batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
-        started = time.perf_counter()
-        # The exporter narrates its graph passes on stdout, and warns that the three inputs share one
-        # "sequence" axis, which they must.
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch-internal notices (axis names, deprecations) during export
-            torch.onnx.export(
-                model,
-                (),
-                str(tmp / "model.onnx"),
-                kwargs={k: sample[k] for k in INPUTS},
-                input_names=INPUTS,
-                output_names=outputs,
-                dynamo=True,
-                verbose=False,
-                dynamic_shapes={k: {0: batch, 1: sequence} for k in INPUTS},
-            )
-        report["export_seconds"] = round(time.perf_counter() - started, 2)
-        session = _session(ort, tmp / "model.onnx")
-        report["max_abs_difference"] = max_difference(model, session, tokenizer, SAMPLES)
-        if report["max_abs_difference"] >= TOLERANCE:
-            raise BertkitError(
-                f"{model_dir}: the ONNX model differs from PyTorch by {report['max_abs_difference']:.2e}"
-                f" (tolerance {TOLERANCE}); nothing was written"
-            )
-        if cfg.export.quantize:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
+    return model_dir, out_dir, model, tokenizer
 
-            logging.disable(logging.WARNING)  # its advice to pre-process models for static quantisation
-            try:
-                quantize_dynamic(str(tmp / "model.onnx"), str(tmp / "model.int8.onnx"), weight_type=QuantType.QInt8)
-            finally:
-                logging.disable(logging.NOTSET)
-            int8 = _session(ort, tmp / "model.int8.onnx")
-            enc = tokenizer(SAMPLES * 8, padding=True, return_tensors="pt")
-            fp32_s, int8_s = _time(session, enc), _time(int8, enc)
-            report["quantized"] = {
-                "speedup": round(fp32_s / int8_s, 2),
-                "fp32_ms_per_batch": round(fp32_s * 1000, 2),
-                "int8_ms_per_batch": round(int8_s * 1000, 2),
-                "max_abs_difference": max_difference(model, int8, tokenizer, SAMPLES),
-                "size_mb": round((tmp / "model.int8.onnx").stat().st_size / 1e6, 2),
-            }
-            if cls is BertForSequenceClassification:
-                label2id = {str(k): v for k, v in model.config.label2id.items()}
-                fp32_acc, int8_acc = (
-                    _accuracy(session, tokenizer, cfg, label2id),
-                    _accuracy(int8, tokenizer, cfg, label2id),
-                )
-                if fp32_acc is not None:
-                    report["quantized"] |= {"dev_accuracy_fp32": fp32_acc, "dev_accuracy_int8": int8_acc}
-        report["size_mb"] = round(sum(p.stat().st_size for p in tmp.glob("model.onnx*")) / 1e6, 2)  # + .data
-        save_tokenizer(tokenizer, tmp)
-        shutil.copy(model_dir / "config.json", tmp / "config.json")
-        write_text(tmp / "export.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-        save_config(cfg, tmp)
+
+def export_onnx(model, sample, outputs: list[str], path: Path) -> None:
+    """torch.onnx's dynamo exporter with dynamic batch and sequence axes on every input."""
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    # The exporter narrates its graph passes on stdout, and warns that the three inputs share one "sequence"
+    # axis, which they must.
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch-internal notices (axis names, deprecations) during export
+        torch.onnx.export(
+            model,
+            (),
+            str(path),
+            kwargs={k: sample[k] for k in INPUTS},
+            input_names=INPUTS,
+            output_names=outputs,
+            dynamo=True,
+            verbose=False,
+            dynamic_shapes={k: {0: batch, 1: sequence} for k in INPUTS},
+        )
+
+
+def _quantize(ort, session, tmp: Path, model, tokenizer, cfg: RunConfig) -> dict:
+    """model.int8.onnx beside model.onnx: its speed-up, difference from PyTorch, size, and (for a sequence
+    classifier) the dev accuracy of both."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.disable(logging.WARNING)  # its advice to pre-process models for static quantisation
+    try:
+        quantize_dynamic(str(tmp / "model.onnx"), str(tmp / "model.int8.onnx"), weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(logging.NOTSET)
+    int8 = _session(ort, tmp / "model.int8.onnx")
+    enc = tokenizer(SAMPLES * 8, padding=True, return_tensors="pt")
+    fp32_s, int8_s = _time(session, enc), _time(int8, enc)
+    report = {
+        "speedup": round(fp32_s / int8_s, 2),
+        "fp32_ms_per_batch": round(fp32_s * 1000, 2),
+        "int8_ms_per_batch": round(int8_s * 1000, 2),
+        "max_abs_difference": max_difference(model, int8, tokenizer, SAMPLES),
+        "size_mb": round((tmp / "model.int8.onnx").stat().st_size / 1e6, 2),
+    }
+    if isinstance(model, BertForSequenceClassification):
+        label2id = {str(k): v for k, v in model.config.label2id.items()}
+        fp32_acc = _accuracy(session, tokenizer, cfg, label2id)
+        if fp32_acc is not None:
+            report |= {"dev_accuracy_fp32": fp32_acc, "dev_accuracy_int8": _accuracy(int8, tokenizer, cfg, label2id)}
+    return report
+
+
+def _print_summary(report: dict, out_dir: Path) -> None:
     print(
-        f"{cls.__name__} → {out_dir / 'model.onnx'} ({report['size_mb']} MB), outputs {', '.join(outputs)}; "
-        f"max |PyTorch − ONNX| = {report['max_abs_difference']:.2e}"
+        f"{report['class']} → {out_dir / 'model.onnx'} ({report['size_mb']} MB), outputs "
+        f"{', '.join(report['outputs'])}; max |PyTorch − ONNX| = {report['max_abs_difference']:.2e}"
     )
     if "quantized" in report:
         q = report["quantized"]
@@ -211,4 +232,3 @@ def run_export(cfg: RunConfig) -> dict:
         if "dev_accuracy_int8" in q:
             line += f", dev accuracy {q['dev_accuracy_fp32']:.4f} → {q['dev_accuracy_int8']:.4f}"
         print(line)
-    return report

@@ -28,7 +28,7 @@ from bertkit.loop import TrainState, fit, make_accelerator, total_steps
 from bertkit.model import check_fits, check_model_dir, load_model, quiet_transformers
 from bertkit.optim import make_optimizer, make_schedule
 from bertkit.runtime import tune_allocator
-from bertkit.tasks import get_task
+from bertkit.tasks import TASKS, get_task
 from bertkit.tasks.common import check_gold
 from bertkit.tokenizer.train import load_tokenizer
 
@@ -68,12 +68,12 @@ def run_finetune(cfg: RunConfig) -> Path:
     set_seed(train_cfg.seed)
     settings = task.model_settings(train_examples, task_cfg)
     if cfg.model.type == "bilstm":
-        if task_cfg.type not in ("classification", "token-classification"):
-            raise BertkitError(f"model.type=bilstm is for classification and token-classification, not {task_cfg.type}")
+        if task.bilstm_head is None:
+            with_head = ", ".join(name for name, t in TASKS.items() if t.bilstm_head)
+            raise BertkitError(f"model.type=bilstm is for {with_head}, not {task_cfg.type}; set model.type=bert")
         id2label = task.model_kwargs(labels)["id2label"]
-        per_token = task_cfg.type == "token-classification"
         model = BiLSTMClassifier.build(
-            len(tokenizer), tokenizer.pad_token_id, id2label, per_token, cfg.model, **settings
+            len(tokenizer), tokenizer.pad_token_id, id2label, task.bilstm_head, cfg.model, **settings
         )
     else:
         model = load_model(task.model_class, model_dir, cfg.allow_pickle_weights, **task.model_kwargs(labels))
@@ -85,9 +85,7 @@ def run_finetune(cfg: RunConfig) -> Path:
     features = [{k: v for k, v in f.items() if k not in ("example", "word_ids", "offsets")} for f in features]
     sampler = None
     if cfg.finetune.group_by_length:
-        # A multiple-choice input holds one row per choice: its length is the longest.
-        lengths = [max(map(len, ids)) if isinstance((ids := f["input_ids"])[0], list) else len(ids) for f in features]
-        sampler = LengthGroupedSampler(train_cfg.batch_size, lengths=lengths)
+        sampler = LengthGroupedSampler(train_cfg.batch_size, lengths=[task.length(f) for f in features])
     loader = DataLoader(
         features,
         batch_size=train_cfg.batch_size,

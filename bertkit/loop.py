@@ -1,10 +1,11 @@
 """fit(): the one training loop, for pretraining and fine-tuning alike.
 
     state = fit(accelerator, model, optimizer, scheduler, loader, cfg.train, max_steps,
-                evaluate=lambda state: {"accuracy": …}, save=lambda state: …, log_file=out / "metrics.jsonl")
+                evaluate=lambda state: {"accuracy": …}, save=lambda state: …, save_every=1000,
+                log_file=out / "metrics.jsonl")
 
 `model(**batch)` must return a mapping or ModelOutput with a scalar "loss"; fit knows nothing else about the
-task. Evaluation and checkpointing are the caller's functions, called every `eval_every` / `save_every` steps
+task. Evaluation and checkpointing are the caller's functions, called every `train.eval_every` / `save_every` steps
 (0 or None: never before the end) and at the end. `state` says where training is (step, epoch, micro-batches
 into the epoch); a resumed run passes the checkpoint's state and continues exactly where it stopped.
 """
@@ -27,6 +28,7 @@ from accelerate.state import AcceleratorState
 from torch.optim.lr_scheduler import LambdaLR
 
 from bertkit.config import TrainConfig
+from bertkit.data.packing import real_tokens
 from bertkit.errors import BertkitError
 from bertkit.progress import progress
 
@@ -40,11 +42,15 @@ class TrainState:
     signal: int | None = None  # the SIGINT/SIGTERM that stopped training
 
 
-class StopOnSignal:
-    """While active, SIGINT and SIGTERM ask training to stop at the next step (with a checkpoint) instead of
-    killing it; a second SIGINT interrupts at once."""
+class Stopper:
+    """When training stops before its last step: SIGINT/SIGTERM (while active they ask for a stop at the next
+    step, with a checkpoint, instead of killing the process; a second SIGINT interrupts at once), the time
+    limit, or early stopping. Every process stops at the same step, or the saves would deadlock."""
 
-    def __init__(self):
+    def __init__(self, accelerator: Accelerator, max_minutes: float | None, early: Callable[[], bool] | None):
+        self.accelerator = accelerator
+        self.deadline = time.perf_counter() + max_minutes * 60 if max_minutes else math.inf
+        self.early = early
         self.received: int | None = None
         self._previous: dict = {}
 
@@ -53,7 +59,7 @@ class StopOnSignal:
             raise KeyboardInterrupt
         self.received = signum
 
-    def __enter__(self) -> StopOnSignal:
+    def __enter__(self) -> Stopper:
         if threading.current_thread() is threading.main_thread():  # handlers can only be set there
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._previous[signum] = signal.signal(signum, self._handle)
@@ -62,6 +68,57 @@ class StopOnSignal:
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+    def reason(self, evaluated: bool) -> str | None:
+        """ "signal", "time", "early stopping" (asked only after an evaluation) or None, agreed by all processes."""
+        signalled, late = self.received is not None, time.perf_counter() > self.deadline
+        if self.accelerator.num_processes > 1:
+            flags = torch.tensor([float(signalled), float(late)], device=self.accelerator.device)
+            signalled, late = (self.accelerator.reduce(flags, "max") > 0).tolist()
+        if signalled:
+            return "signal"
+        if late:
+            return "time"
+        return "early stopping" if evaluated and self.early and self.early() else None
+
+    @property
+    def signal(self) -> int:
+        """The signal that stopped training (SIGTERM when another process received it)."""
+        return self.received or signal.SIGTERM
+
+
+class Window:
+    """Loss and real tokens since the last log line, kept on the device: read (a sync) once per line."""
+
+    def __init__(self, accelerator: Accelerator):
+        self.accelerator = accelerator
+        self.loss = torch.zeros((), device=accelerator.device)
+        self.tokens = torch.zeros((), device=accelerator.device, dtype=torch.long)
+        self.finite = torch.ones((), dtype=torch.bool, device=accelerator.device)  # no NaN/inf loss so far
+        self.count, self.start = 0, time.perf_counter()
+
+    def add(self, loss: torch.Tensor, tokens: torch.Tensor) -> None:
+        self.loss += loss.detach()
+        self.finite &= torch.isfinite(loss.detach())
+        self.tokens += tokens
+        self.count += 1
+
+    def check_finite(self, step: int) -> None:
+        """Stop before a NaN/inf loss reaches a checkpoint or a log line (all processes agree)."""
+        if self.accelerator.reduce(self.finite.float(), "min").item() < 1:
+            raise BertkitError(
+                f"the loss became NaN or infinite by step {step}; nothing after the last checkpoint was saved; "
+                "lower train.lr, clip gradients (train.clip_grad_norm) or use train.precision=bf16 instead of fp16"
+            )
+
+    def read(self) -> tuple[float, float]:
+        """(mean loss, real tokens per second) of the window, which starts anew."""
+        mean_loss = self.accelerator.reduce(self.loss, "mean").item() / self.count
+        tok_s = self.accelerator.reduce(self.tokens, "sum").item() / max(time.perf_counter() - self.start, 1e-9)
+        self.loss.zero_()
+        self.tokens.zero_()
+        self.count, self.start = 0, time.perf_counter()
+        return mean_loss, tok_s
 
 
 def make_accelerator(train: TrainConfig, project_dir: Path | None = None) -> Accelerator:
@@ -109,6 +166,7 @@ def fit(
     state: TrainState | None = None,
     evaluate: Callable[[TrainState], dict] | None = None,
     save: Callable[[TrainState], None] | None = None,
+    save_every: int | None = None,
     log_file: Path | None = None,
     desc: str = "train",
     stop: Callable[[], bool] | None = None,
@@ -121,14 +179,10 @@ def fit(
         log_file.parent.mkdir(parents=True, exist_ok=True)
     else:
         log_file = None
-    deadline = time.perf_counter() + train.max_time_minutes * 60 if train.max_time_minutes else math.inf
-    finite = torch.ones((), dtype=torch.bool, device=accelerator.device)  # no NaN/inf loss so far
     model.train()
     bar = progress(total=max_steps, initial=state.step, desc=desc, unit="step", disable=not main)
-    with bar, StopOnSignal() as signals:
-        loss_sum, loss_count = torch.zeros((), device=accelerator.device), 0
-        tokens = torch.zeros((), device=accelerator.device, dtype=torch.long)
-        window_start = time.perf_counter()
+    with bar, Stopper(accelerator, train.max_time_minutes, stop) as stopper:
+        window = Window(accelerator)
         while state.step < max_steps:
             loader.set_epoch(state.epoch)
             # Resuming mid-epoch: skip what was consumed at the sampler, without loading or masking it.
@@ -139,8 +193,7 @@ def fit(
             for batch in batches:
                 seen += 1
                 state.batches_in_epoch += 1
-                n_tokens = batch.pop("num_tokens", None)  # packed batches say; otherwise the 2D attention mask
-                tokens += n_tokens if n_tokens is not None else batch["attention_mask"].sum()
+                tokens = real_tokens(batch)
                 with accelerator.accumulate(model):
                     loss = model(**batch)["loss"]
                     accelerator.backward(loss)
@@ -148,55 +201,40 @@ def fit(
                         accelerator.clip_grad_norm_(model.parameters(), train.clip_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
-                loss_sum += loss.detach()
-                finite &= torch.isfinite(loss.detach())
-                loss_count += 1
+                window.add(loss, tokens)
                 if not accelerator.sync_gradients:
                     continue
                 scheduler.step()
                 state.step += 1
                 bar.update(1)
-                if state.step % train.log_every == 0 or state.step == max_steps:
-                    # .item() waits for the device: only once per log interval.
-                    _check_finite(accelerator, finite, state.step)
-                    mean_loss = accelerator.reduce(loss_sum, "mean").item() / loss_count
-                    elapsed = time.perf_counter() - window_start
-                    tok_s = accelerator.reduce(tokens, "sum").item() / max(elapsed, 1e-9)
+                at_end = state.step == max_steps
+                if state.step % train.log_every == 0 or at_end:
+                    window.check_finite(state.step)
+                    loss_value, tok_s = window.read()
                     lr = scheduler.get_last_lr()[0]
-                    bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}")
-                    _log(
-                        accelerator,
-                        log_file,
-                        {"step": state.step, "epoch": state.epoch, "loss": mean_loss, "lr": lr, "tokens_per_s": tok_s},
-                    )
-                    loss_sum.zero_()
-                    tokens.zero_()
-                    loss_count = 0
-                    window_start = time.perf_counter()
-                signalled, late = signals.received is not None, time.perf_counter() > deadline
-                if accelerator.num_processes > 1:  # every process stops at the same step, or the saves deadlock
-                    flags = torch.tensor([float(signalled), float(late)], device=accelerator.device)
-                    signalled, late = (accelerator.reduce(flags, "max") > 0).tolist()
-                stopping = "signal" if signalled else "time" if late else None
-                if evaluate and ((train.eval_every and state.step % train.eval_every == 0) or state.step == max_steps):
+                    bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}")
+                    record = {"step": state.step, "epoch": state.epoch, "loss": loss_value, "lr": lr}
+                    _log(accelerator, log_file, record | {"tokens_per_s": tok_s})
+                evaluates = evaluate is not None and (
+                    (train.eval_every and state.step % train.eval_every == 0) or at_end
+                )
+                if evaluates:
                     metrics = evaluate(state)
                     model.train()
                     if main:
                         bar.write(f"step {state.step}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
                     _log(accelerator, log_file, {"step": state.step, **{f"eval/{k}": v for k, v in metrics.items()}})
-                    if stop and stop() and not stopping:
-                        stopping = "early stopping"
-                at_end = state.step == max_steps or stopping
-                if save and ((train.save_every and state.step % train.save_every == 0) or at_end):
-                    _check_finite(accelerator, finite, state.step)
+                stopping = stopper.reason(evaluates)
+                if save and ((save_every and state.step % save_every == 0) or at_end or stopping):
+                    window.check_finite(state.step)
                     save(state)
                 if stopping:
                     if main and stopping == "time":
                         bar.write(f"train.max_time_minutes={train.max_time_minutes} reached at step {state.step}")
                     state.stopped_early = True
-                    state.signal = (signals.received or signal.SIGTERM) if signalled else None
+                    state.signal = stopper.signal if stopping == "signal" else None
                     return state
-                if state.step >= max_steps:
+                if at_end:
                     break
             if seen == 0 and state.batches_in_epoch == 0:
                 raise BertkitError("the training data yields no batch; check the data files and train.batch_size")
@@ -204,12 +242,3 @@ def fit(
                 state.epoch += 1
                 state.batches_in_epoch = 0
         return state
-
-
-def _check_finite(accelerator: Accelerator, finite: torch.Tensor, step: int) -> None:
-    """Stop before a NaN/inf loss reaches a checkpoint or a log line (all processes agree)."""
-    if accelerator.reduce(finite.float(), "min").item() < 1:
-        raise BertkitError(
-            f"the loss became NaN or infinite by step {step}; nothing after the last checkpoint was saved; lower "
-            "train.lr, clip gradients (train.clip_grad_norm) or use train.precision=bf16 instead of fp16"
-        )

@@ -10,12 +10,15 @@ is most of the work of a small BERT's step, and the loss is the same as BertForP
 
 from __future__ import annotations
 
+import json
 import logging
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 from transformers import BertConfig, BertForPreTraining, PreTrainedModel, PreTrainedTokenizerBase
 from transformers import logging as hf_logging
@@ -70,6 +73,15 @@ def bert_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> BertCon
     )
 
 
+def model_architectures(directory: Path) -> list[str]:
+    """The `architectures` of a model dir's config.json (which head it was saved with), [] when unknown."""
+    try:
+        config = json.loads((Path(directory) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise BertkitError(f"{directory}/config.json: unreadable ({e}); check the model dir") from e
+    return list(config.get("architectures") or []) if isinstance(config, dict) else []
+
+
 def check_model_dir(directory: Path) -> Path:
     directory = Path(directory)
     if not (directory / "config.json").is_file():
@@ -78,6 +90,9 @@ def check_model_dir(directory: Path) -> Path:
         )
     return directory
 
+
+# What a damaged or foreign file raises while it is read (not bertkit's own bugs: those keep their traceback).
+UNREADABLE = (OSError, ValueError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError, SafetensorError)
 
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -102,10 +117,11 @@ def load_model(cls: type[PreTrainedModel], directory: Path, allow_pickle: bool =
     try:
         kwargs.setdefault("attn_implementation", "sdpa")
         return cls.from_pretrained(str(directory), use_safetensors=safe, trust_remote_code=False, **kwargs)
-    except Exception as e:  # a truncated file, a foreign architecture: say which dir, not where torch failed
+    except UNREADABLE as e:  # a truncated file, a foreign architecture: say which dir; --debug shows the cause
         raise BertkitError(
-            f"{directory}: cannot load the model ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
-        ) from None
+            f"{directory}: cannot load the model ({type(e).__name__}: {str(e).splitlines()[0][:200]}); check that "
+            "its files are complete and that it is a BERT"
+        ) from e
 
 
 def check_vocabulary(model, tokenizer: PreTrainedTokenizerBase, model_dir: Path) -> None:

@@ -13,13 +13,16 @@ import itertools
 import json
 import signal
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
 from accelerate.utils import set_seed
 from datasets import DatasetDict
+from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
-from transformers import BertForPreTraining
+from transformers import BertForPreTraining, PreTrainedTokenizerBase
 
 from bertkit.atomic import check_apart, check_output, is_ours, mark_output, remove_output, write_text
 from bertkit.checkpoint import checkpoint_dirs, load_checkpoint, resolve_resume, save_checkpoint, save_model
@@ -27,6 +30,7 @@ from bertkit.config import RunConfig, save_config
 from bertkit.data.dataset import TOKENIZER_SUBDIR, load_pretraining_data
 from bertkit.data.loader import EpochSampler, KeyedDataset
 from bertkit.data.masking import PretrainingCollator
+from bertkit.data.pretraining import LABELLED
 from bertkit.dropout import use_fast_dropout
 from bertkit.errors import BertkitError, Interrupted
 from bertkit.loop import TrainState, fit, make_accelerator, total_steps
@@ -106,13 +110,38 @@ def _claim_output(out_dir: Path, cfg: RunConfig, resume_from: Path | None) -> bo
     return True
 
 
+@dataclass
+class Setup:
+    """What set-up builds and the training and the finish use."""
+
+    accelerator: Accelerator
+    objective: torch.nn.Module  # PretrainingObjective, prepared
+    optimizer: torch.optim.Optimizer
+    scheduler: LambdaLR
+    tokenizer: PreTrainedTokenizerBase
+    phases: list[Phase]
+    loaders: list[DataLoader]
+    ends: list[int]  # phase i runs until step ends[i]; one schedule spans them all
+    state: TrainState  # where training stands: the start, or the resumed checkpoint's
+    out_dir: Path
+    layout: dict
+    probe_data: dict  # the probe's files when probe.during_pretraining, read once before training
+
+
 def run_pretrain(cfg: RunConfig) -> Path:
     """Pretrain on `cfg.dataset_dir` (or the `train.phases` one after another); the final model goes to
     `<output_dir>/pretrain`."""
+    run = setup(cfg)
+    state = train(cfg, run)
+    return finish(cfg, run, state)
+
+
+def setup(cfg: RunConfig) -> Setup:
+    """Data, output dir, model, optimizer, loaders and schedule; resumed from a checkpoint when asked."""
     quiet_transformers()
     tune_allocator()
     first_dir = cfg.train.phases[0].dataset_dir if cfg.train.phases else cfg.dataset_dir
-    probe_data: dict = {}  # the probe's files, read (and checked) once, before training
+    probe_data: dict = {}
     if cfg.probe.during_pretraining:
         require_probe_files(cfg.probe, who="probe.during_pretraining")
         probe_data = read_probe_data(cfg.probe)
@@ -134,6 +163,53 @@ def run_pretrain(cfg: RunConfig) -> Path:
             remove_output(out_dir)
         mark_output(out_dir)
     accelerator.wait_for_everyone()
+    model = _model(cfg, tokenizer, phases, resume_from)
+    global_sum = (lambda t: accelerator.reduce(t, "sum")) if accelerator.num_processes > 1 else None
+    objective = PretrainingObjective(model, global_sum, accelerator.num_processes)
+    optimizer = make_optimizer(objective, cfg.train)
+    objective, optimizer = accelerator.prepare(objective, optimizer)
+    loaders = [accelerator.prepare(_loader(cfg, phase, tokenizer)) for phase in phases]
+    ends = list(
+        itertools.accumulate(
+            phase.max_steps or total_steps(cfg.train, len(loader))
+            for phase, loader in zip(phases, loaders, strict=True)
+        )
+    )
+    # The scheduler is stepped by fit() once per optimizer step, so it is not handed to accelerate.
+    scheduler = make_schedule(optimizer, cfg.train, ends[-1])
+    layout = _layout(cfg, phases)
+    state = load_checkpoint(accelerator, resume_from, optimizer, scheduler, layout) if resume_from else TrainState()
+    if accelerator.is_main_process:
+        save_config(cfg, out_dir)
+        if resume_from:
+            _trim_metrics(out_dir / METRICS_FILE, state.step)
+            print(f"resuming from {resume_from} at step {state.step}")
+        else:
+            (out_dir / METRICS_FILE).unlink(missing_ok=True)
+        print(
+            f"pretraining a {model.config.num_hidden_layers}-layer BERT (H={model.config.hidden_size}, "
+            f"{parameter_count(model) / 1e6:.1f}M parameters) for {ends[-1]} steps, "
+            f"{accelerator.num_processes} process(es) on {accelerator.device}"
+        )
+    accelerator.init_trackers("tensorboard", config={"steps": ends[-1], "lr": cfg.train.lr})
+    return Setup(
+        accelerator,
+        objective,
+        optimizer,
+        scheduler,
+        tokenizer,
+        phases,
+        loaders,
+        ends,
+        state,
+        out_dir,
+        layout,
+        probe_data,
+    )
+
+
+def _model(cfg: RunConfig, tokenizer, phases: list[Phase], resume_from: Path | None) -> BertForPreTraining:
+    """The checkpoint's model, `model.init_from`, or a fresh one of the recipe's size; long enough for the data."""
     if resume_from:
         model = load_model(BertForPreTraining, resume_from)
         check_vocabulary(model, tokenizer, resume_from)
@@ -145,124 +221,117 @@ def run_pretrain(cfg: RunConfig) -> Path:
             f"examples of {longest} tokens exceed the model's {model.config.max_position_embeddings} positions; "
             "raise model.max_position_embeddings or tokenize with a smaller data.max_seq_length"
         )
-    use_fast_dropout(model)
-    global_sum = (lambda t: accelerator.reduce(t, "sum")) if accelerator.num_processes > 1 else None
-    objective = PretrainingObjective(model, global_sum, accelerator.num_processes)
-    optimizer = make_optimizer(objective, cfg.train)
-    objective, optimizer = accelerator.prepare(objective, optimizer)
-    loaders = [
-        accelerator.prepare(
-            DataLoader(
-                KeyedDataset(phase.splits["train"], cfg.train.seed),
-                batch_size=phase.batch_size,
-                sampler=EpochSampler(len(phase.splits["train"]), cfg.train.seed),
-                collate_fn=PretrainingCollator(
-                    tokenizer, cfg.masking, pack_to=phase.meta["max_seq_length"] if cfg.train.pack_sequences else None
-                ),
-                generator=torch.Generator(),  # the loader's own base-seed draw must not touch the global RNG
-            )
-        )
-        for phase in phases
-    ]
-    # Phase i runs until step ends[i]; one schedule spans them all.
-    ends = list(
-        itertools.accumulate(
-            phase.max_steps or total_steps(cfg.train, len(loader))
-            for phase, loader in zip(phases, loaders, strict=True)
-        )
-    )
-    steps = ends[-1]
-    # The scheduler is stepped by fit() once per optimizer step, so it is not handed to accelerate.
-    scheduler = make_schedule(optimizer, cfg.train, steps)
-    layout = _layout(cfg, phases)
-    state = load_checkpoint(accelerator, resume_from, optimizer, scheduler, layout) if resume_from else TrainState()
+    return use_fast_dropout(model)
 
-    if accelerator.is_main_process:
-        save_config(cfg, out_dir)
-        if resume_from:
-            _trim_metrics(out_dir / METRICS_FILE, state.step)
-            print(f"resuming from {resume_from} at step {state.step}")
-        else:
-            (out_dir / METRICS_FILE).unlink(missing_ok=True)
-        print(
-            f"pretraining a {model.config.num_hidden_layers}-layer BERT (H={model.config.hidden_size}, "
-            f"{parameter_count(model) / 1e6:.1f}M parameters) for {steps} steps, "
-            f"{accelerator.num_processes} process(es) on {accelerator.device}"
-        )
-    accelerator.init_trackers("tensorboard", config={"steps": steps, "lr": cfg.train.lr})
+
+def _loader(cfg: RunConfig, phase: Phase, tokenizer) -> DataLoader:
+    """Batches of a phase's examples in the epoch sampler's order, masked (and packed) by the collator."""
+    return DataLoader(
+        KeyedDataset(phase.splits["train"], cfg.train.seed),
+        batch_size=phase.batch_size,
+        sampler=EpochSampler(len(phase.splits["train"]), cfg.train.seed),
+        collate_fn=PretrainingCollator(
+            tokenizer, cfg.masking, pack_to=phase.meta["max_seq_length"] if cfg.train.pack_sequences else None
+        ),
+        generator=torch.Generator(),  # the loader's own base-seed draw must not touch the global RNG
+    )
+
+
+def _pair(phase: Phase) -> str | None:
+    """The sentence-pair objective of a phase's data (nsp, sop), None for MLM only."""
+    return phase.meta["objective"] if phase.meta["objective"] in LABELLED else None
+
+
+def train(cfg: RunConfig, run: Setup) -> TrainState:
+    """The phases one after another through fit(), from where the run stands; checkpoints on the way."""
+    accelerator, state = run.accelerator, run.state
 
     def save(state: TrainState) -> None:
+        model = accelerator.unwrap_model(run.objective).model
+        root = run.out_dir / "checkpoints"
         save_checkpoint(
             accelerator,
-            out_dir / "checkpoints",
+            root,
             state,
-            accelerator.unwrap_model(objective).model,
-            tokenizer,
-            optimizer,
-            scheduler,
+            model,
+            run.tokenizer,
+            run.optimizer,
+            run.scheduler,
             cfg.train.keep_last,
-            layout,
+            run.layout,
         )
 
-    what = "MLM"
-    for index, (phase, loader) in enumerate(zip(phases, loaders, strict=True)):
-        start = ends[index - 1] if index else 0
-        if state.step >= ends[index]:
+    for index, (phase, loader) in enumerate(zip(run.phases, run.loaders, strict=True)):
+        start = run.ends[index - 1] if index else 0
+        if state.step >= run.ends[index]:
             continue  # done before the resumed checkpoint
         if state.step == start:  # entering the phase: its data from the beginning
             state.epoch, state.batches_in_epoch = 0, 0
-        pair = phase.meta["objective"] if phase.meta["objective"] in ("nsp", "sop") else None
-        what = f"MLM+{pair.upper()}" if pair else "MLM"
         if accelerator.is_main_process:
-            label = f"phase {index + 1}/{len(phases)}: " if len(phases) > 1 else ""
+            label = f"phase {index + 1}/{len(run.phases)}: " if len(run.phases) > 1 else ""
             print(
-                f"{label}{what} on {len(phase.splits['train'])} examples of {phase.meta['max_seq_length']} "
-                f"tokens from {phase.dataset_dir}, steps {start + 1}–{ends[index]}, batch {phase.batch_size}"
+                f"{label}{_what(phase)} on {len(phase.splits['train'])} examples of {phase.meta['max_seq_length']} "
+                f"tokens from {phase.dataset_dir}, steps {start + 1}–{run.ends[index]}, batch {phase.batch_size}"
             )
-
-        def evaluate(state: TrainState, phase=phase, pair=pair) -> dict:
-            metrics = {}
-            if "validation" in phase.splits:
-                metrics = evaluate_pretraining(
-                    accelerator,
-                    objective,
-                    phase.splits["validation"],
-                    tokenizer,
-                    cfg.masking,
-                    cfg.eval.batch_size,
-                    cfg.eval.seed,
-                    pair,
-                )
-            if cfg.probe.during_pretraining and accelerator.is_main_process:
-                bert = accelerator.unwrap_model(objective).model.bert
-                scores = probe_model(bert, tokenizer, cfg, probe_data)["accuracy_by_layer"]
-                metrics |= {f"probe/layer_{k}": score for k, score in enumerate(scores)}
-            return metrics
-
+        evaluates = "validation" in phase.splits or cfg.probe.during_pretraining
         state = fit(
             accelerator,
-            objective,
-            optimizer,
-            scheduler,
+            run.objective,
+            run.optimizer,
+            run.scheduler,
             loader,
             cfg.train,
-            ends[index],
+            run.ends[index],
             state=state,
-            evaluate=evaluate if "validation" in phase.splits or cfg.probe.during_pretraining else None,
+            evaluate=partial(_evaluate, cfg, run, phase) if evaluates else None,
             save=save,
             save_every=cfg.train.save_every,
-            log_file=out_dir / METRICS_FILE,
+            log_file=run.out_dir / METRICS_FILE,
             desc="pretrain",
         )
         if state.stopped_early:
             break
+    return state
+
+
+def _what(phase: Phase) -> str:
+    pair = _pair(phase)
+    return f"MLM+{pair.upper()}" if pair else "MLM"
+
+
+def _evaluate(cfg: RunConfig, run: Setup, phase: Phase, state: TrainState) -> dict:
+    """Held-out MLM (and NSP/SOP) scores of the phase's validation split, and the probe when asked for."""
+    accelerator, metrics = run.accelerator, {}
+    if "validation" in phase.splits:
+        metrics = evaluate_pretraining(
+            accelerator,
+            run.objective,
+            phase.splits["validation"],
+            run.tokenizer,
+            cfg.masking,
+            cfg.eval.batch_size,
+            cfg.eval.seed,
+            _pair(phase),
+        )
+    if cfg.probe.during_pretraining and accelerator.is_main_process:
+        bert = accelerator.unwrap_model(run.objective).model.bert
+        scores = probe_model(bert, run.tokenizer, cfg, run.probe_data)["accuracy_by_layer"]
+        metrics |= {f"probe/layer_{k}": score for k, score in enumerate(scores)}
+    return metrics
+
+
+def finish(cfg: RunConfig, run: Setup, state: TrainState) -> Path:
+    """The final model (a plain Hugging Face dir beside its checkpoints and logs), the plots, and the exit."""
+    accelerator, out_dir, steps = run.accelerator, run.out_dir, run.ends[-1]
     accelerator.wait_for_everyone()
     accelerator.end_training()
     if accelerator.is_main_process:
         # Into a temporary sibling, then renamed: checkpoints/, metrics and TensorBoard logs are carried over.
-        final = accelerator.unwrap_model(objective).model
-        save_model(final, tokenizer, out_dir, cfg, keep=("checkpoints", METRICS_FILE, "tensorboard"))
-        plot = plot_curves(out_dir / METRICS_FILE, out_dir / "curves.png", f"pretraining, {what}")
+        final = accelerator.unwrap_model(run.objective).model
+        save_model(final, run.tokenizer, out_dir, cfg, keep=("checkpoints", METRICS_FILE, "tensorboard"))
+        # The objective of the phase training stopped in.
+        phase = run.phases[next(i for i, end in enumerate(run.ends) if state.step <= end)]
+        plot = plot_curves(out_dir / METRICS_FILE, out_dir / "curves.png", f"pretraining, {_what(phase)}")
         print(f"model: {out_dir} (loads with BertForPreTraining / BertForMaskedLM / BertModel.from_pretrained)")
         if plot:
             print(f"curves: {plot}")

@@ -68,8 +68,9 @@ def test_probe_command(tiny_run, tmp_path):
     )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "probe" / "probe.json").read_text())
-    assert len(report["accuracy_by_layer"]) == 2  # embeddings + 1 layer
     assert report["majority_baseline"] == pytest.approx(0.2)
+    # Embeddings + 1 layer of the 6-step tiny BERT; 100 test headlines, ±1.
+    assert report["accuracy_by_layer"] == pytest.approx([0.57, 0.58], abs=0.011) and report["best_layer"] == 1
     assert (tmp_path / "probe" / "probe.png").stat().st_size > 5000
 
 
@@ -94,6 +95,7 @@ def test_word_features_take_each_words_first_piece(tiny_run):
     np.testing.assert_allclose(features[:, :3], states[:, firsts].detach().numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_token_level_probe_command(tiny_run, tmp_path):
     out, overrides = tiny_run
     common = [
@@ -110,7 +112,9 @@ def test_token_level_probe_command(tiny_run, tmp_path):
     result = run_cli(*common, f"probe.train_file={ner / 'train.jsonl'}", f"probe.test_file={ner / 'dev.jsonl'}")
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "probe" / "probe.json").read_text())
-    assert report["level"] == "token" and len(report["accuracy_by_layer"]) == 2
+    assert report["level"] == "token"
+    # Barely above the majority tag (O, 0.784) at both layers: 1 of 326 words is 0.003.
+    assert report["accuracy_by_layer"] == pytest.approx([0.803681, 0.803681], abs=0.0031)
     tags = [
         t for line in (ner / "dev.jsonl").read_text(encoding="utf-8").splitlines() for t in json.loads(line)["tags"]
     ]
@@ -121,6 +125,7 @@ def test_token_level_probe_command(tiny_run, tmp_path):
     assert result.exit_code == 2 and "row 1: probe.level=token needs a list of words" in result.output
 
 
+@pytest.mark.slow
 def test_probe_during_pretraining(tiny_run, tmp_path):
     out, overrides = tiny_run
     result = run_cli(
@@ -136,7 +141,16 @@ def test_probe_during_pretraining(tiny_run, tmp_path):
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in (tmp_path / "pretrain" / "metrics.jsonl").read_text().splitlines()]
     probed = [r for r in records if "eval/probe/layer_0" in r]
-    assert [r["step"] for r in probed] == [3, 6] and all(0 <= r["eval/probe/layer_1"] <= 1 for r in probed)
+    assert [r["step"] for r in probed] == [3, 6]
+    # The final probe is the probe command's on the final model (test_probe_command), ±1 headline …
+    assert [probed[-1]["eval/probe/layer_0"], probed[-1]["eval/probe/layer_1"]] == pytest.approx(
+        [0.57, 0.58], abs=0.011
+    )
+    assert [probed[0]["eval/probe/layer_0"], probed[0]["eval/probe/layer_1"]] == pytest.approx([0.59, 0.59], abs=0.011)
+    # … and probing changes nothing in training: the tiny run's losses and evaluations, number for number.
+    tiny = [json.loads(line) for line in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    keys = ("step", "loss", "eval/mlm_loss", "eval/nsp_accuracy")
+    assert [{k: r[k] for k in keys if k in r} for r in records] == [{k: r[k] for k in keys if k in r} for r in tiny]
     assert (tmp_path / "pretrain" / "probe-during-pretraining.png").stat().st_size > 5000
     result = run_cli("pretrain", RECIPE, *overrides, f"output_dir={tmp_path / 'x'}", "probe.during_pretraining=true")
     assert result.exit_code == 2 and "needs probe.train_file" in result.output

@@ -4,9 +4,10 @@ import json
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, recipe_edits, run_cli
 
 pytest.importorskip("onnxruntime")
+pytestmark = pytest.mark.slow  # an ONNX export takes seconds
 RECIPE = ROOT / "recipes" / "demo-zh.yaml"
 
 
@@ -24,11 +25,18 @@ def test_export_matches_pytorch(tiny_run, tmp_path, what):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "export.json").read_text())
     assert report["max_abs_difference"] < 1e-4
-    assert report["quantized"]["speedup"] > 0 and report["quantized"]["max_abs_difference"] < 1.0
+    assert report["quantized"]["max_abs_difference"] < 1.0
     if what == "pretrain":
         assert report["class"] == "BertForMaskedLM" and report["outputs"] == ["logits"]
     else:
-        assert 0 <= report["quantized"]["dev_accuracy_int8"] <= 1  # the metric change on the dev file
+        # The metric change on the dev file: fp32 is fine-tuning's best dev evaluation (75 of 100, ±1); int8 kernels
+        # differ by CPU, but quantising this model costs a few headlines at most.
+        quantized = report["quantized"]
+        log = [json.loads(line) for line in (out / what / "metrics.jsonl").read_text().splitlines()]
+        best = max(r["eval/accuracy"] for r in log if "eval/accuracy" in r)  # the model kept
+        assert quantized["dev_accuracy_fp32"] == pytest.approx(best, abs=0.011)
+        assert quantized["dev_accuracy_fp32"] == pytest.approx(0.75, abs=0.011)
+        assert quantized["dev_accuracy_int8"] == pytest.approx(quantized["dev_accuracy_fp32"], abs=0.05)
 
     import onnxruntime as ort
     from transformers import BertTokenizerFast
@@ -62,5 +70,5 @@ def test_export_refuses_what_it_cannot_export(tiny_run, tmp_path):
         "finetune.train.max_steps=1",
     ]
     assert run_cli("finetune", *args).exit_code == 0
-    result = run_cli("export", *args, f"export.model_dir={choice / 'finetune' / 'c'}")
+    result = run_cli("export", args[0], *recipe_edits(args[1:]), f"export.model_dir={choice / 'finetune' / 'c'}")
     assert result.exit_code == 2 and "cannot be exported" in result.stderr

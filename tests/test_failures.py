@@ -13,7 +13,7 @@ import time
 
 import pytest
 import torch
-from conftest import DATA, RECIPE, ROOT, run_cli
+from conftest import DATA, RECIPE, ROOT, read_by, recipe_edits, run_cli
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -34,6 +34,7 @@ SMALL = [
     "train.batch_size=8",
     f"data.files={DATA / 'zh' / 'corpus-a.txt'}",
 ]
+SMALL = recipe_edits(SMALL)  # tokenize and pretrain share it: each gets the keys it reads
 
 
 def _errors(result) -> list[str]:
@@ -60,6 +61,7 @@ def _pretrain(out, data, *extra):
     return run_cli("pretrain", RECIPE, f"output_dir={out}", f"data.dataset_dir={data / 'data'}", *SMALL, *extra)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_saves_a_checkpoint_and_exits_cleanly(run, tmp_path, signum, code):
     cmd = [
@@ -70,7 +72,7 @@ def test_signal_saves_a_checkpoint_and_exits_cleanly(run, tmp_path, signum, code
         str(RECIPE),
         f"output_dir={tmp_path}",
         f"data.dataset_dir={run / 'data'}",
-        *SMALL,
+        *read_by("pretrain", SMALL),
         "train.max_steps=2000",
         "train.save_every=10",
     ]
@@ -160,13 +162,13 @@ def test_pickle_weights_are_refused_unless_allowed(run, tmp_path):
     torch.save(model.state_dict(), pickled / "pytorch_model.bin")  # as older checkpoints on the hub
     for name in ("config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json"):
         (pickled / name).write_bytes((tmp_path / "pretrain" / name).read_bytes())
-    assert (pickled / "pytorch_model.bin").is_file()
     args = ["finetune", RECIPE, f"output_dir={tmp_path}", f"finetune.model_dir={pickled}", "finetune.train.epochs=1"]
     message = _one_line_error(run_cli(*args))
     assert "pickle file" in message and "allow_pickle_weights=true" in message
     assert run_cli(*args, "allow_pickle_weights=true").exit_code == 0
 
 
+@pytest.mark.slow
 def test_output_dir_holding_another_run(run, tmp_path):
     assert _pretrain(tmp_path, run, "train.max_steps=1").exit_code == 0
     message = _one_line_error(_pretrain(tmp_path, run, "train.max_steps=1"))
@@ -256,6 +258,7 @@ def test_debug_flag_shows_the_traceback(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_resume_with_another_batch_size_accumulation_or_seed_is_refused(run, tmp_path):
     assert _pretrain(tmp_path, run, "train.max_steps=4", "train.save_every=2", "train.keep_last=5").exit_code == 0
     shutil.rmtree(tmp_path / "pretrain" / "checkpoints" / "step-4")
@@ -313,6 +316,7 @@ def test_torch_save_failing_on_a_full_disk_is_one_line(run, tmp_path, monkeypatc
     assert list((tmp_path / "pretrain" / "checkpoints").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_during_a_save_is_one_line(run, tmp_path):
     """A real `ulimit -f`: the writers fail with EFBIG, nothing half-written is left."""
     import resource
@@ -321,7 +325,7 @@ def test_a_file_size_limit_during_a_save_is_one_line(run, tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
 
     cmd = [sys.executable, "-m", "bertkit", "pretrain", str(RECIPE), f"output_dir={tmp_path}"]
-    cmd += [f"data.dataset_dir={run / 'data'}", *SMALL, "train.max_steps=2"]
+    cmd += [f"data.dataset_dir={run / 'data'}", *read_by("pretrain", SMALL), "train.max_steps=2"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, preexec_fn=limit, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
@@ -341,6 +345,7 @@ def _terminate_when(cmd, appeared, cwd=ROOT):
     return proc.returncode, stderr
 
 
+@pytest.mark.slow
 def test_sigterm_during_tokenize_leaves_nothing_behind(tmp_path):
     corpus = tmp_path / "corpus.txt"
     text = (DATA / "zh" / "corpus-a.txt").read_text(encoding="utf-8")
@@ -354,6 +359,7 @@ def test_sigterm_during_tokenize_leaves_nothing_behind(tmp_path):
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_sigterm_during_finetune_before_the_first_evaluation_saves_nothing(run, tmp_path):
     if not (run / "pretrain").exists():
         assert _pretrain(run, run, "train.max_steps=1").exit_code == 0

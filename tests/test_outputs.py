@@ -127,6 +127,7 @@ def test_an_output_never_overlaps_an_input(tiny_run, tmp_path, command, override
     assert [_snapshot(p) for p in watched] == before
 
 
+@pytest.mark.slow
 def test_reruns_replace_bertkit_outputs_only_with_overwrite(tiny_run, tmp_path):
     run, base = tiny_run
     out = tmp_path / "out"
@@ -151,6 +152,7 @@ def test_reruns_replace_bertkit_outputs_only_with_overwrite(tiny_run, tmp_path):
     assert (model / "model.safetensors").stat().st_mode & 0o777 == (model / "config.json").stat().st_mode & 0o777
 
 
+@pytest.mark.slow
 def test_a_failed_finetune_rerun_leaves_the_earlier_model_config_and_metrics(tiny_run, tmp_path, monkeypatch):
     run, base = tiny_run
     out = tmp_path / "out"

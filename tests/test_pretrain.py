@@ -8,14 +8,14 @@ import sys
 
 import pytest
 import torch
-from conftest import DATA, RECIPE, ROOT, run_cli
+from conftest import DATA, RECIPE, ROOT, read_by, recipe_edits, run_cli
 from datasets import load_from_disk
 from safetensors.torch import load_file
 
 from bertkit.config import MaskingConfig, TrainConfig
 from bertkit.data.loader import KeyedDataset
 from bertkit.data.masking import IGNORE_INDEX, PretrainingCollator
-from bertkit.optim import Lamb, lr_factor
+from bertkit.optim import Lamb, lr_factor, make_optimizer
 from bertkit.tokenizer.train import load_tokenizer
 
 # A 1-layer H64 BERT without dropout, so that runs can be compared number for number.
@@ -30,6 +30,7 @@ SMALL = [
     "train.log_every=1",
     f"data.files={DATA / 'zh' / 'corpus-a.txt'}",
 ]
+SMALL = recipe_edits(SMALL)  # tokenize and pretrain share it: each gets the keys it reads
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,7 @@ def _evals(out):
     return [r for r in map(json.loads, lines) if "eval/mlm_accuracy" in r]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_with_the_same_global_batch(data_dir, tmp_path):
     _pretrain(tmp_path / "one", data_dir, "train.max_steps=5", "train.batch_size=8", "train.eval_every=5")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -70,7 +72,7 @@ def test_two_processes_match_one_with_the_same_global_batch(data_dir, tmp_path):
         str(RECIPE),
         f"output_dir={tmp_path / 'two'}",
         f"data.dataset_dir={data_dir}",
-        *SMALL,
+        *read_by("pretrain", SMALL),
         "train.max_steps=5",
         "train.batch_size=4",
         "train.eval_every=5",
@@ -89,6 +91,7 @@ def test_two_processes_match_one_with_the_same_global_batch(data_dir, tmp_path):
     assert e2["eval/mlm_loss"] == pytest.approx(e1["eval/mlm_loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_equals_an_uninterrupted_run(data_dir, tmp_path):
     steps = ["train.max_steps=8", "train.save_every=3", "train.batch_size=8", "train.eval_every=4"]
     _pretrain(tmp_path / "straight", data_dir, *steps)
@@ -106,6 +109,7 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(data_dir, tmp_path):
         torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow
 def test_resume_mid_epoch_with_accumulation(data_dir, tmp_path):
     steps = ["train.max_steps=6", "train.save_every=2", "train.batch_size=4", "train.grad_accum=2", "train.keep_last=5"]
     _pretrain(tmp_path / "straight", data_dir, *steps)
@@ -117,6 +121,7 @@ def test_resume_mid_epoch_with_accumulation(data_dir, tmp_path):
     assert _losses(crashed) == pytest.approx(_losses(tmp_path / "straight"), rel=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective,pair", [("sop", "sop"), ("packed", None)])
 def test_objectives_follow_the_data(tmp_path, objective, pair):
     assert run_cli("tokenize", RECIPE, f"output_dir={tmp_path}", *SMALL, f"data.objective={objective}").exit_code == 0
@@ -163,6 +168,7 @@ def test_max_time_stops_cleanly_with_a_checkpoint(data_dir, tmp_path):
     assert (tmp_path / "pretrain" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_continued_pretraining_checks_the_vocabulary(data_dir, tmp_path):
     _pretrain(tmp_path / "base", data_dir, "train.max_steps=1")
     _pretrain(tmp_path / "more", data_dir, "train.max_steps=1", f"model.init_from={tmp_path / 'base' / 'pretrain'}")
@@ -180,12 +186,20 @@ def test_continued_pretraining_checks_the_vocabulary(data_dir, tmp_path):
     assert result.exit_code == 2 and "differs from the data's tokenizer" in result.stderr
 
 
+# The first two fp32 losses on data_dir (batch 32): across CPUs they differ by ~1e-7 relative.
+FP32_LOSSES = {1: 8.278422, 2: 8.266889}
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_mixed_precision_runs(data_dir, tmp_path, precision):
+def test_mixed_precision_matches_fp32_up_to_rounding(data_dir, tmp_path, precision):
     _pretrain(tmp_path, data_dir, "train.max_steps=2", f"train.precision={precision}")
-    assert all(v == v for v in _losses(tmp_path).values())  # finite, not NaN
+    losses = _losses(tmp_path)
+    assert losses == pytest.approx(FP32_LOSSES, rel=1e-3)  # the same model and data; (NaN stops a run itself)
+    if precision == "bf16":  # autocast is on: bf16 rounding shows (~1e-5 relative), above fp32's noise
+        assert max(abs(losses[s] / FP32_LOSSES[s] - 1) for s in losses) > 1e-6
 
 
+@pytest.mark.slow
 def test_two_phases_in_one_run(data_dir, tmp_path):
     long = tmp_path / "data-long"
     tokenize = [
@@ -217,26 +231,32 @@ def test_lr_schedules():
     assert lr_factor(55, 10, 100, "cosine") == pytest.approx(0.5) and lr_factor(100, 10, 100, "cosine") == 0.0
     assert lr_factor(32, 10, 100, "cosine") > lr_factor(32, 10, 100, "linear")
     assert lr_factor(90, 10, 100, "constant") == 1.0
-    assert TrainConfig(schedule="cosine", optimizer="lamb").optimizer == "lamb"
 
 
 def test_lamb_scales_each_update_by_the_trust_ratio():
     w = torch.nn.Parameter(torch.full((4,), 2.0))
     opt = Lamb([w], lr=0.1)
+    assert isinstance(make_optimizer(torch.nn.Linear(2, 2), TrainConfig(optimizer="lamb")), Lamb)
     w.grad = torch.tensor([1.0, -1.0, 1.0, -1.0]) * 1e-3
     opt.step()
     # Adam's first update is ±1 per element (norm 2); the trust ratio ‖w‖/‖u‖ = 4/2 rescales it to ±2.
     assert torch.allclose(w.detach(), torch.tensor([1.8, 2.2, 1.8, 2.2]))
 
 
+@pytest.mark.slow
 def test_cpu_debug_recipe_runs_end_to_end(tmp_path):
     recipe = ROOT / "recipes" / "pretrain" / "cpu-debug.yaml"
     for command in ("tokenize", "pretrain"):
         result = run_cli(command, recipe, f"output_dir={tmp_path}")
         assert result.exit_code == 0, result.output
-    assert sorted(_losses(tmp_path)) == [5, 10, 15, 20]
+    losses = _losses(tmp_path)
+    assert sorted(losses) == [5, 10, 15, 20]
+    # It learns: 8.27 → 7.96. (Not pinned: its 2000-piece vocabulary has merges, whose ties the `tokenizers`
+    # trainer breaks in hash-map order, so a few pieces differ from process to process.)
+    assert losses[20] < losses[5] - 0.15
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_the_uninterrupted_result(data_dir, tmp_path):
     import signal
     import time
@@ -251,7 +271,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(data_dir, tmp_path):
         str(RECIPE),
         f"output_dir={tmp_path / 'killed'}",
         f"data.dataset_dir={data_dir}",
-        *SMALL,
+        *read_by("pretrain", SMALL),
         *steps,
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -275,7 +295,6 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(data_dir, tmp_path):
 def test_no_weight_decay_on_biases_and_layer_norm(tokenizer):
     from bertkit.config import ModelConfig
     from bertkit.model import build_pretraining_model
-    from bertkit.optim import make_optimizer
 
     model = build_pretraining_model(ModelConfig(hidden_size=64, num_hidden_layers=1), tokenizer)
     decay, no_decay = make_optimizer(model, TrainConfig(weight_decay=0.01)).param_groups
@@ -288,7 +307,6 @@ def test_no_weight_decay_on_biases_and_layer_norm(tokenizer):
 def test_layer_wise_lr_decay(tokenizer):
     from bertkit.config import ModelConfig
     from bertkit.model import build_pretraining_model
-    from bertkit.optim import make_optimizer
 
     model = build_pretraining_model(ModelConfig(hidden_size=64, num_hidden_layers=2), tokenizer)
     names = {id(p): n for n, p in model.named_parameters()}

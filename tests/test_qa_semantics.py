@@ -5,7 +5,7 @@ import json
 from collections import Counter
 
 import pytest
-from conftest import DATA, ROOT, run_cli
+from conftest import DATA, ROOT, recipe_edits, run_cli
 
 from bertkit.config import TaskConfig
 from bertkit.errors import BertkitError
@@ -218,7 +218,7 @@ def _write(path, data) -> str:
 
 
 def _eval(args: list, out, *extra) -> tuple[dict, list[dict]]:
-    result = run_cli("eval", *args, f"eval.output_dir={out}", *extra)
+    result = run_cli("eval", args[0], *recipe_edits(args[1:]), f"eval.output_dir={out}", *extra)
     assert result.exit_code == 0, result.output
     predictions = (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
     return json.loads((out / "report.json").read_text()), [json.loads(p) for p in predictions]

@@ -26,6 +26,7 @@ def _columns(path):
     return {name: split.to_dict() for name, split in splits.items()}
 
 
+@pytest.mark.slow
 def test_same_output_whatever_num_proc(tmp_path, monkeypatch):
     monkeypatch.setattr(prepare, "CHUNK_BYTES", 20_000)  # several chunks from the small sample
     outputs = []

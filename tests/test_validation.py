@@ -89,6 +89,7 @@ def test_values_at_the_edges_load():
             "train.clip_grad_norm=null",
             "model.hidden_dropout_prob=0",
             "finetune.task.stride=40",  # classification has no windows
+            "finetune.task.n_best=20",  # a question-answering key at its default: a saved bertkit.yaml loads
             "finetune.task.max_seq_length=32",
         ],
     )
@@ -152,7 +153,7 @@ class _Regression(torch.nn.Module):
 @pytest.mark.parametrize("every,expected", [(0, [6]), (None, [6]), (4, [4, 6])])
 def test_fit_evaluates_and_saves_every_n_steps_or_only_at_the_end(every, expected):
     torch.manual_seed(0)
-    train = TrainConfig(eval_every=every, save_every=every, log_every=100)
+    train = TrainConfig(eval_every=every, log_every=100)
     accelerator = make_accelerator(train)
     model = _Regression()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -169,6 +170,7 @@ def test_fit_evaluates_and_saves_every_n_steps_or_only_at_the_end(every, expecte
         6,
         evaluate=lambda s: evaluated.append(s.step) or {},
         save=lambda s: saved.append(s.step),
+        save_every=every,
     )
     assert (state.step, state.epoch, evaluated, saved) == (6, 1, expected, expected)
     assert isinstance(state, TrainState)
@@ -231,7 +233,7 @@ def test_check_fits(tokenizer, tmp_path):
         "finetune.task.max_seq_length to 64 or less"
     )
     id2label = {0: "a", 1: "b"}
-    bilstm = BiLSTMClassifier.build(len(tokenizer), tokenizer.pad_token_id, id2label, False, ModelConfig())
+    bilstm = BiLSTMClassifier.build(len(tokenizer), tokenizer.pad_token_id, id2label, "sequence", ModelConfig())
     check_fits(bilstm, tokenizer, tmp_path, 100_000, "finetune.task.max_seq_length")  # no positions to exceed
 
 

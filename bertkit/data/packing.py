@@ -74,3 +74,10 @@ def pack_batch(batch: dict[str, torch.Tensor], capacity: int) -> dict[str, torch
         out["next_sentence_label"] = batch["next_sentence_label"]
     out["num_tokens"] = torch.tensor(sum(lengths))  # real tokens, for throughput (the mask is 4D now)
     return out
+
+
+def real_tokens(batch: dict) -> torch.Tensor:
+    """Real (not padding) tokens of a batch, for throughput: the 2D attention mask's sum, or what a packed batch
+    says (its mask is 4D); `num_tokens` is taken out of the batch, the model does not take it."""
+    n = batch.pop("num_tokens", None)
+    return n if n is not None else batch["attention_mask"].sum()

@@ -114,4 +114,6 @@ TASK = Task(
     encode=encode,
     collate=collate,
     evaluate=evaluate,
+    fields=("question_column", "choices_column"),
+    length=lambda feature: max(map(len, feature["input_ids"])),  # one row per choice: the longest
 )

@@ -19,7 +19,16 @@ from transformers import BertForSequenceClassification
 from bertkit.config import TaskConfig
 from bertkit.errors import BertkitError
 from bertkit.metrics import classification_metrics, multilabel_metrics, regression_metrics
-from bertkit.tasks.common import Task, collate_inputs, column, label_kwargs, label_set, predict_all, read_rows
+from bertkit.tasks.common import (
+    Task,
+    collate_inputs,
+    column,
+    label_ids,
+    label_kwargs,
+    label_set,
+    predict_all,
+    read_rows,
+)
 
 
 def read(
@@ -77,7 +86,7 @@ def _names(value, where: str, column: str) -> list[str]:
 def encode(tokenizer, examples: list[dict], labels: list[str] | None, cfg: TaskConfig, train: bool) -> list[dict]:
     pairs = [e["text_pair"] for e in examples] if examples[0]["text_pair"] is not None else None
     enc = tokenizer([e["text"] for e in examples], pairs, truncation=True, max_length=cfg.max_seq_length)
-    label2id = {name: i for i, name in enumerate(labels)} if labels else None
+    label2id = label_ids(labels) if labels else None
     features = []
     for i, e in enumerate(examples):
         f = {"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i]}
@@ -156,6 +165,8 @@ CLASSIFICATION = Task(
     encode=encode,
     collate=collate,
     evaluate=evaluate_classification,
+    bilstm_head="sequence",
+    confusion_matrix=True,
 )
 
 REGRESSION = Task(

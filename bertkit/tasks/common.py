@@ -37,15 +37,19 @@ class Task:
     model_settings: Callable = lambda examples, cfg: {}
     # finetune.task keys only this family reads: set for another family they are an error, not ignored.
     fields: tuple[str, ...] = ()
+    length: Callable = lambda feature: len(feature["input_ids"])  # (feature) -> tokens, for length-grouped batches
+    bilstm_head: str | None = None  # the BiLSTM baseline's head for this family (bilstm.HEADS), None: no baseline
+    confusion_matrix: bool = False  # `bertkit eval` draws one (single-label classes)
+
+
+def label_ids(labels: list[str]) -> dict[str, int]:
+    """Label name → the id the model's head uses for it."""
+    return {name: i for i, name in enumerate(labels)}
 
 
 def label_kwargs(labels: list[str]) -> dict:
     """from_pretrained kwargs of a head over a label set, stored as the model's id2label/label2id."""
-    return {
-        "num_labels": len(labels),
-        "id2label": dict(enumerate(labels)),
-        "label2id": {name: i for i, name in enumerate(labels)},
-    }
+    return {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": label_ids(labels)}
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -167,7 +171,7 @@ def check_gold(examples: list[dict], labels: list[str], path: Path) -> None:
         if e["label"] is not None
         for t in (e["label"] if isinstance(e["label"], list) else [e["label"]])
     ]
-    check_labels(found, {name: i for i, name in enumerate(labels)}, path)
+    check_labels(found, label_ids(labels), path)
 
 
 def check_labels(found, label2id: dict[str, int], path: Path) -> None:

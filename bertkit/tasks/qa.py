@@ -295,4 +295,5 @@ TASK = Task(
     collate=collate,
     evaluate=evaluate,
     model_settings=model_settings,
+    fields=("n_best", "max_answer_length", "allow_no_answer", "null_score_diff_threshold"),
 )

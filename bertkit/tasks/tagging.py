@@ -24,7 +24,17 @@ from bertkit.config import TaskConfig
 from bertkit.data.padding import IGNORE_INDEX
 from bertkit.errors import BertkitError
 from bertkit.metrics import entity_metrics, tag_metrics
-from bertkit.tasks.common import Task, collate_inputs, column, label_kwargs, label_set, pad, predict_batches, read_rows
+from bertkit.tasks.common import (
+    Task,
+    collate_inputs,
+    column,
+    label_ids,
+    label_kwargs,
+    label_set,
+    pad,
+    predict_batches,
+    read_rows,
+)
 
 # The tags besides O that each entity scheme allows: a prefix, a dash, and the entity type.
 ENTITY_TAG = {"BIO": re.compile(r"[BI]-.+"), "BIOES": re.compile(r"[BIES]-.+")}
@@ -101,7 +111,7 @@ def encode(tokenizer, examples: list[dict], labels: list[str] | None, cfg: TaskC
         stride=cfg.stride,
         return_overflowing_tokens=True,
     )
-    label2id = {name: i for i, name in enumerate(labels)} if labels else None
+    label2id = label_ids(labels) if labels else None
     features = []
     for k in range(len(enc["input_ids"])):
         example = enc["overflow_to_sample_mapping"][k]
@@ -172,4 +182,5 @@ TASK = Task(
     collate=collate,
     evaluate=evaluate,
     fields=("tokens_column", "tags_column", "tag_scheme"),
+    bilstm_head="token",
 )
