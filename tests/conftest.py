@@ -42,6 +42,20 @@ def run_cli(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
+# A 1-layer H64 BERT on one sample file: tokenize and pretrain in a second or two (each gets the keys it reads).
+SMALL = recipe_edits(
+    [
+        "tokenizer.vocab_size=1500",
+        "data.max_seq_length=64",
+        "model.max_position_embeddings=64",
+        "model.hidden_size=64",
+        "model.num_hidden_layers=1",
+        "train.log_every=1",
+        f"data.files={DATA / 'zh' / 'corpus-a.txt'}",
+    ]
+)
+
+
 def tiny_overrides(out: Path) -> list[str]:
     """The demo recipe shrunk to seconds: a small vocabulary, short examples, a few steps."""
     overrides = [

@@ -13,7 +13,7 @@ import time
 
 import pytest
 import torch
-from conftest import DATA, RECIPE, ROOT, read_by, recipe_edits, run_cli
+from conftest import DATA, RECIPE, ROOT, SMALL, read_by, recipe_edits, run_cli
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -24,17 +24,7 @@ from bertkit.cli import app
 from bertkit.config import load_recipe
 from bertkit.errors import BertkitError
 
-SMALL = [
-    "tokenizer.vocab_size=1500",
-    "data.max_seq_length=64",
-    "model.max_position_embeddings=64",
-    "model.hidden_size=64",
-    "model.num_hidden_layers=1",
-    "train.log_every=1",
-    "train.batch_size=8",
-    f"data.files={DATA / 'zh' / 'corpus-a.txt'}",
-]
-SMALL = recipe_edits(SMALL)  # tokenize and pretrain share it: each gets the keys it reads
+SMALL = [*SMALL, *recipe_edits(["train.batch_size=8"])]
 
 
 def _errors(result) -> list[str]:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import DATA, RECIPE, ROOT, read_by, recipe_edits, run_cli
+from conftest import DATA, RECIPE, ROOT, SMALL, read_by, recipe_edits, run_cli
 from datasets import load_from_disk
 from safetensors.torch import load_file
 
@@ -18,19 +18,8 @@ from bertkit.data.masking import IGNORE_INDEX, PretrainingCollator
 from bertkit.optim import Lamb, lr_factor, make_optimizer
 from bertkit.tokenizer.train import load_tokenizer
 
-# A 1-layer H64 BERT without dropout, so that runs can be compared number for number.
-SMALL = [
-    "tokenizer.vocab_size=1500",
-    "data.max_seq_length=64",
-    "model.max_position_embeddings=64",
-    "model.hidden_size=64",
-    "model.num_hidden_layers=1",
-    "model.hidden_dropout_prob=0",
-    "model.attention_probs_dropout_prob=0",
-    "train.log_every=1",
-    f"data.files={DATA / 'zh' / 'corpus-a.txt'}",
-]
-SMALL = recipe_edits(SMALL)  # tokenize and pretrain share it: each gets the keys it reads
+# Without dropout, so that runs can be compared number for number.
+SMALL = [*SMALL, *recipe_edits(["model.hidden_dropout_prob=0", "model.attention_probs_dropout_prob=0"])]
 
 
 @pytest.fixture(scope="module")

@@ -45,6 +45,10 @@ def _examples(max_len=64, **kw):
     return list(build_nsp_examples(_corpus(**kw), max_len, 0.1, random.Random(1), SPECIAL))
 
 
+def _sop_examples(max_len=64, **kw):
+    return list(build_sop_examples(_corpus(**kw), max_len, 0.1, random.Random(1), SPECIAL))
+
+
 def test_random_next_is_about_half_on_long_documents():
     # A chunk of one sentence (a document's last) can only be paired with a random B, as in
     # google-research/bert: the share is near 50% on documents much longer than an example.
@@ -53,15 +57,16 @@ def test_random_next_is_about_half_on_long_documents():
     assert 0.45 < share < 0.57
 
 
-def test_layout_lengths_and_segments():
-    examples = _examples()
+@pytest.mark.parametrize("examples", [_examples, _sop_examples], ids=["nsp", "sop"])
+def test_layout_lengths_and_segments(examples):
+    examples = examples()
     assert len(examples) > 100
     for ex in examples:
         ids, types = ex["input_ids"], ex["token_type_ids"]
         assert len(ids) <= 64 and len(types) == len(ids) == len(_word_ids(ex))
         assert ids[0] == CLS and ids[-1] == SEP and ids.count(SEP) == 2
         first_sep = ids.index(SEP)
-        assert first_sep >= 2 and first_sep <= len(ids) - 3  # A and B are non-empty
+        assert 2 <= first_sep <= len(ids) - 3  # A and B are non-empty
         assert types == [0] * (first_sep + 1) + [1] * (len(ids) - first_sep - 1)
 
 
@@ -106,22 +111,6 @@ def test_truncate_pair_trims_the_longer_side():
     truncate_pair(a, aw, b, bw, 8, random.Random(0))
     assert len(a) + len(b) == 8 and len(b) == 4 and len(a) == 4
     assert a == aw and a == sorted(a) and set(a) <= set(range(10))
-
-
-def _sop_examples(max_len=64, **kw):
-    return list(build_sop_examples(_corpus(**kw), max_len, 0.1, random.Random(1), SPECIAL))
-
-
-def test_sop_layout_lengths_and_segments():
-    examples = _sop_examples()
-    assert len(examples) > 100
-    for ex in examples:
-        ids, types = ex["input_ids"], ex["token_type_ids"]
-        assert len(ids) <= 64 and len(types) == len(ids) == len(_word_ids(ex))
-        assert ids[0] == CLS and ids[-1] == SEP and ids.count(SEP) == 2
-        first_sep = ids.index(SEP)
-        assert 2 <= first_sep <= len(ids) - 3  # both segments non-empty
-        assert types == [0] * (first_sep + 1) + [1] * (len(ids) - first_sep - 1)
 
 
 def test_sop_segments_are_consecutive_text_of_one_document_swapped_half_of_the_time():

@@ -8,7 +8,6 @@ the pair (context, question + candidate) by BertForMultipleChoice; accuracy.
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -17,7 +16,7 @@ from transformers import BertForMultipleChoice
 from bertkit.config import TaskConfig
 from bertkit.errors import BertkitError
 from bertkit.metrics import classification_metrics
-from bertkit.tasks.common import Task, column, pad, padded_length, predict_all, read_rows
+from bertkit.tasks.common import Task, column, pad, padded_length, predict_probabilities, read_rows
 
 
 def read(path: Path, cfg: TaskConfig, labelled: bool | None = None) -> list[dict]:
@@ -92,9 +91,7 @@ def collate(features: list[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
 
 def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: int):
     features = encode(tokenizer, examples, None, cfg, train=False)
-    probs = predict_all(
-        model, features, partial(collate, pad_id=tokenizer.pad_token_id), batch_size, lambda out: out.logits.softmax(-1)
-    )
+    probs = predict_probabilities(model, tokenizer, features, collate, batch_size)
     pred = probs.argmax(-1).tolist()
     predictions = [
         {**e, "prediction": p, "probability": round(float(probs[i, p]), 6)}

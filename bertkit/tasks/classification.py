@@ -27,6 +27,7 @@ from bertkit.tasks.common import (
     label_kwargs,
     label_set,
     predict_all,
+    predict_probabilities,
     read_rows,
 )
 
@@ -108,9 +109,7 @@ def collate(features: list[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
 
 def evaluate_classification(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: int):
     features = encode(tokenizer, examples, labels, cfg, train=False)
-    probs = predict_all(
-        model, features, partial(collate, pad_id=tokenizer.pad_token_id), batch_size, lambda out: out.logits.softmax(-1)
-    )
+    probs = predict_probabilities(model, tokenizer, features, collate, batch_size)
     pred = probs.argmax(-1).tolist()
     predictions = [
         {**e, "prediction": labels[p], "probability": round(float(probs[i, p]), 6)}

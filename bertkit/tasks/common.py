@@ -12,6 +12,7 @@ import io
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -205,6 +206,12 @@ def predict_batches(model, features: list[dict], collate: Callable, batch_size: 
             k: v.to(model.device) for k, v in batch.items() if k in ("input_ids", "token_type_ids", "attention_mask")
         }
         yield chunk, model(**inputs)
+
+
+def predict_probabilities(model, tokenizer, features: list[dict], collate: Callable, batch_size: int) -> torch.Tensor:
+    """Softmax over the logits of every feature, (N, C): a classifier's or a multiple-choice head's."""
+    collate = partial(collate, pad_id=tokenizer.pad_token_id)
+    return predict_all(model, features, collate, batch_size, lambda out: out.logits.softmax(-1))
 
 
 def predict_all(model, features: list[dict], collate: Callable, batch_size: int, head: Callable) -> torch.Tensor:
