@@ -17,8 +17,7 @@ from transformers import BertForPreTraining
 from bertkit.atomic import atomic_dir, check_apart, check_output, write_text
 from bertkit.bilstm import HEADS, is_bilstm, load_bilstm
 from bertkit.config import RunConfig, save_config
-from bertkit.data.dataset import TOKENIZER_SUBDIR, load_pretraining_data
-from bertkit.data.pretraining import LABELLED
+from bertkit.data.dataset import TOKENIZER_SUBDIR, load_pretraining_data, pair_objective
 from bertkit.errors import BertkitError
 from bertkit.loop import make_accelerator
 from bertkit.metrics import format_table
@@ -70,7 +69,7 @@ def _pretraining_report(cfg: RunConfig, model_dir: Path, tokenizer, accelerator)
     check_vocabulary(model, load_tokenizer(Path(dataset_dir) / TOKENIZER_SUBDIR), model_dir)  # the data's ids
     check_fits(model, tokenizer, model_dir, meta["max_seq_length"], "data.max_seq_length")
     objective = accelerator.prepare(PretrainingObjective(model))
-    pair = meta["objective"] if meta["objective"] in LABELLED else None
+    pair = pair_objective(meta)
     split = splits[cfg.eval.split]
     report = evaluate_pretraining(
         accelerator, objective, split, tokenizer, cfg.masking, cfg.eval.batch_size, cfg.eval.seed, pair

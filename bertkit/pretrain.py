@@ -27,10 +27,9 @@ from transformers import BertForPreTraining, PreTrainedTokenizerBase
 from bertkit.atomic import check_apart, check_output, is_ours, mark_output, remove_output, write_text
 from bertkit.checkpoint import checkpoint_dirs, load_checkpoint, resolve_resume, save_checkpoint, save_model
 from bertkit.config import RunConfig, save_config
-from bertkit.data.dataset import TOKENIZER_SUBDIR, load_pretraining_data
+from bertkit.data.dataset import TOKENIZER_SUBDIR, load_pretraining_data, pair_objective
 from bertkit.data.loader import EpochSampler, KeyedDataset
 from bertkit.data.masking import PretrainingCollator
-from bertkit.data.pretraining import LABELLED
 from bertkit.dropout import use_fast_dropout
 from bertkit.errors import BertkitError, Interrupted
 from bertkit.loop import TrainState, fit, make_accelerator, total_steps
@@ -237,11 +236,6 @@ def _loader(cfg: RunConfig, phase: Phase, tokenizer) -> DataLoader:
     )
 
 
-def _pair(phase: Phase) -> str | None:
-    """The sentence-pair objective of a phase's data (nsp, sop), None for MLM only."""
-    return phase.meta["objective"] if phase.meta["objective"] in LABELLED else None
-
-
 def train(cfg: RunConfig, run: Setup) -> TrainState:
     """The phases one after another through fit(), from where the run stands; checkpoints on the way."""
     accelerator, state = run.accelerator, run.state
@@ -295,7 +289,7 @@ def train(cfg: RunConfig, run: Setup) -> TrainState:
 
 
 def _what(phase: Phase) -> str:
-    pair = _pair(phase)
+    pair = pair_objective(phase.meta)
     return f"MLM+{pair.upper()}" if pair else "MLM"
 
 
@@ -311,7 +305,7 @@ def _evaluate(cfg: RunConfig, run: Setup, phase: Phase, state: TrainState) -> di
             cfg.masking,
             cfg.eval.batch_size,
             cfg.eval.seed,
-            _pair(phase),
+            pair_objective(phase.meta),
         )
     if cfg.probe.during_pretraining and accelerator.is_main_process:
         bert = accelerator.unwrap_model(run.objective).model.bert

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from datasets import DatasetDict
 
+from bertkit.data.pretraining import LABELLED
 from bertkit.errors import BertkitError
 
 METADATA_FILE = "bertkit_data.json"
@@ -31,3 +32,8 @@ def load_pretraining_data(dataset_dir: Path) -> tuple[DatasetDict, dict]:
             "run `bertkit tokenize` with this recipe first"
         )
     return DatasetDict.load_from_disk(str(dataset_dir)), json.loads(meta_path.read_text(encoding="utf-8"))
+
+
+def pair_objective(meta: dict) -> str | None:
+    """The sentence-pair objective of a dataset's examples (nsp, sop), None for MLM only (packed)."""
+    return meta["objective"] if meta["objective"] in LABELLED else None
