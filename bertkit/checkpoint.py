@@ -5,8 +5,8 @@
     state = load_checkpoint(accelerator, path, optimizer, scheduler, layout)   # after accelerator.prepare
 
 A checkpoint `step-N/` is a model dir (it loads with `from_pretrained`) plus `training_state.pt` (optimizer,
-scheduler, grad scaler, step, epoch, position in the epoch) and `rng_states.pt` (every process' Python and
-torch RNG states). Both load with `torch.load(weights_only=True)`: no pickled code runs.
+scheduler, grad scaler, step, epoch, position in the epoch, training time so far) and `rng_states.pt` (every
+process' Python and torch RNG states). Both load with `torch.load(weights_only=True)`: no pickled code runs.
 """
 
 from __future__ import annotations
@@ -104,6 +104,7 @@ def save_checkpoint(
                     "step": state.step,
                     "epoch": state.epoch,
                     "batches_in_epoch": state.batches_in_epoch,
+                    "seconds": state.seconds,  # training time: a time budget and its LR schedule go on from here
                     "num_processes": accelerator.num_processes,
                     "layout": layout,
                     "optimizer": optimizer.state_dict(),
@@ -166,4 +167,9 @@ def load_checkpoint(
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    return TrainState(step=saved["step"], epoch=saved["epoch"], batches_in_epoch=saved["batches_in_epoch"])
+    return TrainState(
+        step=saved["step"],
+        epoch=saved["epoch"],
+        batches_in_epoch=saved["batches_in_epoch"],
+        seconds=saved.get("seconds", 0.0),  # checkpoints from before it was saved: the budget starts afresh
+    )

@@ -158,11 +158,16 @@ class ModelConfig(Section):
     """Continue pretraining from this Hugging Face BERT dir instead of a random init."""
     type: Literal["bert", "bilstm"] = "bert"
     """`bilstm`: fine-tune a BiLSTM baseline (random embeddings over the same vocabulary) instead of BERT, for
-    classification and token classification — the same data, loop and metrics."""
+    classification and token classification — the same data, loop and metrics. It needs only a tokenizer:
+    finetune.model_dir may be a BERT dir (its weights are not used) or a tokenizer dir (`bertkit tokenize`'s
+    `<output_dir>/tokenizer`)."""
     bilstm_embedding_dim: int = Field(128, ge=1)
     bilstm_hidden_size: int = Field(256, ge=1)
     """Per direction."""
     bilstm_layers: int = Field(1, ge=1)
+    bilstm_lr: float = Field(2e-3, gt=0)
+    """Peak learning rate of the BiLSTM, used instead of finetune.train.lr (BERT's, typically 2e-5 to 5e-4):
+    a network trained from scratch wants a far larger one."""
 
 
 class MaskingConfig(Section):
@@ -178,7 +183,27 @@ class MaskingConfig(Section):
     """Mask all pieces of a word together (word ids from `bertkit tokenize`)."""
     max_predictions_per_seq: int | None = Field(None, ge=1)
     """At most this many masked tokens per sequence (google-research/bert used 20 at length 128); whole words
-    that would cross it are left unmasked."""
+    (or spans) that would cross it are left unmasked."""
+    span: Literal["off", "geometric", "ngram"] = "off"
+    """Span masking: mask runs of consecutive whole words (tokens unless whole_word) until about `rate` of the
+    tokens are picked, each run's length in words drawn from `geometric` (SpanBERT: span_p, span_max_length) or
+    `ngram` (MacBERT: span_ngram_probs); runs never cross [CLS]/[SEP]. `off`: words picked one by one."""
+    _span_off = _off_means("span", "off")
+    span_p: float = Field(0.2, gt=0, le=1)
+    """span=geometric: P(n words) ∝ p·(1 − p)^(n − 1) for n = 1 … span_max_length (SpanBERT's 0.2 and 10: mean
+    3.8 words); 1 makes every span one word."""
+    span_max_length: int = Field(10, ge=1, le=512)
+    """span=geometric: longest span in words (at most 512); the distribution is cut there and renormalised."""
+    span_ngram_probs: list[float] = Field([0.4, 0.3, 0.2, 0.1], min_length=1, max_length=512)
+    """span=ngram: probabilities of spans of 1, 2, 3 … words (MacBERT: 40/30/20/10% for 1- to 4-grams); they
+    must sum to 1."""
+
+    @field_validator("span_ngram_probs")
+    @classmethod
+    def _a_distribution(cls, value: list[float]) -> list[float]:
+        if any(x < 0 for x in value) or abs(sum(value) - 1) > 1e-3:
+            raise ValueError("must be probabilities (each ≥ 0) of spans of 1, 2, 3 … words that sum to 1")
+        return value
 
     @model_validator(mode="after")
     def _shares_fit(self):
@@ -216,7 +241,7 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.01, ge=0)
     """Decoupled weight decay (not applied to biases and LayerNorm)."""
     warmup_ratio: float = Field(0.1, ge=0, le=1)
-    """Share of steps with a linear warm-up before the decay."""
+    """Share of the steps (of the time budget, with `max_time_minutes`) with a linear warm-up before the decay."""
     schedule: Literal["linear", "cosine", "constant"] = "linear"
     """Learning-rate decay after the warm-up: linear or cosine to 0, or constant."""
     optimizer: Literal["adamw", "lamb"] = "adamw"
@@ -240,7 +265,11 @@ class TrainConfig(Section):
     """Steps between evaluations, and one at the end; 0: only at the end. Null: only at the end when
     pretraining, after each epoch when fine-tuning."""
     max_time_minutes: float | None = Field(None, gt=0)
-    """Stop cleanly (checkpoint and model saved) after this much training time."""
+    """A training-time budget: stop cleanly (evaluated, checkpoint and model saved) once the steps have taken
+    this long; evaluation and checkpointing are not counted, and the time carries over a resume. The LR schedule
+    then follows the budget: progress = max(step / max_steps, time / budget), so the warm-up is `warmup_ratio`
+    of the budget and the decay reaches 0 when it is used up (or at max_steps, when they come first; set
+    max_steps generously). Resuming with a larger budget trains on from where its schedule stands."""
 
 
 class PretrainTrainConfig(TrainConfig):
@@ -515,7 +544,7 @@ def _all_but(section: str, model: type[Section], *unread: str) -> tuple[str, ...
     return tuple(f"{section}.{name}" for name in model.model_fields if name not in unread)
 
 
-_BILSTM = ("type", "bilstm_embedding_dim", "bilstm_hidden_size", "bilstm_layers")  # model keys of the BiLSTM only
+_BILSTM = ("type", "bilstm_embedding_dim", "bilstm_hidden_size", "bilstm_layers", "bilstm_lr")  # the BiLSTM's only
 _FEATURES = ("embed.pooling", "embed.max_seq_length", "embed.batch_size")  # of the probe's frozen features
 _OUTPUTS = ("output_dir", "overwrite", "allow_pickle_weights")
 _EXPORT_TASK = (

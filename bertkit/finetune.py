@@ -31,7 +31,7 @@ from bertkit.dropout import use_fast_dropout
 from bertkit.errors import BertkitError, Interrupted
 from bertkit.loop import TrainState, fit, make_accelerator, total_steps
 from bertkit.model import check_fits, check_model_dir, load_model, quiet_transformers
-from bertkit.optim import make_optimizer, make_schedule
+from bertkit.optim import describe_schedule, make_optimizer, make_schedule
 from bertkit.runtime import tune_allocator
 from bertkit.tasks import TASKS, get_task
 from bertkit.tasks.common import Task, check_gold
@@ -86,10 +86,13 @@ def setup(cfg: RunConfig) -> Setup:
     quiet_transformers()
     tune_allocator()
     task_cfg, train_cfg = cfg.finetune.task, cfg.finetune.train
+    bilstm = cfg.model.type == "bilstm"
+    if bilstm:  # trained from scratch: its own LR, not BERT's fine-tuning one (nor BERT's layer-wise decay)
+        train_cfg = train_cfg.model_copy(update={"lr": cfg.model.bilstm_lr, "layer_lr_decay": None})
     task = get_task(task_cfg.type)
     if task_cfg.train_file is None:
         raise BertkitError("finetune.task.train_file is not set; point it at the training file")
-    model_dir = check_model_dir(cfg.finetune.model_dir or cfg.pretrain_dir)
+    model_dir = _tokenizer_dir(cfg) if bilstm else check_model_dir(cfg.finetune.model_dir or cfg.pretrain_dir)
     out_dir = cfg.finetune_dir
     check_apart(
         {OUTPUT_KEY: out_dir},
@@ -131,10 +134,17 @@ def setup(cfg: RunConfig) -> Setup:
         train_cfg = train_cfg.model_copy(update={"eval_every": max(1, len(loader) // train_cfg.grad_accum)})
     if accelerator.is_main_process:
         what = f" with {len(labels)} labels" if labels else ""
-        print(
-            f"fine-tuning {model_dir} for {task_cfg.type}{what} on {len(train_examples)} examples "
-            f"({len(features)} inputs), {steps} steps"
+        start = (
+            f"training a BiLSTM baseline (tokenizer of {model_dir}; lr {train_cfg.lr:g} from model.bilstm_lr, "
+            "not finetune.train.lr)"
+            if bilstm
+            else f"fine-tuning {model_dir}"
         )
+        print(
+            f"{start} for {task_cfg.type}{what} on {len(train_examples)} examples ({len(features)} inputs), "
+            f"{steps} steps"
+        )
+        print(describe_schedule(train_cfg, steps))
     return Setup(
         task=task,
         tokenizer=tokenizer,
@@ -150,6 +160,20 @@ def setup(cfg: RunConfig) -> Setup:
         loader=loader,
         train=train_cfg,
         steps=steps,
+    )
+
+
+def _tokenizer_dir(cfg: RunConfig) -> Path:
+    """Where the BiLSTM takes its tokenizer (and nothing else): finetune.model_dir, any dir with a BERT
+    tokenizer; unset, this recipe's pretrained model, or its `bertkit tokenize` output when not pretrained."""
+    names = ("vocab.txt", "tokenizer.json")
+    candidates = [cfg.finetune.model_dir] if cfg.finetune.model_dir else [cfg.pretrain_dir, cfg.tokenizer_dir]
+    for directory in candidates:
+        if any((Path(directory) / name).is_file() for name in names):
+            return Path(directory)
+    raise BertkitError(
+        f"{' or '.join(map(str, candidates))}: no tokenizer (vocab.txt or tokenizer.json); model.type=bilstm needs "
+        "only that: set finetune.model_dir to a BERT dir or to a `bertkit tokenize` output's tokenizer/ dir"
     )
 
 
@@ -237,8 +261,11 @@ def finish(cfg: RunConfig, run: Setup, best: Best, state: TrainState) -> Path:
         if run.dev_examples:
             print(f"best dev {run.metric} {best.score:.4f} at step {best.step}")
         patience = cfg.finetune.early_stopping_patience
-        if state.stopped_early and state.signal is None and patience:
+        if state.stopped_by == "early stopping":
             print(f"early stop at step {state.step}: no better dev {run.metric} in {patience} evaluations")
+        elif state.stopped_by == "time":
+            budget = run.train.max_time_minutes
+            print(f"stopped at step {state.step} of {run.steps}: the {budget:g}-minute budget is used up")
         loads = (
             "bertkit.bilstm.load_bilstm"
             if cfg.model.type == "bilstm"

@@ -7,7 +7,11 @@
 `model(**batch)` must return a mapping or ModelOutput with a scalar "loss"; fit knows nothing else about the
 task. Evaluation and checkpointing are the caller's functions, called every `train.eval_every` / `save_every` steps
 (0 or None: never before the end) and at the end. `state` says where training is (step, epoch, micro-batches
-into the epoch); a resumed run passes the checkpoint's state and continues exactly where it stopped.
+into the epoch, training time); a resumed run passes the checkpoint's state and continues exactly where it stopped.
+
+Training time (`state.seconds`, what `train.max_time_minutes` budgets and a BudgetLR schedule follows) is the
+time of the steps themselves (loading, forward, backward, optimizer, logging), not evaluation or checkpointing,
+summed over resumed runs; `clock` measures it (tests replace it with a fake clock).
 """
 
 from __future__ import annotations
@@ -30,7 +34,10 @@ from torch.optim.lr_scheduler import LambdaLR
 from bertkit.config import TrainConfig
 from bertkit.data.packing import real_tokens
 from bertkit.errors import BertkitError
+from bertkit.optim import BudgetLR
 from bertkit.progress import progress
+
+clock = time.perf_counter  # the clock of training time; read through the module, so a test can replace it
 
 
 @dataclass
@@ -38,18 +45,20 @@ class TrainState:
     step: int = 0  # optimizer steps done
     epoch: int = 0
     batches_in_epoch: int = 0  # micro-batches of `epoch` this process has consumed
-    stopped_early: bool = False  # max_time reached or a signal received
+    seconds: float = 0.0  # training time so far, agreed by all processes (see the module docstring)
+    stopped_early: bool = False  # max_time reached, a signal received, or early stopping
+    stopped_by: str | None = None  # why: "time", "signal" or "early stopping"
     signal: int | None = None  # the SIGINT/SIGTERM that stopped training
 
 
 class Stopper:
     """When training stops before its last step: SIGINT/SIGTERM (while active they ask for a stop at the next
     step, with a checkpoint, instead of killing the process; a second SIGINT interrupts at once), the time
-    limit, or early stopping. Every process stops at the same step, or the saves would deadlock."""
+    budget, or early stopping. Every process stops at the same step, or the saves would deadlock."""
 
     def __init__(self, accelerator: Accelerator, max_minutes: float | None, early: Callable[[], bool] | None):
         self.accelerator = accelerator
-        self.deadline = time.perf_counter() + max_minutes * 60 if max_minutes else math.inf
+        self.budget = max_minutes * 60 if max_minutes else math.inf  # seconds of training time
         self.early = early
         self.received: int | None = None
         self._previous: dict = {}
@@ -69,17 +78,27 @@ class Stopper:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
-    def reason(self, evaluated: bool) -> str | None:
-        """ "signal", "time", "early stopping" (asked only after an evaluation) or None, agreed by all processes."""
-        signalled, late = self.received is not None, time.perf_counter() > self.deadline
+    def spent(self, state: TrainState) -> bool:
+        """Whether the time budget is used up."""
+        return state.seconds >= self.budget
+
+    def check(self, state: TrainState) -> str | None:
+        """After a step: "signal", "time" or None, agreed by all processes. Sets `state.seconds` to the largest
+        of the processes' clocks, so that every process computes the same LR and stops at the same step. The
+        one sync of a step (with several processes)."""
+        signalled = self.received is not None
         if self.accelerator.num_processes > 1:
-            flags = torch.tensor([float(signalled), float(late)], device=self.accelerator.device)
-            signalled, late = (self.accelerator.reduce(flags, "max") > 0).tolist()
+            # float64: float32 seconds lose precision over a long run
+            flags = torch.tensor([float(signalled), state.seconds], dtype=torch.float64, device=self.accelerator.device)
+            signalled, state.seconds = self.accelerator.reduce(flags, "max").tolist()
+            signalled = signalled > 0
         if signalled:
             return "signal"
-        if late:
-            return "time"
-        return "early stopping" if evaluated and self.early and self.early() else None
+        return "time" if self.spent(state) else None
+
+    def early_stop(self) -> bool:
+        """Early stopping, asked after an evaluation (its metrics are the same on every process)."""
+        return self.early is not None and self.early()
 
     @property
     def signal(self) -> int:
@@ -171,8 +190,9 @@ def fit(
     desc: str = "train",
     stop: Callable[[], bool] | None = None,
 ) -> TrainState:
-    """Train until `max_steps` optimizer steps, `train.max_time_minutes`, a signal, or `stop()` (checked after
-    each evaluation: early stopping) says so; returns where it stopped."""
+    """Train until `max_steps` optimizer steps, `train.max_time_minutes` of training time, a signal, or `stop()`
+    (checked after each evaluation: early stopping) says so; returns where it stopped. A stop on time is the run's
+    end, as the last step is: logged, evaluated and saved."""
     state = state or TrainState()
     main = accelerator.is_main_process
     if log_file is not None and main:
@@ -182,7 +202,11 @@ def fit(
     model.train()
     bar = progress(total=max_steps, initial=state.step, desc=desc, unit="step", disable=not main)
     with bar, Stopper(accelerator, train.max_time_minutes, stop) as stopper:
+        if stopper.spent(state):  # resumed (or a next phase entered) with the budget used up
+            state.stopped_early, state.stopped_by = True, "time"
+            return state
         window = Window(accelerator)
+        mark = clock()  # where the current stretch of training time began
         while state.step < max_steps:
             loader.set_epoch(state.epoch)
             # Resuming mid-epoch: skip what was consumed at the sampler, without loading or masking it.
@@ -204,10 +228,16 @@ def fit(
                 window.add(loss, tokens)
                 if not accelerator.sync_gradients:
                     continue
-                scheduler.step()
                 state.step += 1
+                state.seconds += clock() - mark
+                stopping = stopper.check(state)
+                if stopping == "time" and state.step == max_steps:
+                    stopping = None  # both budgets end here: a plain end
+                if isinstance(scheduler, BudgetLR):
+                    scheduler.seconds = state.seconds
+                scheduler.step()
                 bar.update(1)
-                at_end = state.step == max_steps
+                at_end = state.step == max_steps or stopping == "time"
                 if state.step % train.log_every == 0 or at_end:
                     window.check_finite(state.step)
                     loss_value, tok_s = window.read()
@@ -224,17 +254,19 @@ def fit(
                     if main:
                         bar.write(f"step {state.step}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
                     _log(accelerator, log_file, {"step": state.step, **{f"eval/{k}": v for k, v in metrics.items()}})
-                stopping = stopper.reason(evaluates)
+                    if stopping is None and stopper.early_stop():
+                        stopping = "early stopping"
                 if save and ((save_every and state.step % save_every == 0) or at_end or stopping):
                     window.check_finite(state.step)
                     save(state)
+                mark = clock()  # evaluation and checkpointing are not training time
                 if stopping:
                     if main and stopping == "time":
                         bar.write(f"train.max_time_minutes={train.max_time_minutes} reached at step {state.step}")
-                    state.stopped_early = True
+                    state.stopped_early, state.stopped_by = True, stopping
                     state.signal = stopper.signal if stopping == "signal" else None
                     return state
-                if at_end:
+                if state.step == max_steps:
                     break
             if seen == 0 and state.batches_in_epoch == 0:
                 raise BertkitError("the training data yields no batch; check the data files and train.batch_size")

@@ -2,6 +2,10 @@
 
 optimizer = make_optimizer(model, cfg.train)              # AdamW or LAMB, no decay on biases/LayerNorm
 scheduler = make_schedule(optimizer, cfg.train, total_steps=1000)   # warm-up, then linear/cosine decay
+print(describe_schedule(cfg.train, total_steps=1000))    # "LR schedule (linear) over 1,000 steps (warm-up 10%)"
+
+With `train.max_time_minutes` the schedule follows the time budget instead (BudgetLR): fit() tells it the
+training time so far before each step, and its progress is max(step / total_steps, time / budget).
 """
 
 from __future__ import annotations
@@ -84,9 +88,9 @@ def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Op
     )
 
 
-def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
+def lr_factor(step: float, warmup: int, total: int, schedule: str) -> float:
     """Multiplier of the peak LR after `step` optimizer steps: linear warm-up, then linear or cosine decay to 0
-    at `total` (or constant)."""
+    at `total` (or constant). `step` may be fractional: a position on the schedule (see schedule_position)."""
     if step < warmup:
         return (step + 1) / (warmup + 1)
     if schedule == "constant":
@@ -95,6 +99,50 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
     return 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1 - progress
 
 
+def schedule_position(step: int, seconds: float, total_steps: int, budget_seconds: float) -> float:
+    """Where a time-budgeted schedule stands, in steps: progress = max(step / total_steps, seconds /
+    budget_seconds), times total_steps. Whichever budget runs out first ends the schedule: warm-up is
+    `warmup_ratio` of the time (or of the steps, when they go faster), and the decay reaches 0 when the time is
+    used up (or at the last step)."""
+    return max(step, seconds / budget_seconds * total_steps)
+
+
+class BudgetLR(LambdaLR):
+    """A LambdaLR over a time budget as well as a step count: fit() sets `seconds`, the training time so far
+    (the same on every process), before each step(), and the factor is lr_factor at schedule_position.
+
+    `seconds` is in state_dict (and fit() sets it anew before every step); the budget, step count and shape
+    are not (they come from the recipe, as a LambdaLR's lambda does), so a run may be resumed with a larger
+    `max_time_minutes`: the LR then continues from where the schedule over the new budget stands."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, train: TrainConfig, total_steps: int):
+        self.seconds = 0.0
+        budget_seconds = train.max_time_minutes * 60
+        warmup = round(train.warmup_ratio * total_steps)
+
+        def factor(step: int) -> float:  # a function, not a bound method: LambdaLR.state_dict skips it
+            position = schedule_position(step, self.seconds, total_steps, budget_seconds)
+            return lr_factor(position, warmup, total_steps, train.schedule)
+
+        super().__init__(optimizer, factor)
+
+
 def make_schedule(optimizer: torch.optim.Optimizer, train: TrainConfig, total_steps: int) -> LambdaLR:
+    """Warm-up and decay over `total_steps`, or over `train.max_time_minutes` when it is set (BudgetLR)."""
+    if train.max_time_minutes:
+        return BudgetLR(optimizer, train, total_steps)
     warmup = round(train.warmup_ratio * total_steps)
     return LambdaLR(optimizer, lambda step: lr_factor(step, warmup, total_steps, train.schedule))
+
+
+def describe_schedule(train: TrainConfig, total_steps: int, seconds: float = 0.0) -> str:
+    """One line saying what the LR schedule follows, e.g. "LR schedule (linear) over the 30-minute budget
+    (warm-up 5%; or over 100,000 steps if they come first)"; `seconds`: training time already done (resume)."""
+    warmup = f"warm-up {train.warmup_ratio * 100:g}%"
+    if not train.max_time_minutes:
+        return f"LR schedule ({train.schedule}) over {total_steps:,} steps ({warmup})"
+    used = f", {seconds / 60:.1f} minutes of it used" if seconds else ""
+    return (
+        f"LR schedule ({train.schedule}) over the {train.max_time_minutes:g}-minute budget ({warmup}; or over "
+        f"{total_steps:,} steps if they come first){used}"
+    )

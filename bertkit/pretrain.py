@@ -41,7 +41,7 @@ from bertkit.model import (
     parameter_count,
     quiet_transformers,
 )
-from bertkit.optim import make_optimizer, make_schedule
+from bertkit.optim import describe_schedule, make_optimizer, make_schedule
 from bertkit.plots import plot_curves, plot_probe_history
 from bertkit.pretraining_eval import evaluate_pretraining
 from bertkit.probe import probe_model, read_probe_data, require_probe_files
@@ -190,6 +190,7 @@ def setup(cfg: RunConfig) -> Setup:
             f"{parameter_count(model) / 1e6:.1f}M parameters) for {ends[-1]} steps, "
             f"{accelerator.num_processes} process(es) on {accelerator.device}"
         )
+        print(describe_schedule(cfg.train, ends[-1], state.seconds))
     accelerator.init_trackers("tensorboard", config={"steps": ends[-1], "lr": cfg.train.lr})
     return Setup(
         accelerator,
@@ -332,8 +333,12 @@ def finish(cfg: RunConfig, run: Setup, state: TrainState) -> Path:
         if cfg.probe.during_pretraining:
             probes = plot_probe_history(out_dir / METRICS_FILE, out_dir / "probe-during-pretraining.png")
             print(f"probe by layer over the steps: {probes}")
-        if state.stopped_early and state.signal is None:
-            print(f"stopped at step {state.step} of {steps}; continue with train.resume=auto")
+        if state.stopped_by == "time":
+            print(
+                f"stopped at step {state.step} of {steps}: the {cfg.train.max_time_minutes:g}-minute budget is used up "
+                "(its LR schedule has ended); to train on, continue with train.resume=auto and a larger "
+                "train.max_time_minutes"
+            )
     if state.signal is not None:
         raise Interrupted(
             state.signal,

@@ -152,7 +152,7 @@ def test_chinese_whole_word_masking_masks_segmenter_words(data_dir):
 
 def test_max_time_stops_cleanly_with_a_checkpoint(data_dir, tmp_path):
     output = _pretrain(tmp_path, data_dir, "train.max_steps=500", "train.max_time_minutes=0.0001")
-    assert "stopped at step 1 of 500; continue with train.resume=auto" in output
+    assert "stopped at step 1 of 500: the 0.0001-minute budget is used up" in output
     assert (tmp_path / "pretrain" / "checkpoints" / "step-1" / "training_state.pt").is_file()
     assert (tmp_path / "pretrain" / "model.safetensors").is_file()
 

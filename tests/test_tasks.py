@@ -298,10 +298,11 @@ def test_bilstm_baseline_through_finetune_and_eval(tiny_run, tmp_path, recipe, t
         "model.bilstm_embedding_dim=32",
     )
     assert len(predictions) == 60
-    # 4 steps of a BiLSTM from random init: pairs 31 of 60 right; NER 4 of 70 gold entities among 537 predicted.
+    # 4 steps of a BiLSTM from random init at its own lr (model.bilstm_lr, 2e-3; the recipes' 5e-4 is BERT's): pairs
+    # 30 of 60 right; NER 2 of 70 gold entities among 486 predicted.
     loss, metric, value = {
-        "classification": (0.686336, "accuracy", 31 / 60),
-        "token-classification": (1.928633, "f1", 0.013180),
+        "classification": (0.680737, "accuracy", 30 / 60),
+        "token-classification": (1.907099, "f1", 0.007194),
     }[task]
     assert _last_loss(tmp_path) == pytest.approx(loss, rel=1e-4)
     assert report[metric] == pytest.approx(value, abs=0.017 if task == "classification" else 0.005)
