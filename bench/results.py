@@ -31,6 +31,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from baselines import dictionary_tagger, tfidf_classifier  # noqa: E402
+
 ENTITY = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
 PROBE_TRAIN, PROBE_TEST = 600, 300  # sentences
 
@@ -121,6 +124,22 @@ def build_data(work: Path, n_train: int, n_test: int, seed: int = 0) -> dict:
         "ner_sentences": len(ner),
         "corpus_mb": round((data / "corpus.txt").stat().st_size / 1e6, 1),
     }
+
+
+def classical_baselines(data: Path) -> dict:
+    """{row name: (task, score, seconds)} of the classical baselines on the same files as the models."""
+
+    def rows(name: str) -> list[dict]:
+        return [json.loads(line) for line in (data / name).read_text(encoding="utf-8").splitlines()]
+
+    out = {}
+    start = time.perf_counter()
+    accuracy = tfidf_classifier(rows("sentiment-train.jsonl"), rows("sentiment-test.jsonl"))
+    out["TF-IDF + logistic regression"] = ("sentiment (accuracy)", accuracy, round(time.perf_counter() - start))
+    start = time.perf_counter()
+    f1 = dictionary_tagger(rows("ner-train.jsonl"), rows("ner-test.jsonl"))["f1"]
+    out["dictionary of training entities"] = ("NER (entity F1)", f1, round(time.perf_counter() - start))
+    return out
 
 
 def bertkit(command: str, recipe, *overrides: str) -> float:
@@ -255,6 +274,11 @@ def main() -> None:
             took = bertkit("finetune", *common) + bertkit("eval", *common)
             report = json.loads(next((out / "eval").glob("*/report.json")).read_text())
             results.setdefault(task, {})[model] = {metric: report[metric], "seconds": round(took)}
+    # The classical rows: one cell each (TF-IDF for sentiment, the entity dictionary for NER).
+    classical = classical_baselines(data)
+    models |= {name: [] for name in classical}
+    for name, (task, value, took) in classical.items():
+        results.setdefault(task, {})[name] = {"value": value, "seconds": took}
     probes = {}
     for model, directory in (
         ("BERT pretrained by bertkit", args.work / "pretrain"),
@@ -271,7 +295,10 @@ def main() -> None:
     for model in models:
         cells = []
         for task in tasks:
-            r = results[task][model]
+            r = results[task].get(model)
+            if r is None:
+                cells.append("–")
+                continue
             value = next(v for k, v in r.items() if k != "seconds")
             cells.append(f"{value:.4f} ({r['seconds']} s)")
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
