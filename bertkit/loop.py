@@ -78,6 +78,11 @@ class Stopper:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
+    @property
+    def timed(self) -> bool:
+        """Whether a time budget is set."""
+        return math.isfinite(self.budget)
+
     def spent(self, state: TrainState) -> bool:
         """Whether the time budget is used up."""
         return state.seconds >= self.budget
@@ -242,7 +247,13 @@ def fit(
                     window.check_finite(state.step)
                     loss_value, tok_s = window.read()
                     lr = scheduler.get_last_lr()[0]
-                    bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}")
+                    # The bar counts steps; under a time budget its ETA is the steps', so say what the budget leaves.
+                    left = (
+                        {"budget_left": f"{max(0.0, stopper.budget - state.seconds) / 60:.1f}min"}
+                        if stopper.timed
+                        else {}
+                    )
+                    bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}", **left)
                     record = {"step": state.step, "epoch": state.epoch, "loss": loss_value, "lr": lr}
                     _log(accelerator, log_file, record | {"tokens_per_s": tok_s})
                 evaluates = evaluate is not None and (
