@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from bertkit.atomic import write_text
 from bertkit.errors import BertkitError
@@ -56,6 +56,13 @@ def _off_means(field: str, off: str | None):
     """A validator of a field with an 'off' value: YAML 1.1 reads `no`, `off` and `false` as False (and `null`
     and `~` as None), and a user who types one of them means `off`."""
     return field_validator(field, mode="before")(lambda cls, value: off if value is False or value is None else value)
+
+
+def _checks_tasks(info: ValidationInfo) -> bool:
+    """Whether to check finetune.task against the task registry: importing it imports torch and transformers'
+    models (seconds), so only a command that reads finetune.task does (any, when no command is given)."""
+    command = (info.context or {}).get("command")
+    return command is None or reads(command, "finetune.task.type")
 
 
 def _dir_name(value: str) -> str:
@@ -303,7 +310,9 @@ class TaskConfig(Section):
 
     @field_validator("type")
     @classmethod
-    def _known_family(cls, value: str) -> str:
+    def _known_family(cls, value: str, info: ValidationInfo) -> str:
+        if not _checks_tasks(info):
+            return value
         from bertkit.tasks import TASKS  # here, not at the top: the task modules import this module
 
         if value not in TASKS:
@@ -387,11 +396,11 @@ class FinetuneConfig(Section):
         return self
 
     @model_validator(mode="after")
-    def _family_keys(self):
+    def _family_keys(self, info: ValidationInfo):
         # Keys stay flat under finetune.task, but some are read by one family only (Task.fields): set for another,
         # they would be silently ignored. The default value is allowed, so that a saved bertkit.yaml loads.
         task = self.task
-        if not task.model_fields_set - {"type"}:
+        if not task.model_fields_set - {"type"} or not _checks_tasks(info):
             return self
         from bertkit.tasks import TASKS  # here, not at the top: the task modules import this module
 
@@ -775,7 +784,7 @@ def load_recipe(path: Path | str | None, overrides: list[str] | None = None, com
         _set(tree, keys, value, "command line")
         overridden.add(".".join(keys))
     try:
-        return RunConfig.model_validate(tree)
+        return RunConfig.model_validate(tree, context={"command": command})
     except ValidationError as e:
         raise BertkitError(_one_line(e, source, overridden)) from None
 
