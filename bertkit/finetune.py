@@ -35,7 +35,7 @@ from bertkit.optim import describe_schedule, make_optimizer, make_schedule
 from bertkit.runtime import tune_allocator
 from bertkit.tasks import TASKS, get_task
 from bertkit.tasks.common import Task, check_gold
-from bertkit.tokenizer.train import load_tokenizer
+from bertkit.tokenizer.train import has_tokenizer, load_tokenizer
 
 OUTPUT_KEY = "finetune.task.name"  # the output dir is <output_dir>/finetune/<task.name>
 
@@ -166,10 +166,9 @@ def setup(cfg: RunConfig) -> Setup:
 def _tokenizer_dir(cfg: RunConfig) -> Path:
     """Where the BiLSTM takes its tokenizer (and nothing else): finetune.model_dir, any dir with a BERT
     tokenizer; unset, this recipe's pretrained model, or its `bertkit tokenize` output when not pretrained."""
-    names = ("vocab.txt", "tokenizer.json")
     candidates = [cfg.finetune.model_dir] if cfg.finetune.model_dir else [cfg.pretrain_dir, cfg.tokenizer_dir]
     for directory in candidates:
-        if any((Path(directory) / name).is_file() for name in names):
+        if has_tokenizer(directory):
             return Path(directory)
     raise BertkitError(
         f"{' or '.join(map(str, candidates))}: no tokenizer (vocab.txt or tokenizer.json); model.type=bilstm needs "

@@ -132,9 +132,9 @@ def check_vocabulary(model, tokenizer: PreTrainedTokenizerBase, model_dir: Path)
             f"{model_dir}: model vocabulary ({model.config.vocab_size}) differs from the data's "
             f"tokenizer ({len(tokenizer)} tokens); {fix}"
         )
-    if (Path(model_dir) / "vocab.txt").is_file() or (Path(model_dir) / "tokenizer.json").is_file():
-        from bertkit.tokenizer.train import load_tokenizer
+    from bertkit.tokenizer.train import has_tokenizer, load_tokenizer
 
+    if has_tokenizer(model_dir):
         if load_tokenizer(model_dir).get_vocab() != tokenizer.get_vocab():
             raise BertkitError(f"{model_dir}: the model's vocabulary differs from the data's tokenizer; {fix}")
 

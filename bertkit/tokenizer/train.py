@@ -65,10 +65,15 @@ def save_tokenizer(tok: PreTrainedTokenizerBase, directory: Path) -> None:
     (Path(directory) / "vocab.txt").write_text("".join(f"{t}\n" for t, _ in vocab), encoding="utf-8")
 
 
+def has_tokenizer(directory: Path) -> bool:
+    """Whether a dir holds a BERT tokenizer (tokenizer.json or vocab.txt)."""
+    return any((Path(directory) / name).is_file() for name in ("tokenizer.json", "vocab.txt"))
+
+
 def load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
     """Load a BERT tokenizer from a local dir; one clear error if there is none."""
     directory = Path(directory)
-    if not (directory / "tokenizer.json").is_file() and not (directory / "vocab.txt").is_file():
+    if not has_tokenizer(directory):
         raise BertkitError(
             f"{directory}: no tokenizer here (tokenizer.json or vocab.txt); "
             "run `bertkit tokenize` first or point tokenizer.from_dir at a BERT dir"
