@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from bertkit.cli import app
@@ -78,6 +79,28 @@ def tiny_overrides(out: Path) -> list[str]:
         "finetune.task.max_seq_length=32",
     ]
     return recipe_edits(overrides)
+
+
+class ListLoader(list):
+    """Batches for fit() without a DataLoader."""
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+
+class TinyRegression(torch.nn.Module):
+    """A linear regression that fit() can train: batches of x (B, 2), y (B,); with a fake `clock` (an object with
+    `now`), each forward takes a second of it."""
+
+    def __init__(self, clock=None):
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 1)
+        self.clock = clock
+
+    def forward(self, x, y, attention_mask):
+        if self.clock is not None:
+            self.clock.now += 1.0
+        return {"loss": ((self.linear(x).squeeze(-1) - y) ** 2).mean()}
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import RECIPE, SMALL, recipe_edits, run_cli
+from conftest import RECIPE, SMALL, ListLoader, TinyRegression, recipe_edits, run_cli
 from torch.optim.lr_scheduler import LambdaLR
 
 import bertkit.loop
@@ -101,29 +101,13 @@ class _FakeClock:
         return self.now
 
 
-class _Regression(torch.nn.Module):
-    def __init__(self, clock: _FakeClock):
-        super().__init__()
-        self.linear = torch.nn.Linear(2, 1)
-        self.clock = clock
-
-    def forward(self, x, y, attention_mask):
-        self.clock.now += 1.0  # a forward takes a second
-        return {"loss": ((self.linear(x).squeeze(-1) - y) ** 2).mean()}
-
-
-class _Loader(list):
-    def set_epoch(self, epoch: int) -> None:
-        pass
-
-
 def test_fit_stops_at_the_budget_with_the_lr_at_0_evaluation_not_counted(monkeypatch, tmp_path):
     clock = _FakeClock()
     monkeypatch.setattr(bertkit.loop, "clock", clock)
     train = TrainConfig(max_time_minutes=10 / 60, warmup_ratio=0.2, log_every=1, eval_every=3, grad_accum=2)
     accelerator = make_accelerator(train)
     torch.manual_seed(0)
-    model = _Regression(clock)
+    model = TinyRegression(clock)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     scheduler = make_schedule(optimizer, train, total_steps=1000)
     batch = {"x": torch.ones(2, 2), "y": torch.zeros(2), "attention_mask": torch.ones(2, 1, dtype=torch.long)}
@@ -138,7 +122,7 @@ def test_fit_stops_at_the_budget_with_the_lr_at_0_evaluation_not_counted(monkeyp
         model,
         optimizer,
         scheduler,
-        _Loader([dict(batch) for _ in range(4)]),
+        ListLoader([dict(batch) for _ in range(4)]),
         train,
         1000,
         evaluate=lambda s: evaluated.append(s.step) or evaluate(s),
@@ -152,7 +136,7 @@ def test_fit_stops_at_the_budget_with_the_lr_at_0_evaluation_not_counted(monkeyp
     assert lrs == pytest.approx([lr_factor(200 * s, 200, 1000, "linear") for s in range(1, 6)])
     assert lrs[0] == 1.0 and lrs[-1] == 0.0
     # Resumed with the budget used up: no further step.
-    again = fit(accelerator, model, optimizer, scheduler, _Loader([batch]), train, 1000, state=state)
+    again = fit(accelerator, model, optimizer, scheduler, ListLoader([batch]), train, 1000, state=state)
     assert (again.step, again.stopped_by) == (5, "time")
 
 
@@ -160,7 +144,7 @@ def test_early_stopping_is_asked_after_an_evaluation(monkeypatch):
     clock = _FakeClock()
     monkeypatch.setattr(bertkit.loop, "clock", clock)
     train = TrainConfig(log_every=100, eval_every=2)
-    model = _Regression(clock)
+    model = TinyRegression(clock)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     batch = {"x": torch.ones(2, 2), "y": torch.zeros(2), "attention_mask": torch.ones(2, 1, dtype=torch.long)}
     saved = []
@@ -169,7 +153,7 @@ def test_early_stopping_is_asked_after_an_evaluation(monkeypatch):
         model,
         optimizer,
         make_schedule(optimizer, train, total_steps=10),
-        _Loader([dict(batch) for _ in range(10)]),
+        ListLoader([dict(batch) for _ in range(10)]),
         train,
         10,
         evaluate=lambda s: {},

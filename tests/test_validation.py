@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import RECIPE, run_cli
+from conftest import RECIPE, ListLoader, TinyRegression, run_cli
 from transformers import BertConfig, BertModel
 
 from bertkit.bilstm import BiLSTMClassifier
@@ -136,26 +136,12 @@ def test_duplicate_keys_name_file_line_and_key(tmp_path):
     assert load_recipe(recipe).finetune.train.lr == 2e-3  # the same key in two sections is no duplicate
 
 
-class _Loader(list):
-    def set_epoch(self, epoch: int) -> None:
-        pass
-
-
-class _Regression(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.linear = torch.nn.Linear(2, 1)
-
-    def forward(self, x, y, attention_mask):
-        return {"loss": ((self.linear(x).squeeze(-1) - y) ** 2).mean()}
-
-
 @pytest.mark.parametrize("every,expected", [(0, [6]), (None, [6]), (4, [4, 6])])
 def test_fit_evaluates_and_saves_every_n_steps_or_only_at_the_end(every, expected):
     torch.manual_seed(0)
     train = TrainConfig(eval_every=every, log_every=100)
     accelerator = make_accelerator(train)
-    model = _Regression()
+    model = TinyRegression()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     batch = {"x": torch.ones(2, 2), "y": torch.zeros(2), "attention_mask": torch.ones(2, 1, dtype=torch.long)}
@@ -165,7 +151,7 @@ def test_fit_evaluates_and_saves_every_n_steps_or_only_at_the_end(every, expecte
         model,
         optimizer,
         scheduler,
-        _Loader([dict(batch) for _ in range(3)]),
+        ListLoader([dict(batch) for _ in range(3)]),
         train,
         6,
         evaluate=lambda s: evaluated.append(s.step) or {},
