@@ -163,6 +163,11 @@ class ModelConfig(Section):
     attention_probs_dropout_prob: float = Field(0.1, ge=0, lt=1)
     init_from: Path | None = None
     """Continue pretraining from this Hugging Face BERT dir instead of a random init."""
+    init: Literal["standard", "local"] = "standard"
+    """A fresh model's weights: `standard` (transformers': all N(0, 0.02)) or `local`: sinusoidal position
+    embeddings and attention weights under which every head starts out looking at nearby tokens
+    (bertkit/initialization.py). `local` leaves the early plateau of a small BERT in hundreds of steps instead
+    of thousands; the weights are ordinary BERT weights. Ignored with init_from."""
     type: Literal["bert", "bilstm"] = "bert"
     """`bilstm`: fine-tune a BiLSTM baseline (random embeddings over the same vocabulary) instead of BERT, for
     classification and token classification — the same data, loop and metrics. It needs only a tokenizer:

@@ -26,6 +26,7 @@ from transformers import logging as hf_logging
 from bertkit.config import ModelConfig
 from bertkit.data.padding import IGNORE_INDEX
 from bertkit.errors import BertkitError
+from bertkit.initialization import local_attention_init
 
 # (layers, hidden size) of google-research/bert's released sizes; heads = H/64, FFN = 4H.
 SIZES = {
@@ -166,7 +167,10 @@ def build_pretraining_model(
         model = load_model(BertForPreTraining, cfg.init_from, allow_pickle)
         check_vocabulary(model, tokenizer, cfg.init_from)
         return model
-    return BertForPreTraining(bert_config(cfg, tokenizer))
+    model = BertForPreTraining(bert_config(cfg, tokenizer))
+    if cfg.init == "local":
+        local_attention_init(model)
+    return model
 
 
 class PretrainingObjective(nn.Module):
