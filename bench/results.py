@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from baselines import dictionary_tagger, tfidf_classifier  # noqa: E402
@@ -193,19 +195,15 @@ def plot_probes(probes: dict, out: Path) -> None:
     fig.savefig(out, dpi=120)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "results")
-    parser.add_argument("--pretrain-minutes", type=float, default=None, help="default: the recipe's budget")
-    parser.add_argument("--train-examples", type=int, default=4000)
-    parser.add_argument("--test-examples", type=int, default=1000)
-    args = parser.parse_args()
-    started = time.perf_counter()
-    sizes = build_data(args.work, args.train_examples, args.test_examples)
-    data = args.work / "raw"
-    recipe = str(ROOT / "recipes" / "pretrain" / "laptop-hour.yaml")
-    base = [
-        f"output_dir={args.work}",
+RECIPE = ROOT / "recipes" / "pretrain" / "laptop-hour.yaml"
+BERT_LR = "finetune.train.lr=5e-4"
+TRAINER_ROW = "BERT pretrained by the HF Trainer, same minutes"
+
+
+def base_overrides(work: Path) -> list[str]:
+    data = work / "raw"
+    return [
+        f"output_dir={work}",
         f"data.files={data / 'corpus.txt'}",
         "probe.level=token",
         "probe.text_column=tokens",
@@ -213,16 +211,151 @@ def main() -> None:
         f"probe.train_file={data / 'pos-train.jsonl'}",
         f"probe.test_file={data / 'pos-test.jsonl'}",
     ]
-    seconds = {"tokenize": bertkit("tokenize", recipe, *base)}
+
+
+def task_overrides(data: Path) -> dict[str, list[str]]:
+    """{column title: the task's finetune overrides}."""
+    tasks = {
+        "sentiment (accuracy)": ("classification", "sentiment"),
+        "NER (entity F1)": ("token-classification", "ner"),
+    }
+    return {
+        title: [
+            f"finetune.task.type={family}",
+            f"finetune.task.name={name}",
+            f"finetune.task.train_file={data / f'{name}-train.jsonl'}",
+            f"finetune.task.validation_file={data / f'{name}-dev.jsonl'}",
+            f"finetune.task.test_file={data / f'{name}-test.jsonl'}",
+            "finetune.task.max_seq_length=128",
+            "finetune.train.epochs=5",
+        ]
+        for title, (family, name) in tasks.items()
+    }
+
+
+def score_model(work: Path, name: str, model_args: list[str], results: dict) -> None:
+    """Fine-tune and evaluate one model on both tasks (identical settings for every row) into `results`."""
+    for task, task_args in task_overrides(work / "raw").items():
+        metric = "accuracy" if "accuracy" in task else "f1"
+        out = work / "runs" / f"{task.split()[0]}-{re.sub(r'[^a-z]+', '-', name.lower())}"
+        common = [
+            RECIPE,
+            *base_overrides(work),
+            f"output_dir={out}",
+            *task_args,
+            *model_args,
+            "finetune.train.batch_size=32",
+            "finetune.train.precision=bf16",
+        ]
+        took = bertkit("finetune", *common) + bertkit("eval", *common)
+        report = json.loads(next((out / "eval").glob("*/report.json")).read_text())
+        results.setdefault(task, {})[name] = {metric: report[metric], "seconds": round(took)}
+
+
+def render(report: dict) -> str:
+    """The Markdown tables and summary of a results report (bench/results-zh.json)."""
+    results, probes, pretraining, seconds = (report[k] for k in ("results", "probes", "pretraining", "seconds"))
+    tasks = list(results)
+    lines = ["| model | " + " | ".join(tasks) + " |", "| --- | " + " | ".join("---" for _ in tasks) + " |"]
+    for model in report["models"]:
+        cells = []
+        for task in tasks:
+            r = results[task].get(model)
+            value = None if r is None else next(v for k, v in r.items() if k != "seconds")
+            cells.append("–" if r is None else f"{value:.4f} ({r['seconds']} s)")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    layers = len(next(iter(probes.values()))["accuracy_by_layer"])
+    majority = next(iter(probes.values()))["majority_baseline"]
+    lines += [
+        "",
+        f"| POS probe (word level, accuracy; majority class {majority:.3f}) | "
+        + " | ".join(f"layer {k}" for k in range(layers))
+        + " |",
+        "| --- |" + " --- |" * layers,
+    ]
+    for model, probe in probes.items():
+        lines.append(f"| {model} | " + " | ".join(f"{a:.3f}" for a in probe["accuracy_by_layer"]) + " |")
+    lines += ["", "| fill-mask (BERT pretrained by bertkit) | top 3 |", "| --- | --- |"]
+    for text, top in pretraining["fill_mask"].items():
+        lines.append(f"| {text} | " + ", ".join(f"{token} {p:.2f}" for token, p in top) + " |")
+    summary = (
+        f"Data: {report['reviews']} reviews, {report['ner_sentences']} tagged sentences, pretraining corpus "
+        f"{report['corpus_mb']} MB; {report['train_examples']} training and {report['test_examples']} test "
+        f"examples per task. Times: tokenize {seconds['tokenize']:.0f} s, pretraining {seconds['pretrain']:.0f} s "
+        f"({pretraining['steps']} steps of 32 × 128 tokens, BERT-tiny, bf16, recipes/pretrain/laptop-hour.yaml; "
+        f"held-out MLM accuracy {pretraining['mlm_accuracy']:.3f}); fine-tuning (5 epochs, bf16) + eval per cell "
+        f"in brackets; total {report['total_seconds'] / 60:.1f} min on the machine that ran it."
+    )
+    if "trainer" in report:
+        t = report["trainer"]
+        summary += (
+            f" The Trainer row (`--trainer`, run afterwards): {t['steps']} steps in {t['seconds']:.0f} s, held-out"
+            f" MLM accuracy {t['mlm_accuracy']:.3f} (bertkit eval, same masks)."
+        )
+    return "\n".join(lines) + "\n\n" + summary + "\n"
+
+
+def write_report(report: dict) -> None:
+    text = render(report)
+    print("\n" + text)
+    (ROOT / "bench" / "results-zh.md").write_text(text, encoding="utf-8")
+    (ROOT / "bench" / "results-zh.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+
+
+def add_trainer_row(work: Path) -> None:
+    """The peer at equal wall-clock (bench/trainer_pretrain.py), pretrained for the recipe's budget on the same
+    examples, then fine-tuned and evaluated like every other row; added to the existing report."""
+    from trainer_pretrain import trainer_pretrain
+
+    report = json.loads((ROOT / "bench" / "results-zh.json").read_text())
+    train = yaml.safe_load(RECIPE.read_text())["train"]
+    out = work / "trainer"
+    shutil.rmtree(out, ignore_errors=True)  # our own output of an earlier --trainer run
+    stats = trainer_pretrain(
+        work / "data",
+        work / "pretrain",
+        out,
+        minutes=report["pretraining"]["minutes"],
+        lr=train["lr"],
+        warmup_ratio=train["warmup_ratio"],
+        weight_decay=train.get("weight_decay", 0.01),
+        batch_size=train["batch_size"],
+    )
+    bertkit("eval", RECIPE, *base_overrides(work), f"eval.model_dir={out}", f"eval.output_dir={work / 'trainer-eval'}")
+    stats["mlm_accuracy"] = json.loads((work / "trainer-eval" / "report.json").read_text())["mlm_accuracy"]
+    score_model(work, TRAINER_ROW, [f"finetune.model_dir={out}", BERT_LR], report["results"])
+    report["trainer"] = stats
+    if TRAINER_ROW not in report["models"]:
+        report["models"].insert(1, TRAINER_ROW)
+    write_report(report)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "results")
+    parser.add_argument("--pretrain-minutes", type=float, default=None, help="default: the recipe's budget")
+    parser.add_argument("--train-examples", type=int, default=4000)
+    parser.add_argument("--test-examples", type=int, default=1000)
+    parser.add_argument(
+        "--trainer", action="store_true", help="only add the HF Trainer row to an earlier run's report (~40 min)"
+    )
+    args = parser.parse_args()
+    if args.trainer:
+        return add_trainer_row(args.work)
+    started = time.perf_counter()
+    sizes = build_data(args.work, args.train_examples, args.test_examples)
+    base = base_overrides(args.work)
+    seconds = {"tokenize": bertkit("tokenize", RECIPE, *base)}
     seconds["pretrain"] = bertkit(
         "pretrain",
-        recipe,
+        RECIPE,
         *base,
         *([f"train.max_time_minutes={args.pretrain_minutes}"] if args.pretrain_minutes else []),
         "train.save_every=0",
         "probe.during_pretraining=true",
     )
     pretraining = pretraining_summary(args.work / "pretrain")
+    pretraining["minutes"] = args.pretrain_minutes or yaml.safe_load(RECIPE.read_text())["train"]["max_time_minutes"]
     shutil.copyfile(
         args.work / "pretrain" / "probe-during-pretraining.png",
         ROOT / "bench" / "results-zh-probe-during-pretraining.png",
@@ -231,7 +364,7 @@ def main() -> None:
     random_init = args.work / "random-init"
     seconds["random init"] = bertkit(
         "pretrain",
-        recipe,
+        RECIPE,
         *base,
         f"output_dir={random_init}",
         f"data.dataset_dir={args.work / 'data'}",
@@ -239,52 +372,17 @@ def main() -> None:
         "train.lr=1e-30",
         "train.save_every=100000",
     )
-    tasks = {
-        "sentiment (accuracy)": [
-            "finetune.task.type=classification",
-            "finetune.task.name=sentiment",
-            f"finetune.task.train_file={data / 'sentiment-train.jsonl'}",
-            f"finetune.task.validation_file={data / 'sentiment-dev.jsonl'}",
-            f"finetune.task.test_file={data / 'sentiment-test.jsonl'}",
-            "finetune.task.max_seq_length=128",
-            "finetune.train.epochs=5",
-        ],
-        "NER (entity F1)": [
-            "finetune.task.type=token-classification",
-            "finetune.task.name=ner",
-            f"finetune.task.train_file={data / 'ner-train.jsonl'}",
-            f"finetune.task.validation_file={data / 'ner-dev.jsonl'}",
-            f"finetune.task.test_file={data / 'ner-test.jsonl'}",
-            "finetune.task.max_seq_length=128",
-            "finetune.train.epochs=5",
-        ],
-    }
     models = {
-        "BERT pretrained by bertkit": [f"finetune.model_dir={args.work / 'pretrain'}", "finetune.train.lr=5e-4"],
-        "BERT from random init": [f"finetune.model_dir={random_init / 'pretrain'}", "finetune.train.lr=5e-4"],
+        "BERT pretrained by bertkit": [f"finetune.model_dir={args.work / 'pretrain'}", BERT_LR],
+        "BERT from random init": [f"finetune.model_dir={random_init / 'pretrain'}", BERT_LR],
         # Only the tokenizer (the same vocabulary); it trains at its own model.bilstm_lr (2e-3), not BERT's 5e-4.
         "BiLSTM baseline": [f"finetune.model_dir={args.work / 'tokenizer'}", "model.type=bilstm"],
     }
     results: dict = {}
-    for task, task_args in tasks.items():
-        metric = "accuracy" if "accuracy" in task else "f1"
-        for model, model_args in models.items():
-            out = args.work / "runs" / f"{task.split()[0]}-{model.split()[0]}-{model.split()[1]}".lower()
-            common = [
-                recipe,
-                *base,
-                f"output_dir={out}",
-                *task_args,
-                *model_args,
-                "finetune.train.batch_size=32",
-                "finetune.train.precision=bf16",
-            ]
-            took = bertkit("finetune", *common) + bertkit("eval", *common)
-            report = json.loads(next((out / "eval").glob("*/report.json")).read_text())
-            results.setdefault(task, {})[model] = {metric: report[metric], "seconds": round(took)}
+    for name, model_args in models.items():
+        score_model(args.work, name, model_args, results)
     # The classical rows: one cell each (TF-IDF for sentiment, the entity dictionary for NER).
-    classical = classical_baselines(data)
-    models |= {name: [] for name in classical}
+    classical = classical_baselines(args.work / "raw")
     for name, (task, value, took) in classical.items():
         results.setdefault(task, {})[name] = {"value": value, "seconds": took}
     probes = {}
@@ -294,61 +392,22 @@ def main() -> None:
     ):
         out = args.work / "probe" / model.split()[1]
         seconds[f"probe {model}"] = bertkit(
-            "probe", recipe, *base, f"embed.model_dir={directory}", f"probe.output_dir={out}"
+            "probe", RECIPE, *base, f"embed.model_dir={directory}", f"probe.output_dir={out}"
         )
         probes[model] = json.loads((out / "probe.json").read_text())
     plot_probes(probes, ROOT / "bench" / "results-zh-probe.png")
-    total = time.perf_counter() - started
-    lines = ["| model | " + " | ".join(tasks) + " |", "| --- | " + " | ".join("---" for _ in tasks) + " |"]
-    for model in models:
-        cells = []
-        for task in tasks:
-            r = results[task].get(model)
-            if r is None:
-                cells.append("–")
-                continue
-            value = next(v for k, v in r.items() if k != "seconds")
-            cells.append(f"{value:.4f} ({r['seconds']} s)")
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    majority = next(iter(probes.values()))["majority_baseline"]
-    lines += [
-        "",
-        f"| POS probe (word level, accuracy; majority class {majority:.3f}) | "
-        + " | ".join(f"layer {k}" for k in range(len(next(iter(probes.values()))["accuracy_by_layer"])))
-        + " |",
-        "| --- |" + " --- |" * len(next(iter(probes.values()))["accuracy_by_layer"]),
-    ]
-    for model, report in probes.items():
-        lines.append(f"| {model} | " + " | ".join(f"{a:.3f}" for a in report["accuracy_by_layer"]) + " |")
-    lines += ["", "| fill-mask (BERT pretrained by bertkit) | top 3 |", "| --- | --- |"]
-    for text, top in pretraining["fill_mask"].items():
-        lines.append(f"| {text} | " + ", ".join(f"{token} {p:.2f}" for token, p in top) + " |")
-    table = "\n".join(lines)
-    summary = (
-        f"Data: {sizes['reviews']} reviews, {sizes['ner_sentences']} tagged sentences, pretraining corpus "
-        f"{sizes['corpus_mb']} MB; {args.train_examples} training and {args.test_examples} test examples per "
-        f"task. Times: tokenize {seconds['tokenize']:.0f} s, pretraining {seconds['pretrain']:.0f} s "
-        f"({pretraining['steps']} steps of 32 × 128 tokens, BERT-tiny, bf16, recipes/pretrain/laptop-hour.yaml; "
-        f"held-out MLM accuracy {pretraining['mlm_accuracy']:.3f}); fine-tuning (5 epochs, bf16) + eval "
-        "per cell in brackets; "
-        f"total {total / 60:.1f} min on the machine that ran it."
-    )
-    print(f"\n{table}\n\n{summary}")
-    (ROOT / "bench" / "results-zh.md").write_text(table + "\n\n" + summary + "\n", encoding="utf-8")
-    (ROOT / "bench" / "results-zh.json").write_text(
-        json.dumps(
-            {
-                "results": results,
-                "pretraining": pretraining,
-                "probes": probes,
-                "seconds": seconds,
-                "total_seconds": total,
-                **sizes,
-            },
-            indent=2,
-            ensure_ascii=False,
-        )
-        + "\n"
+    write_report(
+        {
+            "models": [*models, *classical],
+            "results": results,
+            "pretraining": pretraining,
+            "probes": probes,
+            "seconds": seconds,
+            "total_seconds": time.perf_counter() - started,
+            "train_examples": args.train_examples,
+            "test_examples": args.test_examples,
+            **sizes,
+        }
     )
 
 

@@ -2,7 +2,8 @@
 
     report = run_eval(load_recipe("recipes/demo-zh.yaml", ["eval.model_dir=runs/demo-zh/pretrain"]))
 
-A BertForPreTraining is scored on masked-LM and NSP/SOP prediction over held-out pretraining data; any other
+A BertForPreTraining is scored on masked-LM and NSP/SOP prediction over held-out pretraining data (a
+BertForMaskedLM, as the Hugging Face Trainer's run_mlm saves, on masked-LM only); any other
 model by the recipe's task family (bertkit/tasks/) on a labelled file — or, for a file without gold labels,
 only its predictions are written.
 """
@@ -59,8 +60,9 @@ def eval_task(model, tokenizer, cfg: RunConfig, path: Path, out_dir: Path) -> di
     return report
 
 
-def _pretraining_report(cfg: RunConfig, model_dir: Path, tokenizer, accelerator) -> tuple[dict, str]:
-    """MLM and NSP/SOP scores of a BertForPreTraining on a split of a pretraining dataset; (report, data)."""
+def _pretraining_report(cfg: RunConfig, model_dir: Path, tokenizer, accelerator, pair_head: bool) -> tuple[dict, str]:
+    """MLM scores, and NSP/SOP scores when the model has that head (`pair_head`), on a split of a pretraining
+    dataset; (report, data)."""
     dataset_dir = cfg.eval.file or cfg.dataset_dir
     splits, meta = load_pretraining_data(dataset_dir)
     if cfg.eval.split not in splits:
@@ -69,7 +71,7 @@ def _pretraining_report(cfg: RunConfig, model_dir: Path, tokenizer, accelerator)
     check_vocabulary(model, load_tokenizer(Path(dataset_dir) / TOKENIZER_SUBDIR), model_dir)  # the data's ids
     check_fits(model, tokenizer, model_dir, meta["max_seq_length"], "data.max_seq_length")
     objective = accelerator.prepare(PretrainingObjective(model))
-    pair = pair_objective(meta)
+    pair = pair_objective(meta) if pair_head else None
     split = splits[cfg.eval.split]
     report = evaluate_pretraining(
         accelerator, objective, split, tokenizer, cfg.masking, cfg.eval.batch_size, cfg.eval.seed, pair
@@ -108,8 +110,9 @@ def run_eval(cfg: RunConfig) -> dict:
     accelerator = make_accelerator(cfg.train)
     # Report, predictions and config are written into a temporary sibling that replaces out_dir as a whole.
     with atomic_dir(out_dir) as tmp:
-        if "BertForPreTraining" in architectures:
-            report, data = _pretraining_report(cfg, model_dir, tokenizer, accelerator)
+        if {"BertForPreTraining", "BertForMaskedLM"} & set(architectures):
+            pair_head = "BertForPreTraining" in architectures
+            report, data = _pretraining_report(cfg, model_dir, tokenizer, accelerator, pair_head)
         else:
             if path is None:
                 raise BertkitError("no file to evaluate on; set eval.file (or finetune.task.test_file)")

@@ -34,8 +34,9 @@ def evaluate_pretraining(
     seed: int,
     pair: str | None,
 ) -> dict:
-    """MLM accuracy/perplexity, and NSP or SOP accuracy (`pair`), with every example's masks drawn from
-    (seed, index): each call scores the same corrupted inputs, whatever the batch size or process count."""
+    """MLM accuracy/perplexity, and NSP or SOP accuracy (`pair`; None: MLM only, for a model without that head),
+    with every example's masks drawn from (seed, index): each call scores the same corrupted inputs, whatever
+    the batch size or process count."""
     loader = DataLoader(
         KeyedDataset(dataset, seed),
         batch_size=batch_size,
@@ -46,6 +47,8 @@ def evaluate_pretraining(
     objective.eval()
     totals = torch.zeros(5, dtype=torch.float64, device=accelerator.device)  # loss sum, correct, count, pair ok, n
     for batch in progress(loader, desc="eval", leave=False, disable=not accelerator.is_main_process):
+        if pair is None:
+            batch.pop("next_sentence_label", None)
         out = objective(**batch)
         # Per-example sums, so that gather_for_metrics can drop the examples that data parallelism repeats to
         # give every process full batches.

@@ -15,6 +15,7 @@ import torch
 import yaml
 from conftest import DATA, RECIPE, ROOT, run_cli, tiny_overrides
 from transformers import (
+    AutoTokenizer,
     BertForMaskedLM,
     BertForPreTraining,
     BertForSequenceClassification,
@@ -130,6 +131,29 @@ def test_eval_pretrained_model_reports_mlm_and_nsp(tiny_run):
     assert report["mlm_perplexity"] == pytest.approx(math.exp(report["mlm_loss"]))  # near the 2313-token vocabulary
     assert report["mlm_accuracy"] == pytest.approx(2 / 381, abs=1.01 / 381)  # ±1 token
     assert report["nsp_accuracy"] == pytest.approx(30 / 46, abs=1.01 / 46)  # ±1 example
+
+
+def test_eval_masked_lm_reports_the_same_mlm_scores(tiny_run, tmp_path):
+    """A BertForMaskedLM (what the Trainer's run_mlm saves) is scored on masked LM alone: the same numbers as
+    the BertForPreTraining it was cut from, and no NSP score from a head it does not have."""
+    out, overrides = tiny_run
+    BertForMaskedLM.from_pretrained(out / "pretrain").save_pretrained(tmp_path / "mlm")
+    AutoTokenizer.from_pretrained(out / "pretrain").save_pretrained(tmp_path / "mlm")
+    reports = []
+    for model_dir in (out / "pretrain", tmp_path / "mlm"):
+        result = run_cli(
+            "eval",
+            RECIPE,
+            *overrides,
+            f"eval.model_dir={model_dir}",
+            f"eval.output_dir={tmp_path / 'eval' / model_dir.name}",
+        )
+        assert result.exit_code == 0, result.output
+        reports.append(json.loads((tmp_path / "eval" / model_dir.name / "report.json").read_text()))
+    full, masked_lm = reports
+    assert "nsp_accuracy" in full and "nsp_accuracy" not in masked_lm
+    for key in ("mlm_loss", "mlm_accuracy", "masked_tokens"):
+        assert masked_lm[key] == pytest.approx(full[key], rel=1e-6)
 
 
 def test_sentence_pair_classification_from_tsv(tiny_run, tmp_path):
