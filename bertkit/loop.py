@@ -87,6 +87,14 @@ class Stopper:
         """Whether the time budget is used up."""
         return state.seconds >= self.budget
 
+    def last_step(self, state: TrainState, max_steps: int) -> int:
+        """The step the run is expected to end at: max_steps, or sooner where the budget runs out at the steps'
+        rate so far (what the progress bar counts to, so that its ETA is the budget's)."""
+        if not self.timed or state.seconds <= 0 or state.step <= 0:
+            return max_steps
+        left = max(0.0, self.budget - state.seconds) * state.step / state.seconds
+        return min(max_steps, state.step + math.ceil(left))
+
     def check(self, state: TrainState) -> str | None:
         """After a step: "signal", "time" or None, agreed by all processes. Sets `state.seconds` to the largest
         of the processes' clocks, so that every process computes the same LR and stops at the same step. The
@@ -247,7 +255,9 @@ def fit(
                     window.check_finite(state.step)
                     loss_value, tok_s = window.read()
                     lr = scheduler.get_last_lr()[0]
-                    # The bar counts steps; under a time budget its ETA is the steps', so say what the budget leaves.
+                    # Under a time budget the bar counts to where the budget is expected to end, and says what it
+                    # leaves.
+                    bar.total = stopper.last_step(state, max_steps)
                     left = (
                         {"budget_left": f"{max(0.0, stopper.budget - state.seconds) / 60:.1f}min"}
                         if stopper.timed

@@ -185,6 +185,16 @@ def test_all_processes_agree_on_the_time_and_the_stop():
     assert Stopper(_TwoProcesses([1.0, 0.0]), 1.0, None).check(state) == "signal"  # the other got SIGTERM
 
 
+def test_the_progress_bar_counts_to_where_the_budget_ends():
+    timed, untimed = Stopper(_TwoProcesses([0.0]), 1.0, None), Stopper(_TwoProcesses([0.0]), None, None)
+    # 100 steps in 20 of 60 s: 200 more at that rate, unless max_steps comes first.
+    assert timed.last_step(TrainState(step=100, seconds=20.0), 1_000_000) == 300
+    assert timed.last_step(TrainState(step=100, seconds=20.0), 250) == 250
+    assert timed.last_step(TrainState(step=100, seconds=70.0), 1_000_000) == 100  # spent
+    assert timed.last_step(TrainState(), 1_000_000) == 1_000_000  # no rate yet
+    assert untimed.last_step(TrainState(step=100, seconds=20.0), 1_000_000) == 1_000_000
+
+
 # End to end: every clock reading moves the fake time on by 1 s. fit() reads the clock once when a step ends
 # and once when its evaluation and checkpoint are done, so each optimizer step takes exactly 1 s.
 def _tick(monkeypatch):
