@@ -267,7 +267,7 @@ class TrainConfig(Section):
     clip_grad_norm: float | None = Field(1.0, gt=0)
     """Gradient norm clipping; null turns it off (a norm ≤ 0 would flip or zero every gradient)."""
     precision: Literal["no", "bf16", "fp16"] = "no"
-    """Mixed precision (through Accelerate)."""
+    """Mixed precision (through Accelerate); fp16 needs a GPU (on a CPU, Accelerate would run fp32)."""
     _precision_off = _off_means("precision", "no")
     seed: int = Field(42, ge=0, lt=2**32)
     """Seeds model init, data order and masking (NumPy takes 0 to 2**32 − 1)."""

@@ -158,6 +158,11 @@ def make_accelerator(train: TrainConfig, project_dir: Path | None = None) -> Acc
     is installed. Without a GPU, Accelerate must be told `cpu=True` to run several processes (gloo) under
     `torchrun` or `accelerate launch`; otherwise each would train alone."""
     accelerated = torch.cuda.is_available() or torch.backends.mps.is_available()
+    if train.precision == "fp16" and not accelerated:  # Accelerate would run it in fp32 without a word
+        raise BertkitError(
+            "precision=fp16 needs a GPU: on a CPU it would silently run in fp32; use precision=bf16 (the CPU's "
+            "mixed precision) or precision=no"
+        )
     # Accelerate keeps one global state per process; a second run in the same process (a notebook, the tests)
     # may ask for another precision. The process group (PartialState) is kept.
     AcceleratorState._reset_state()

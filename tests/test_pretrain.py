@@ -179,13 +179,24 @@ def test_continued_pretraining_checks_the_vocabulary(data_dir, tmp_path):
 FP32_LOSSES = {1: 8.278422, 2: 8.266889}
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_mixed_precision_matches_fp32_up_to_rounding(data_dir, tmp_path, precision):
-    _pretrain(tmp_path, data_dir, "train.max_steps=2", f"train.precision={precision}")
+def test_mixed_precision_matches_fp32_up_to_rounding(data_dir, tmp_path):
+    _pretrain(tmp_path, data_dir, "train.max_steps=2", "train.precision=bf16")
     losses = _losses(tmp_path)
     assert losses == pytest.approx(FP32_LOSSES, rel=1e-3)  # the same model and data; (NaN stops a run itself)
-    if precision == "bf16":  # autocast is on: bf16 rounding shows (~1e-5 relative), above fp32's noise
-        assert max(abs(losses[s] / FP32_LOSSES[s] - 1) for s in losses) > 1e-6
+    # Autocast is on: bf16 rounding shows (~1e-5 relative), above fp32's noise.
+    assert max(abs(losses[s] / FP32_LOSSES[s] - 1) for s in losses) > 1e-6
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="fp16 runs on a GPU")
+def test_fp16_without_a_gpu_is_an_error_not_silent_fp32(data_dir, tmp_path):
+    result = run_cli(
+        "pretrain", RECIPE, f"output_dir={tmp_path}", f"data.dataset_dir={data_dir}", *SMALL, "train.precision=fp16"
+    )
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: precision=fp16 needs a GPU: on a CPU it would silently run in fp32; use precision=bf16 (the CPU's "
+        "mixed precision) or precision=no"
+    ]
 
 
 @pytest.mark.slow
