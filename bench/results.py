@@ -204,6 +204,7 @@ def base_overrides(work: Path) -> list[str]:
     data = work / "raw"
     return [
         f"output_dir={work}",
+        "overwrite=true",  # a rerun replaces its own outputs (bertkit replaces only dirs it marked)
         f"data.files={data / 'corpus.txt'}",
         "probe.level=token",
         "probe.text_column=tokens",
@@ -307,10 +308,14 @@ def add_trainer_row(work: Path) -> None:
     examples, then fine-tuned and evaluated like every other row; added to the existing report."""
     from trainer_pretrain import trainer_pretrain
 
+    from bertkit.atomic import check_output, mark_output, remove_output
+
     report = json.loads((ROOT / "bench" / "results-zh.json").read_text())
     train = yaml.safe_load(RECIPE.read_text())["train"]
     out = work / "trainer"
-    shutil.rmtree(out, ignore_errors=True)  # our own output of an earlier --trainer run
+    # An earlier --trainer run's model is replaced; a dir bertkit did not mark is refused.
+    check_output(out, "--work/trainer", overwrite=True)
+    remove_output(out)
     stats = trainer_pretrain(
         work / "data",
         work / "pretrain",
@@ -321,6 +326,7 @@ def add_trainer_row(work: Path) -> None:
         weight_decay=train.get("weight_decay", 0.01),
         batch_size=train["batch_size"],
     )
+    mark_output(out)
     bertkit("eval", RECIPE, *base_overrides(work), f"eval.model_dir={out}", f"eval.output_dir={work / 'trainer-eval'}")
     stats["mlm_accuracy"] = json.loads((work / "trainer-eval" / "report.json").read_text())["mlm_accuracy"]
     score_model(work, TRAINER_ROW, [f"finetune.model_dir={out}", BERT_LR], report["results"])
