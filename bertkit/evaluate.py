@@ -89,12 +89,13 @@ def _load_task_model(cfg: RunConfig, model_dir: Path, architectures: list[str], 
                 "the recipe's task type"
             )
         return load_bilstm(model_dir)
-    if task.model_class.__name__ not in architectures:
+    heads = [cls for cls in (task.crf_class, task.model_class) if cls is not None and cls.__name__ in architectures]
+    if not heads:
         raise BertkitError(
             f"{model_dir}: a {', '.join(architectures) or 'model of unknown architecture'}, not a "
             f"{task.model_class.__name__} for finetune.task.type={task_type}; set the recipe's task type"
         )
-    return load_model(task.model_class, model_dir, cfg.allow_pickle_weights)
+    return load_model(heads[0], model_dir, cfg.allow_pickle_weights)
 
 
 def run_eval(cfg: RunConfig) -> dict:

@@ -126,7 +126,7 @@ def setup(cfg: RunConfig) -> Setup:
         sampler=sampler,
         collate_fn=partial(task.collate, pad_id=tokenizer.pad_token_id),
     )
-    optimizer = make_optimizer(model, train_cfg)
+    optimizer = make_optimizer(model, train_cfg, {"crf.": task_cfg.crf_lr} if task_cfg.crf else None)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     steps = total_steps(train_cfg, len(loader))
     scheduler = make_schedule(optimizer, train_cfg, steps)
@@ -189,7 +189,8 @@ def _model(cfg: RunConfig, task: Task, tokenizer, model_dir: Path, labels, setti
             len(tokenizer), tokenizer.pad_token_id, id2label, task.bilstm_head, cfg.model, **settings
         )
     else:
-        model = load_model(task.model_class, model_dir, cfg.allow_pickle_weights, **task.model_kwargs(labels))
+        cls = task.head(cfg.finetune.task)
+        model = load_model(cls, model_dir, cfg.allow_pickle_weights, **task.model_kwargs(labels))
         # Set after loading: from_pretrained passes keys its config class does not know to the model's __init__.
         model.config.update(settings)
     use_fast_dropout(model)
@@ -268,7 +269,7 @@ def finish(cfg: RunConfig, run: Setup, best: Best, state: TrainState) -> Path:
         loads = (
             "bertkit.bilstm.load_bilstm"
             if cfg.model.type == "bilstm"
-            else f"{run.task.model_class.__name__}.from_pretrained"
+            else f"{run.task.head(cfg.finetune.task).__name__}.from_pretrained"
         )
         print(f"model: {run.out_dir} (loads with {loads})")
     if state.signal:

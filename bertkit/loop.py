@@ -270,7 +270,7 @@ def fit(
                     )
                     bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}", **left)
                     record = {"step": state.step, "epoch": state.epoch, "loss": loss_value, "lr": lr}
-                    _log(accelerator, log_file, record | {"tokens_per_s": tok_s})
+                    _log(accelerator, log_file, record | {"tokens_per_s": tok_s, "seconds": round(state.seconds, 2)})
                 evaluates = evaluate is not None and (
                     (train.eval_every and state.step % train.eval_every == 0) or at_end
                 )
@@ -279,7 +279,8 @@ def fit(
                     model.train()
                     if main:
                         bar.write(f"step {state.step}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-                    _log(accelerator, log_file, {"step": state.step, **{f"eval/{k}": v for k, v in metrics.items()}})
+                    evaluated = {f"eval/{k}": v for k, v in metrics.items()}
+                    _log(accelerator, log_file, {"step": state.step, "seconds": round(state.seconds, 2), **evaluated})
                     if stopping is None and stopper.early_stop():
                         stopping = "early stopping"
                 if save and ((save_every and state.step % save_every == 0) or at_end or stopping):

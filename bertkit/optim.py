@@ -68,16 +68,21 @@ def layer_depth(name: str, num_layers: int) -> int:
     return num_layers + 1
 
 
-def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: torch.nn.Module, train: TrainConfig, own_lr: dict[str, float] | None = None
+) -> torch.optim.Optimizer:
+    """`own_lr`: parameter-name prefix → a learning rate of its own (a CRF's few scores start at zero and must
+    travel far in a few hundred steps: at BERT's fine-tuning LR they would barely move)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     num_layers = getattr(getattr(model, "config", None), "num_hidden_layers", 0)
-    groups: dict[tuple[bool, int], dict] = {}
+    groups: dict[tuple[bool, int, float], dict] = {}
     for n, p in named:
         depth = layer_depth(n, num_layers) if train.layer_lr_decay else 0
         scale = train.layer_lr_decay ** (num_layers + 1 - depth) if train.layer_lr_decay else 1.0
-        key = (no_decay(n, p), depth)
+        own = next((lr for prefix, lr in (own_lr or {}).items() if n.startswith(prefix)), 0.0)
+        key = (no_decay(n, p), depth, own)
         groups.setdefault(
-            key, {"params": [], "weight_decay": 0.0 if key[0] else train.weight_decay, "lr": train.lr * scale}
+            key, {"params": [], "weight_decay": 0.0 if key[0] else train.weight_decay, "lr": own or train.lr * scale}
         )["params"].append(p)
     groups = [groups[k] for k in sorted(groups)]  # decayed groups first, shallow layers first
     if train.optimizer == "lamb":

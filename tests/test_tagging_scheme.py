@@ -64,9 +64,9 @@ def test_a_forced_plain_scheme_takes_any_tags_and_is_the_models_setting(tmp_path
     path = _write(tmp_path / "t.jsonl", [{"tokens": ["a", "b"], "tags": ["B-LOC", "PER"]}])
     cfg = TaskConfig(type="token-classification", tag_scheme="plain")
     examples = tagging.read(path, cfg)
-    assert tagging.TASK.model_settings(examples, cfg) == {"tag_scheme": "plain"}
+    assert tagging.TASK.model_settings(examples, cfg) == {"tag_scheme": "plain", "crf": False}
     pos = tagging.read(_write(tmp_path / "pos.jsonl", _pos_rows(4)), TaskConfig(type="token-classification"))
-    assert tagging.TASK.model_settings(pos, TaskConfig()) == {"tag_scheme": "plain"}
+    assert tagging.TASK.model_settings(pos, TaskConfig()) == {"tag_scheme": "plain", "crf": False}
 
 
 def test_plain_tag_metrics_by_hand():

@@ -41,6 +41,11 @@ class Task:
     length: Callable = lambda feature: len(feature["input_ids"])  # (feature) -> tokens, for length-grouped batches
     bilstm_head: str | None = None  # the BiLSTM baseline's head for this family (bilstm.HEADS), None: no baseline
     confusion_matrix: bool = False  # `bertkit eval` draws one (single-label classes)
+    crf_class: type | None = None  # the head with a CRF (task.crf=true), tagging only
+
+    def head(self, cfg) -> type:
+        """The transformers head that finetune.task `cfg` trains."""
+        return self.crf_class if cfg.crf else self.model_class
 
 
 def label_ids(labels: list[str]) -> dict[str, int]:

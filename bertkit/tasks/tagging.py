@@ -8,6 +8,10 @@ pieces are ignored (-100). Inputs longer than `task.max_seq_length` are cut into
 The tag scheme (`task.tag_scheme`, by default detected from the train file: see detect_scheme) is stored in the
 model's config.json as `tag_scheme`. BIO/BIOES tags are scored entity by entity (seqeval: conlleval-style and
 strict), plain tags word by word (accuracy, per-tag and micro/macro F1; the dev metric `f1` is the micro F1).
+
+With `task.crf=true` the head is BertCrfForTokenClassification: the same model plus a CRF over the words' tags
+(bertkit/crf.py), trained on the sequence likelihood and decoded with Viterbi. It still loads in plain
+transformers as a BertForTokenClassification (the CRF's three tensors are left out: per-word argmax).
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from pathlib import Path
 
 import torch
 from transformers import BertForTokenClassification
+from transformers.modeling_outputs import TokenClassifierOutput
 
 from bertkit.config import TaskConfig
+from bertkit.crf import CRF
 from bertkit.data.padding import IGNORE_INDEX
 from bertkit.errors import BertkitError
 from bertkit.metrics import entity_metrics, tag_metrics
@@ -39,6 +45,36 @@ from bertkit.tasks.common import (
 # The tags besides O that each entity scheme allows: a prefix, a dash, and the entity type.
 ENTITY_TAG = {"BIO": re.compile(r"[BI]-.+"), "BIOES": re.compile(r"[BIES]-.+")}
 PREFIXES = {"BIO": "B-/I-", "BIOES": "B-/I-/E-/S-"}
+
+
+class BertCrfForTokenClassification(BertForTokenClassification):
+    def __init__(self, config):
+        super().__init__(config)
+        self.crf = CRF(config.num_labels)
+
+    def _init_weights(self, module):
+        # from_pretrained initialises what a checkpoint lacks through this hook (a BERT dir has no CRF).
+        super()._init_weights(module)
+        if isinstance(module, CRF):
+            module.reset_parameters()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
+        out = super().forward(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs
+        )
+        loss = None if labels is None else self.crf.loss(out.logits, labels)
+        return TokenClassifierOutput(loss=loss, logits=out.logits)
+
+
+def best_tags(model, logits: torch.Tensor, word_ids: list[list[int | None]]) -> list[list[int]]:
+    """Each row's tag ids at its words' positions (`word_ids` not None), in order: the CRF's Viterbi path when
+    the model has one, else each word's argmax."""
+    keep = torch.tensor([[w is not None for w in row] + [False] * (logits.shape[1] - len(row)) for row in word_ids])
+    crf = getattr(model, "crf", None)
+    if crf is not None:
+        return crf.decode(logits, keep.to(logits.device))
+    best = logits.argmax(-1).cpu()
+    return [best[i][keep[i]].tolist() for i in range(len(word_ids))]
 
 
 def detect_scheme(tags: Iterable[str]) -> str:
@@ -141,19 +177,19 @@ def collate(features: list[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
 
 
 def settings(examples: list[dict], cfg: TaskConfig) -> dict:
-    """The tag scheme of the train file, stored in the model's config.json."""
-    return {"tag_scheme": chosen_scheme((t for e in examples for t in e["label"]), cfg)}
+    """The tag scheme of the train file and whether a CRF decodes, stored in the model's config.json."""
+    return {"tag_scheme": chosen_scheme((t for e in examples for t in e["label"]), cfg), "crf": cfg.crf}
 
 
 def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: int):
     features = encode(tokenizer, examples, labels, cfg, train=False)
     predicted: list[list[str | None]] = [[None] * len(e["tokens"]) for e in examples]
     for chunk, out in predict_batches(model, features, partial(collate, pad_id=tokenizer.pad_token_id), batch_size):
-        best = out.logits.argmax(-1).cpu().tolist()
+        best = best_tags(model, out.logits, [f["word_ids"] for f in chunk])
         for f, row in zip(chunk, best, strict=True):
             words = predicted[f["example"]]
-            for w, tag_id in zip(f["word_ids"], row, strict=False):
-                if w is not None and words[w] is None:  # the first window that holds the word
+            for w, tag_id in zip((w for w in f["word_ids"] if w is not None), row, strict=True):
+                if words[w] is None:  # the first window that holds the word
                     words[w] = labels[tag_id]
     # Words that no window kept (cut by max_seq_length with stride 0 cannot happen; empty pieces can) are "O".
     predicted = [[t or "O" for t in words] for words in predicted]
@@ -172,6 +208,7 @@ def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: in
 
 TASK = Task(
     model_class=BertForTokenClassification,
+    crf_class=BertCrfForTokenClassification,
     default_metric="f1",  # entity F1, or for plain tags the micro F1 over words
     has_labels=True,
     read=read,
@@ -181,6 +218,6 @@ TASK = Task(
     encode=encode,
     collate=collate,
     evaluate=evaluate,
-    fields=("tokens_column", "tags_column", "tag_scheme"),
+    fields=("tokens_column", "tags_column", "tag_scheme", "crf", "crf_lr"),
     bilstm_head="token",
 )
