@@ -51,8 +51,9 @@ def _keys(command: str) -> str:
 
 def _load(recipe: Path, overrides: list[str] | None, command: str):
     from bertkit.config import load_recipe
+    from bertkit.hub import resolve_hub_ids
 
-    return load_recipe(recipe, overrides or [], command)
+    return resolve_hub_ids(load_recipe(recipe, overrides or [], command), command)
 
 
 @app.command(epilog=_keys("tokenize"))

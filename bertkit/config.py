@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from bertkit.atomic import write_text
 from bertkit.errors import BertkitError
@@ -505,7 +514,17 @@ class RunConfig(Section):
     """Replace an earlier bertkit output in the command's output dir (`pretrain`: start afresh in a dir holding
     another run's checkpoints, which are deleted); a dir bertkit did not write is never replaced."""
     allow_pickle_weights: bool = False
-    """Load pickle weights (pytorch_model.bin), which can run code; by default only safetensors load."""
+    """Load a pytorch_model.bin that holds more than tensors with Python's full unpickler, which can run code. By
+    default a .bin loads through torch's weights-only unpickler (tensors and plain containers, no code) and a
+    file that needs more is refused; safetensors are always preferred."""
+    # Recipe key → "repo@commit" of each model/tokenizer key given as a Hub id (bertkit/hub.py): save_config
+    # writes these instead of the local cache paths they were resolved to.
+    _hub_sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def hub_sources(self) -> dict[str, str]:
+        return self._hub_sources
+
     tokenizer: TokenizerConfig = TokenizerConfig()
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -805,5 +824,9 @@ def load_recipe(path: Path | str | None, overrides: list[str] | None = None, com
 def save_config(cfg: RunConfig, directory: Path) -> Path:
     """Write the effective config next to a command's outputs."""
     out = directory / CONFIG_FILE
-    write_text(out, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+    tree = cfg.model_dump(mode="json")
+    for key, pinned in cfg.hub_sources.items():
+        section, name = key.split(".")
+        tree[section][name] = pinned
+    write_text(out, yaml.safe_dump(tree, sort_keys=False, allow_unicode=True))
     return out

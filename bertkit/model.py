@@ -100,24 +100,28 @@ PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 def load_model(cls: type[PreTrainedModel], directory: Path, allow_pickle: bool = False, **kwargs) -> PreTrainedModel:
-    """`cls.from_pretrained(directory)` from safetensors only (a pickle file can run code when loaded), unless
-    `allow_pickle`; never with remote code. Failures are one clear error naming the dir."""
+    """`cls.from_pretrained(directory)`, never with remote code: safetensors when the dir has them, else
+    pytorch_model.bin through torch's weights-only unpickler (tensors and plain containers: no code runs), or
+    Python's full one with `allow_pickle`. Failures are one clear error naming the dir."""
     directory = check_model_dir(directory)
     safe = any((directory / name).is_file() for name in SAFE_WEIGHTS)
     pickled = any((directory / name).is_file() for name in PICKLE_WEIGHTS)
-    if not safe and pickled and not allow_pickle:
-        raise BertkitError(
-            f"{directory}: weights are a pickle file (pytorch_model.bin), which can run code when loaded; convert "
-            "them to safetensors, or set allow_pickle_weights=true if you trust the source"
-        )
     if not safe and not pickled:
         raise BertkitError(
-            f"{directory}: no model weights (model.safetensors) in this dir; point the recipe at a dir that "
-            "save_pretrained wrote"
+            f"{directory}: no model weights (model.safetensors or pytorch_model.bin) in this dir; point the recipe "
+            "at a dir that save_pretrained wrote"
         )
+    kwargs.setdefault("attn_implementation", "sdpa")
     try:
-        kwargs.setdefault("attn_implementation", "sdpa")
-        return cls.from_pretrained(str(directory), use_safetensors=safe, trust_remote_code=False, **kwargs)
+        return cls.from_pretrained(
+            str(directory), use_safetensors=safe, weights_only=not allow_pickle, trust_remote_code=False, **kwargs
+        )
+    except pickle.UnpicklingError as e:  # the weights-only unpickler met something that is not a tensor
+        raise BertkitError(
+            f"{directory}: pytorch_model.bin holds more than tensors (loading it could run code), so it was not "
+            "loaded; convert it to safetensors where you trust it, or set allow_pickle_weights=true if you trust "
+            "its source"
+        ) from e
     except UNREADABLE as e:  # a truncated file, a foreign architecture: say which dir; --debug shows the cause
         raise BertkitError(
             f"{directory}: cannot load the model ({type(e).__name__}: {str(e).splitlines()[0][:200]}); check that "

@@ -6,7 +6,11 @@ shared by the tests that inspect its outputs.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# The tests never reach the network: a Hub id resolves from a cache that a test lays out, or fails at once.
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
 import torch

@@ -142,20 +142,20 @@ def test_corrupt_checkpoint_and_model_are_clear_errors(run, tmp_path):
     assert "cannot load the model" in message
 
 
-def test_pickle_weights_are_refused_unless_allowed(run, tmp_path):
+def test_a_bin_of_tensors_loads_through_the_weights_only_unpickler(run, tmp_path):
+    """Older checkpoints on the Hub are pytorch_model.bin only: they load by default, without the full unpickler
+    (a .bin that needs it is refused: tests/test_hub.py)."""
     from transformers import BertForPreTraining
 
     assert _pretrain(tmp_path, run, "train.max_steps=1").exit_code == 0
     pickled = tmp_path / "pickled"
     pickled.mkdir()
     model = BertForPreTraining.from_pretrained(tmp_path / "pretrain")
-    torch.save(model.state_dict(), pickled / "pytorch_model.bin")  # as older checkpoints on the hub
+    torch.save(model.state_dict(), pickled / "pytorch_model.bin")
     for name in ("config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json"):
         (pickled / name).write_bytes((tmp_path / "pretrain" / name).read_bytes())
     args = ["finetune", RECIPE, f"output_dir={tmp_path}", f"finetune.model_dir={pickled}", "finetune.train.epochs=1"]
-    message = _one_line_error(run_cli(*args))
-    assert "pickle file" in message and "allow_pickle_weights=true" in message
-    assert run_cli(*args, "allow_pickle_weights=true").exit_code == 0
+    assert run_cli(*args).exit_code == 0
 
 
 @pytest.mark.slow
