@@ -25,6 +25,7 @@ from bertkit.config import RunConfig, save_config
 from bertkit.errors import BertkitError
 from bertkit.loop import TrainState
 from bertkit.model import UNREADABLE
+from bertkit.model_card import write_model_card
 from bertkit.tokenizer.train import save_tokenizer
 
 STATE_FILE = "training_state.pt"
@@ -42,14 +43,20 @@ def check_finite(model: torch.nn.Module, what: Path) -> None:
 
 
 def write_model(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: Path, cfg: RunConfig | None = None
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    directory: Path,
+    cfg: RunConfig | None = None,
+    metrics: dict | None = None,
 ) -> None:
-    """A Hugging Face model dir's files (config, safetensors, tokenizer, bertkit.yaml) written into `directory`."""
+    """A Hugging Face model dir's files (config, safetensors, tokenizer; with `cfg`, bertkit.yaml and a model
+    card with `metrics`) written into `directory`."""
     check_finite(model, directory)
     model.save_pretrained(directory)
     save_tokenizer(tokenizer, directory)
     if cfg is not None:
         save_config(cfg, directory)
+        write_model_card(directory, model, cfg, metrics)
 
 
 def save_model(
@@ -58,10 +65,11 @@ def save_model(
     directory: Path,
     cfg: RunConfig | None = None,
     keep: tuple[str, ...] = (),
+    metrics: dict | None = None,
 ) -> Path:
     """Write a Hugging Face model dir atomically; `keep` names entries of an existing dir to carry over."""
     with atomic_dir(directory, keep=keep) as tmp:
-        write_model(model, tokenizer, tmp, cfg)
+        write_model(model, tokenizer, tmp, cfg, metrics)
     return directory
 
 

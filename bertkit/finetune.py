@@ -219,7 +219,7 @@ def train(cfg: RunConfig, run: Setup, best: Best, stage: Path | None) -> TrainSt
         if scalars[run.metric] > best.score:
             best.score, best.step, best.since = scalars[run.metric], state.step, 0
             if stage is not None:
-                write_model(unwrapped, run.tokenizer, stage, cfg)
+                write_model(unwrapped, run.tokenizer, stage, cfg, scalars)
         return scalars
 
     patience = cfg.finetune.early_stopping_patience

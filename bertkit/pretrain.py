@@ -42,7 +42,7 @@ from bertkit.model import (
     quiet_transformers,
 )
 from bertkit.optim import describe_schedule, make_optimizer, make_schedule
-from bertkit.plots import plot_curves, plot_probe_history
+from bertkit.plots import plot_curves, plot_probe_history, read_metrics
 from bertkit.pretraining_eval import evaluate_pretraining
 from bertkit.probe import probe_model, read_probe_data, require_probe_files
 from bertkit.runtime import tune_allocator
@@ -323,7 +323,11 @@ def finish(cfg: RunConfig, run: Setup, state: TrainState) -> Path:
     if accelerator.is_main_process:
         # Into a temporary sibling, then renamed: checkpoints/, metrics and TensorBoard logs are carried over.
         final = accelerator.unwrap_model(run.objective).model
-        save_model(final, run.tokenizer, out_dir, cfg, keep=("checkpoints", METRICS_FILE, "tensorboard"))
+        evaluations = [r for r in read_metrics(out_dir / METRICS_FILE) if "eval/mlm_accuracy" in r]
+        last = evaluations[-1] if evaluations else {}
+        scores = {k.removeprefix("eval/"): v for k, v in last.items() if k.startswith("eval/")}
+        keep = ("checkpoints", METRICS_FILE, "tensorboard")
+        save_model(final, run.tokenizer, out_dir, cfg, keep=keep, metrics=scores)
         # The objective of the phase training stopped in.
         phase = run.phases[next(i for i, end in enumerate(run.ends) if state.step <= end)]
         plot = plot_curves(out_dir / METRICS_FILE, out_dir / "curves.png", f"pretraining, {_what(phase)}")

@@ -126,6 +126,9 @@ def test_finetune_and_eval_from_a_hub_id(hub, tiny_run, tmp_path, repo):
     out = tmp_path / "out" / "finetune" / "ner"
     saved = yaml.safe_load((out / "bertkit.yaml").read_text())
     assert saved["finetune"]["model_dir"] == f"{repo}@{SHA}"  # the id, pinned; not the cache path
+    card = (out / "README.md").read_text()  # the model card, ready for `hf upload`
+    assert f"base_model: {repo}\n" in card and "pipeline_tag: token-classification" in card
+    assert f"`{repo}@{SHA}` (Hugging Face Hub)" in card and "| f1 | " in card
     # The repo's weights, whatever their format and names, load as the model they were made from.
     snapshot = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / SHA
     torch.testing.assert_close(_emissions(snapshot), _emissions(source))

@@ -1,0 +1,118 @@
+"""The model card (README.md) that every model dir bertkit writes carries, so that `hf upload` publishes a
+documented model: where it started, what it was trained on, with which recipe, how it scored, how to load it.
+
+    write_model_card(directory, model, cfg, metrics={"f1": 0.80})
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bertkit import __version__
+from bertkit.atomic import write_text
+from bertkit.config import CONFIG_FILE, RunConfig
+from bertkit.data.dataset import METADATA_FILE
+
+# The Hub's pipeline tag of each head (what its widget and search use).
+PIPELINE_TAGS = {
+    "BertForPreTraining": "fill-mask",
+    "BertForMaskedLM": "fill-mask",
+    "BertForSequenceClassification": "text-classification",
+    "BertForTokenClassification": "token-classification",
+    "BertCrfForTokenClassification": "token-classification",
+    "BertForQuestionAnswering": "question-answering",
+    "BertForMultipleChoice": "multiple-choice",
+    "BiLSTMForSequenceClassification": "text-classification",
+    "BiLSTMForTokenClassification": "token-classification",
+}
+PRETRAINING = ("BertForPreTraining", "BertForMaskedLM")
+README = "README.md"
+
+
+def _start(cfg: RunConfig, pretraining: bool) -> tuple[str, str | None]:
+    """(what the model started from, in words; the Hub id of that, for the card's base_model)."""
+    key = "model.init_from" if pretraining else "finetune.model_dir"
+    pinned = cfg.hub_sources.get(key)
+    if pinned:
+        return f"`{pinned}` (Hugging Face Hub)", pinned.partition("@")[0]
+    if pretraining:
+        if cfg.model.init_from:
+            return f"the weights of `{cfg.model.init_from}`", None
+        return f"random initialisation (`model.size: {cfg.model.size}`, `model.init: {cfg.model.init}`)", None
+    return f"`{cfg.finetune.model_dir or cfg.pretrain_dir}`", None
+
+
+def _data(cfg: RunConfig, pretraining: bool) -> list[str]:
+    if pretraining:
+        try:  # what `bertkit tokenize` recorded about the examples pretraining read
+            meta = json.loads((cfg.dataset_dir / METADATA_FILE).read_text(encoding="utf-8"))
+            files = ", ".join(f"`{f}`" for f in meta["files"])
+            data = f"{files} ({meta['objective']}, sequences of {meta['max_seq_length']} tokens)"
+        except (OSError, ValueError, KeyError, TypeError):
+            data = f"`{cfg.dataset_dir}`"
+        return [
+            f"- Pretraining data: {data}",
+            f"- Masking: {cfg.masking.rate:g} of the tokens, {'whole words' if cfg.masking.whole_word else 'tokens'}",
+        ]
+    task = cfg.finetune.task
+    lines = [f"- Task: {task.type} (`{task.name}`), trained on `{task.train_file}`"]
+    if task.validation_file:
+        lines.append(f"- Model selection: the best dev score on `{task.validation_file}`")
+    return lines
+
+
+def _use(architecture: str) -> list[str]:
+    if architecture.startswith("BiLSTM"):
+        return ["```python", "from bertkit.bilstm import load_bilstm", "", 'model = load_bilstm("<this dir>")', "```"]
+    loads = "BertForTokenClassification" if architecture == "BertCrfForTokenClassification" else architecture
+    lines = [
+        "```python",
+        f"from transformers import AutoTokenizer, {loads}",
+        "",
+        'tokenizer = AutoTokenizer.from_pretrained("<this dir or repo>")',
+        f'model = {loads}.from_pretrained("<this dir or repo>")',
+        "```",
+    ]
+    if loads != architecture:
+        lines += [
+            "",
+            "Plain transformers loads it without its CRF (each word's best tag on its own); `bertkit eval` decodes "
+            "with the CRF (Viterbi), as it was trained.",
+        ]
+    return lines
+
+
+def write_model_card(directory: Path, model, cfg: RunConfig, metrics: dict | None = None) -> None:
+    """README.md in `directory` for `model` as `cfg` trained it; `metrics`: its scores, when known."""
+    c = model.config
+    architecture = (getattr(c, "architectures", None) or [type(model).__name__])[0]
+    pretraining = architecture in PRETRAINING
+    started, base = _start(cfg, pretraining)
+    front = ["---", "library_name: transformers", "tags:", "- bert", "- bertkit"]
+    if architecture in PIPELINE_TAGS:
+        front.append(f"pipeline_tag: {PIPELINE_TAGS[architecture]}")
+    if base:
+        front.append(f"base_model: {base}")
+    front.append("---")
+    title = f"{cfg.output_dir.name}: pretrained BERT" if pretraining else f"{cfg.finetune.task.name}: {architecture}"
+    if hasattr(c, "num_hidden_layers"):
+        shape = f"L={c.num_hidden_layers}, H={c.hidden_size}, A={c.num_attention_heads}"
+        what = f"A {architecture} ({shape}, vocabulary of {c.vocab_size})"
+    else:
+        what = f"A {architecture} (bertkit's baseline without pretraining)"
+    body = [
+        f"# {title}",
+        "",
+        f"{what}, trained with bertkit {__version__}.",
+        "",
+        f"- Started from: {started}",
+        *_data(cfg, pretraining),
+        f"- Recipe: `{CONFIG_FILE}` beside this card (every setting of the run)",
+    ]
+    scores = {k: v for k, v in (metrics or {}).items() if isinstance(v, float)}
+    if scores:
+        body += ["", "## Scores" + (" (held-out pretraining data)" if pretraining else " (dev set)"), ""]
+        body += ["| metric | value |", "| --- | --- |", *(f"| {k} | {v:.4f} |" for k, v in scores.items())]
+    body += ["", "## Use", "", *_use(architecture)]
+    write_text(Path(directory) / README, "\n".join(front + body) + "\n")
