@@ -110,6 +110,15 @@ class TokenizerConfig(Section):
     gigabyte, and training on 100 GB would take hours); null uses everything."""
     user_dict: Path | None = None
     """A jieba user dictionary (`word [freq] [tag]` per line) of domain words to keep whole."""
+    add_words: list[str] = []
+    """Words to add to the vocabulary (those it splits or misses) as tokens after its own: a released BERT's
+    vocabulary (from_dir) extended for a domain; `bertkit pretrain` with model.init_from then starts each new
+    embedding as the mean of the pieces' it replaces."""
+    add_words_file: Path | None = None
+    """A file of words to add, one per line (as add_words)."""
+    add_frequent_words: int = Field(0, ge=0)
+    """Also add the corpus' this many most frequent words (the segmenter's, 2+ characters, seen at least
+    min_frequency times) that the vocabulary splits or misses."""
 
 
 class DataConfig(Section):

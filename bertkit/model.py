@@ -168,7 +168,15 @@ def build_pretraining_model(
 ) -> BertForPreTraining:
     """A fresh BERT of the recipe's size, or `init_from` for continued pretraining."""
     if cfg.init_from:
+        from bertkit.tokenizer.train import has_tokenizer, load_tokenizer
+        from bertkit.vocabulary import extend_embeddings, extends
+
         model = load_model(BertForPreTraining, cfg.init_from, allow_pickle)
+        released = load_tokenizer(cfg.init_from) if has_tokenizer(cfg.init_from) else None
+        if released is not None and extends(released, tokenizer):  # tokenizer.add_words… at tokenize time
+            added = extend_embeddings(model, released, tokenizer)
+            print(f"{cfg.init_from}: {added} tokens added to its vocabulary, each starting as its pieces' mean")
+            return model
         check_vocabulary(model, tokenizer, cfg.init_from)
         return model
     model = BertForPreTraining(bert_config(cfg, tokenizer))

@@ -43,12 +43,14 @@ from bertkit.errors import BertkitError
 from bertkit.progress import progress
 from bertkit.tokenizer.train import load_tokenizer, save_tokenizer, train_wordpiece
 from bertkit.tokenizer.words import encode_with_words, segmenter
+from bertkit.vocabulary import add_words, frequent_split_words
 
 SPLITS = ("train", "validation")
 CHUNK_BYTES = 1 << 20  # text per work unit: the pool of documents a random-next segment is drawn from
 ENCODE_BATCH = 4000  # sentences per call into the Rust tokenizer
 WORD_STATS_SENTENCES = 200  # sentences per chunk sampled for the Chinese word statistics
 COVERAGE_SENTENCES = 5000  # sentences sampled for the vocabulary coverage report
+FREQUENT_WORDS_SENTENCES = 200_000  # sentences counted for tokenizer.add_frequent_words
 
 
 def features(objective: str) -> Features:
@@ -263,6 +265,34 @@ def _training_sentences(files: list[Path], cfg: RunConfig) -> Iterator[str]:
             return
 
 
+def _extended(tokenizer, files, cfg: RunConfig):
+    """The tokenizer with tokenizer.add_words, add_words_file and add_frequent_words added (bertkit/vocabulary.py)."""
+    t = cfg.tokenizer
+    words = list(t.add_words)
+    if t.add_words_file:
+        try:
+            words += t.add_words_file.read_text(encoding="utf-8-sig").split("\n")
+        except (OSError, UnicodeDecodeError) as e:
+            raise BertkitError(
+                f"{t.add_words_file}: cannot read tokenizer.add_words_file ({e}); give a UTF-8 file, one word per line"
+            ) from None
+    if t.add_frequent_words:
+        cut = segmenter(t.segmenter, t.user_dict)
+        if cut is None:
+            raise BertkitError(
+                "tokenizer.add_frequent_words needs a segmenter to find words; set tokenizer.segmenter=rjieba"
+            )
+        sample = _sample(files, cfg, FREQUENT_WORDS_SENTENCES)
+        words += frequent_split_words(tokenizer, sample, cut, t.add_frequent_words, t.min_frequency)
+    if not words:
+        return tokenizer
+    extended = add_words(tokenizer, words)
+    new = extended.convert_ids_to_tokens(list(range(len(tokenizer), len(extended))))
+    shown = ", ".join(new[:10]) + (", …" if len(new) > 10 else "")
+    print(f"vocabulary extended by {len(new)} words after its {len(tokenizer)} tokens: {shown}")
+    return extended
+
+
 def _sample(files, cfg: RunConfig, n: int) -> list[str]:
     out = []
     for document in read_documents(files, cfg.data, ReadReport()):
@@ -324,6 +354,7 @@ def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
         tokenizer = train_wordpiece(
             _training_sentences(files, cfg), cfg.tokenizer, model_max_length=cfg.model.max_position_embeddings
         )
+    tokenizer = _extended(tokenizer, files, cfg)
     cover = coverage(tokenizer, _sample(files, cfg, COVERAGE_SENTENCES))
 
     num_proc = cfg.data.num_proc or os.cpu_count() or 1
