@@ -1,6 +1,7 @@
 """What the task families share: the Task record, reading labelled files, padding, batched prediction.
 
 rows = read_rows(Path("data/zh/topic/train.jsonl"))   # JSONL, JSON (a list), CSV or TSV with a header
+rows = read_rows(Path("hf:clue/clue:tnews:validation"))  # a `datasets` data set: name, config, split
 texts = column(rows, "text", path, "finetune.task.text_column")
 for batch, outputs in predict_batches(model, features, collate, batch_size=64): ...
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -59,9 +61,12 @@ def label_kwargs(labels: list[str]) -> dict:
 
 
 def read_rows(path: Path) -> list[dict]:
-    """Rows of a JSONL/JSON/CSV/TSV file as dicts. CSV and TSV need a header line and follow the csv module's
-    quoting (a quoted field may hold the delimiter, a line break, and quotes doubled); a UTF-8 BOM is dropped."""
+    """Rows of a JSONL/JSON/CSV/TSV/Parquet/Arrow file, or of a data set (`hf:name[:config]:split`), as dicts.
+    CSV and TSV need a header line and follow the csv module's quoting (a quoted field may hold the delimiter, a
+    line break, and quotes doubled); a UTF-8 BOM is dropped."""
     path = Path(path)
+    if data_set_ref(path) or path.suffix.lower() in TABLE_SUFFIXES:
+        return table_rows(path)
     if not path.is_file():
         raise BertkitError(f"{path}: no such file; check the task's *_file settings")
     suffix = path.suffix.lower()
@@ -86,6 +91,63 @@ def read_rows(path: Path) -> list[dict]:
         raise BertkitError(
             f"{path}: file holds no rows; give a file with a header line (CSV/TSV) and at least one example"
         )
+    return rows
+
+
+TABLE_SUFFIXES = (".parquet", ".arrow")
+DATA_SET_PREFIX = "hf:"
+# name, optional config, split; the split may carry datasets' slicing, colons included: validation[:500].
+DATA_SET_REF = re.compile(r"(?P<name>[^:\[\]]+)(?::(?P<config>[^:\[\]]+))?:(?P<split>[^:\[\]]+(?:\[[^\]]*\])?)")
+
+
+def data_set_ref(path: Path) -> tuple[str, str | None, str] | None:
+    """(name, config or None, split) of a task file given as `hf:name[:config]:split` — a Hub data set
+    (`hf:clue/clue:tnews:train`, `hf:nyu-mll/glue:sst2:validation[:500]`, `hf:rajpurkar/squad:train`) or a
+    local data set dir —
+    else None."""
+    text = str(path)
+    if not text.startswith(DATA_SET_PREFIX):
+        return None
+    match = DATA_SET_REF.fullmatch(text[len(DATA_SET_PREFIX) :])
+    if match is None:
+        raise BertkitError(f"{text}: a data set is hf:<name>[:<config>]:<split>, e.g. hf:clue/clue:tnews:train")
+    return match["name"], match["config"], match["split"]
+
+
+def table_rows(path: Path) -> list[dict]:
+    """Rows of a Parquet/Arrow file or a `datasets` data set, with class ids as their names (ClassLabel columns,
+    and lists of them: CLUE's labels, CoNLL-2003's tags) so that they read as a JSONL file's would; a hidden
+    label (-1, as in CLUE's test splits) is no label."""
+    import datasets
+    from datasets import ClassLabel, Dataset
+
+    datasets.disable_progress_bars()
+    ref = data_set_ref(path)
+    if ref is None and not path.is_file():
+        raise BertkitError(f"{path}: no such file; check the task's *_file settings")
+    try:
+        if ref is None:
+            read = Dataset.from_parquet if path.suffix.lower() == ".parquet" else Dataset.from_file
+            table = read(str(path))
+        else:
+            name, config, split = ref
+            table = datasets.load_dataset(name, config, split=split)
+    # Not found, or offline and not cached (both OSError); an unknown config or split (ValueError); a bad file.
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        first = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+        how = "check the name, config and split (HF_HUB_OFFLINE=1 reads only the cache)" if ref else "check the file"
+        raise BertkitError(f"{path}: cannot read it ({type(e).__name__}: {first}); {how}") from e
+    rows = table.to_list()
+    for name, feature in table.features.items():
+        inner = getattr(feature, "feature", None)
+        if isinstance(feature, ClassLabel):
+            for row in rows:
+                row[name] = feature.names[row[name]] if row[name] is not None and row[name] >= 0 else None
+        elif isinstance(inner, ClassLabel):
+            for row in rows:
+                row[name] = [inner.names[i] for i in row[name]] if row[name] is not None else None
+    if not rows:
+        raise BertkitError(f"{path}: holds no rows; give a split with examples")
     return rows
 
 

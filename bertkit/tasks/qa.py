@@ -28,14 +28,41 @@ from transformers import BertForQuestionAnswering
 from bertkit.config import TaskConfig
 from bertkit.errors import BertkitError
 from bertkit.metrics import cmrc_metrics, squad_metrics
-from bertkit.tasks.common import Task, collate_inputs, predict_batches, read_json
+from bertkit.tasks.common import (
+    TABLE_SUFFIXES,
+    Task,
+    collate_inputs,
+    data_set_ref,
+    predict_batches,
+    read_json,
+    table_rows,
+)
+
+
+def squad_from_rows(rows: list[dict]) -> dict:
+    """SQuAD JSON from the flat rows of the Hub's SQuAD-style data sets (squad, squad_v2, cmrc2018: id, context,
+    question, answers {text: [...], answer_start: [...]}): one paragraph per row. Version 2.0 (unanswerable
+    questions allowed) when a row has no answer."""
+    qas = []
+    for row in rows:
+        qa = {"id": row.get("id"), "question": row.get("question")}
+        if row.get("answers") is not None:  # a split without gold (a test set) has no answers column
+            answers = row["answers"]
+            pairs = zip(answers.get("text", []), answers.get("answer_start", []), strict=False)
+            qa["answers"] = [{"text": t, "answer_start": s} for t, s in pairs]
+            if not qa["answers"]:
+                qa["is_impossible"] = True
+        qas.append({"context": row.get("context"), "qas": [qa]})
+    version = "v2.0" if any(p["qas"][0].get("is_impossible") for p in qas) else "1.1"
+    return {"version": version, "data": [{"title": "", "paragraphs": qas}]}
 
 
 def read(path: Path, cfg: TaskConfig, labelled: bool | None = None) -> list[dict]:
     """Questions of a SQuAD/CMRC JSON file as {"id", "question", "context", "label", "version"}: the label is the
     gold answers as (text, start) pairs, [] when unanswerable, None when the question has no gold. A mistake that
     would stop a run later is one error here, naming the file and the question."""
-    data = read_json(path)
+    tabular = data_set_ref(path) or Path(path).suffix.lower() in TABLE_SUFFIXES
+    data = squad_from_rows(table_rows(Path(path))) if tabular else read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise BertkitError(
             f"{path}: not SQuAD-format JSON (a top-level 'data' list of articles); convert it to the SQuAD layout"
