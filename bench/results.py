@@ -179,6 +179,14 @@ def pretraining_summary(model_dir: Path) -> dict:
     }
 
 
+def _decorate(ax, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def plot_probes(probes: dict, out: Path) -> None:
     import matplotlib
 
@@ -191,11 +199,7 @@ def plot_probes(probes: dict, out: Path) -> None:
         ax.plot(range(len(scores)), scores, "o-", label=model)
     ax.axhline(next(iter(probes.values()))["majority_baseline"], color="grey", linestyle="--", label="majority class")
     ax.set_xticks(range(len(scores)))
-    ax.set_xlabel("layer (0 = embeddings)")
-    ax.set_ylabel("held-out accuracy")
-    ax.set_title("word-level part-of-speech probe, People's Daily 1998", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _decorate(ax, "layer (0 = embeddings)", "held-out accuracy", "word-level part-of-speech probe, People's Daily 1998")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
 
@@ -329,11 +333,7 @@ def plot_budgets(report: dict, out: Path) -> None:
             last = max(int(s) for s in by_step)
             points = sorted((int(s) / last * m, a) for s, a in by_step.items())
         curves.plot(*zip(*points, strict=True), "o-", label=f"{m:g}-minute budget")
-    curves.set_xlabel("training minutes (2 CPU cores)")
-    curves.set_ylabel("held-out MLM accuracy")
-    curves.set_title("MLM accuracy during pretraining", fontsize=10)
-    curves.legend()
-    curves.grid(alpha=0.3)
+    _decorate(curves, "training minutes (2 CPU cores)", "held-out MLM accuracy", "MLM accuracy during pretraining")
     tasks = [k for k in next(iter(rows.values())) if "(" in k]
     for task, color in zip(tasks, ("tab:blue", "tab:orange"), strict=False):
         values = [next(v for k, v in rows[m][task].items() if k != "seconds") for m in rows]
@@ -346,11 +346,7 @@ def plot_budgets(report: dict, out: Path) -> None:
                 linestyle="--",
                 label=f"BiLSTM: {task}",
             )
-    scores.set_xlabel("pretraining budget (minutes)")
-    scores.set_ylabel("test score after fine-tuning")
-    scores.set_title("fine-tuned scores by pretraining budget", fontsize=10)
-    scores.legend(fontsize=8)
-    scores.grid(alpha=0.3)
+    _decorate(scores, "pretraining budget (minutes)", "test score after fine-tuning", "fine-tuned scores by budget")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
