@@ -392,7 +392,7 @@ def score_model(work: Path, name: str, model_args: list[str], results: dict) -> 
     """Fine-tune and evaluate one model on both tasks (identical settings for every row) into `results`."""
     for task, task_args in task_overrides(work / "raw").items():
         metric = "accuracy" if "accuracy" in task else "f1"
-        out = work / "runs" / re.sub(r"[^a-z]+", "-", f"{task.split()[0]} {name}".lower())
+        out = work / "runs" / re.sub(r"[^a-z0-9]+", "-", f"{task.split()[0]} {name}".lower())
         common = [
             RECIPE,
             *base_overrides(work),
