@@ -134,5 +134,16 @@ def export(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool 
         run_export(cfg)
 
 
+@app.command(epilog=_keys("convert"))
+def convert(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
+    """A google-research/bert TensorFlow release (bert_model.ckpt.*, bert_config.json, vocab.txt) as a Hugging
+    Face BERT dir (BertForPreTraining, safetensors); no TensorFlow needed."""
+    with reported(debug):
+        cfg = _load(recipe, overrides, "convert")
+        from bertkit.convert import run_convert
+
+        run_convert(cfg)
+
+
 def main() -> None:
     app()

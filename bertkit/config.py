@@ -514,6 +514,18 @@ class ExportConfig(Section):
     """Default `<output_dir>/export/<model dir name>`."""
 
 
+class ConvertConfig(Section):
+    """`bertkit convert`: a google-research/bert TensorFlow release as a Hugging Face BERT dir."""
+
+    checkpoint: Path | None = None
+    """The release dir (bert_model.ckpt.index/.data-*, bert_config.json, vocab.txt), or a checkpoint prefix in
+    it (…/model.ckpt-100000) when it holds several."""
+    lowercase: bool | None = None
+    """The tokenizer's lower-casing; None: from the release's name (cased_…/multi_cased_… keep case)."""
+    output_dir: Path | None = None
+    """Default `<output_dir>/converted`."""
+
+
 class RunConfig(Section):
     """One recipe: every command reads the sections it needs."""
 
@@ -544,6 +556,7 @@ class RunConfig(Section):
     embed: EmbedConfig = EmbedConfig()
     probe: ProbeConfig = ProbeConfig()
     export: ExportConfig = ExportConfig()
+    convert: ConvertConfig = ConvertConfig()
 
     # Where each stage writes; each can be overridden by an explicit path in its section.
     @property
@@ -642,6 +655,7 @@ COMMAND_SECTIONS: dict[str, tuple[str, ...]] = {
     "probe": (*_OUTPUTS, *_all_but("probe", ProbeConfig, "during_pretraining"), "embed.model_dir", *_FEATURES),
     # The task's files and columns score an int8 classifier (export.quantize); name: export.model_dir's default.
     "export": (*_OUTPUTS, "export", *(f"finetune.task.{key}" for key in _EXPORT_TASK)),
+    "convert": ("output_dir", "overwrite", "convert"),
 }
 
 

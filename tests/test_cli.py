@@ -206,7 +206,7 @@ def test_console_script_error_has_no_traceback(tmp_path):
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
-COMMANDS = ("tokenize", "pretrain", "finetune", "eval", "embed", "probe", "export")
+COMMANDS = ("tokenize", "pretrain", "finetune", "eval", "embed", "probe", "export", "convert")
 
 
 def _help_keys(command: str) -> tuple[list[str], str]:
