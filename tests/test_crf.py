@@ -134,9 +134,9 @@ def test_crf_tagger_through_finetune_and_eval(tiny_run, tmp_path, model):
     if model == "bert":
         assert config["architectures"] == ["BertCrfForTokenClassification"]
         assert "BertCrfForTokenClassification.from_pretrained" in result.output
-        assert float(BertCrfForTokenClassification.from_pretrained(str(out)).crf.transitions.abs().max()) > 0
+        assert BertCrfForTokenClassification.from_pretrained(str(out)).crf.transitions.detach().abs().max() > 0
     else:
-        assert float(load_bilstm(out).crf.transitions.abs().max()) > 0  # trained, saved and loaded
+        assert load_bilstm(out).crf.transitions.detach().abs().max() > 0  # trained, saved and loaded
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(0 < r["loss"] < 10 for r in log if "loss" in r)  # a per-word NLL, on cross-entropy's scale
     result = run_cli("eval", *args)
