@@ -348,6 +348,9 @@ def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
         )
     if cfg.tokenizer.from_dir:
         tokenizer = load_tokenizer(cfg.tokenizer.from_dir)
+        # A vocab.txt-only dir (many releases) gives transformers' "no limit" (1e30): the model's positions are.
+        if tokenizer.model_max_length > 1e9:
+            tokenizer.model_max_length = cfg.model.max_position_embeddings
     else:
         mb = min(total_bytes / 1e6, cfg.tokenizer.train_sample_mb or float("inf"))
         print(f"training a WordPiece vocabulary of {cfg.tokenizer.vocab_size} on {mb:.1f} MB of {len(files)} file(s)")

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import DATA, RECIPE, run_cli
+from conftest import DATA, RECIPE, recipe_edits, run_cli
 from datasets import load_from_disk
 from transformers import BertTokenizerFast
 
@@ -127,3 +127,16 @@ def test_vocabulary_sample_stops_at_its_size(tmp_path):
     sampled = list(prepare._training_sentences(resolve_files(cfg.data.files), cfg))
     size = sum(len(s.encode()) for s in sampled)
     assert 10_000 <= size < 12_000 and sampled[0] == open(ZH[0], encoding="utf-8").readline().strip()
+
+
+def test_a_vocab_only_tokenizer_gets_the_models_length(tiny_run, tmp_path):
+    """A release dir with only vocab.txt has no model_max_length (transformers says 1e30); the saved tokenizer
+    takes model.max_position_embeddings instead, as a trained one does."""
+    release = tmp_path / "release"
+    release.mkdir()
+    (release / "vocab.txt").write_bytes((tiny_run[0] / "pretrain" / "vocab.txt").read_bytes())
+    args = [RECIPE, *tiny_run[1], *recipe_edits([f"output_dir={tmp_path}", f"tokenizer.from_dir={release}"])]
+    result = run_cli("tokenize", *args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "tokenizer" / "tokenizer_config.json").read_text())
+    assert saved["model_max_length"] == 64  # the tiny run's model.max_position_embeddings
