@@ -125,8 +125,10 @@ class DataConfig(Section):
     """`bertkit tokenize`: the raw corpus and the sentence-pair pretraining examples made from it."""
 
     files: list[str] = []
-    """Corpus files, glob patterns or directories (their *.txt): one sentence per line, a blank line between
-    documents. A single path may be given as a plain string."""
+    """Corpus files, glob patterns or directories (their .txt/.jsonl, .gz/.bz2/.xz too): one sentence per line, a
+    blank line between documents. Also URLs fsspec opens (`s3://bucket/dir/*.txt.gz`, `hf://datasets/owner/name/
+    path`, `gs://`, `https://`) and `datasets` data sets streamed by name (`hf:name[:config]:split`, a split cut as
+    `train[:100000]`; one row a document, its text in text_field). A single path may be given as a plain string."""
     text_field: str = "text"
     """JSONL files: the field holding a document's text."""
     split_sentences: bool = False

@@ -1,4 +1,5 @@
-"""Models and tokenizers by Hugging Face Hub id, wherever a recipe takes a model or tokenizer dir.
+"""Models and tokenizers by Hugging Face Hub id, wherever a recipe takes a model or tokenizer dir; data sets by
+name (`hf:name[:config]:split`, data_set_ref) where it takes a task file or a corpus.
 
     cfg = resolve_hub_ids(cfg, "finetune")   # finetune.model_dir=hfl/chinese-roberta-wwm-ext → its cached snapshot
 
@@ -126,3 +127,21 @@ def fetch(repo: str, revision: str | None, key: str, weights: bool = True) -> tu
     if not (folder / "config.json").is_file() and weights:
         raise BertkitError(f"{where}: the repo has no config.json; it is not a transformers model")
     return folder, f"{repo}@{folder.name}"
+
+
+DATA_SET_PREFIX = "hf:"
+# name, optional config, split; the split may carry datasets' slicing, colons included: validation[:500].
+DATA_SET_REF = re.compile(r"(?P<name>[^:\[\]]+)(?::(?P<config>[^:\[\]]+))?:(?P<split>[^:\[\]]+(?:\[[^\]]*\])?)")
+
+
+def data_set_ref(path: Path | str) -> tuple[str, str | None, str] | None:
+    """(name, config or None, split) of a task file or corpus given as `hf:name[:config]:split` — a Hub data set
+    (`hf:clue/clue:tnews:train`, `hf:nyu-mll/glue:sst2:validation[:500]`, `hf:rajpurkar/squad:train`) or a
+    local data set dir — else None (also for an `hf://` URL, a file in a Hub repo)."""
+    text = str(path)
+    if not text.startswith(DATA_SET_PREFIX) or text.startswith("hf://"):
+        return None
+    match = DATA_SET_REF.fullmatch(text[len(DATA_SET_PREFIX) :])
+    if match is None:
+        raise BertkitError(f"{text}: a data set is hf:<name>[:<config>]:<split>, e.g. hf:clue/clue:tnews:train")
+    return match["name"], match["config"], match["split"]

@@ -36,7 +36,7 @@ from datasets.utils.logging import disable_progress_bar
 
 from bertkit.atomic import atomic_dir, check_apart, check_output, write_text
 from bertkit.config import RunConfig, save_config
-from bertkit.data.corpus import ReadReport, read_documents, resolve_files
+from bertkit.data.corpus import ReadReport, read_documents, resolve_files, total_bytes
 from bertkit.data.dataset import METADATA_FILE, STATISTICS_FILE, TOKENIZER_SUBDIR
 from bertkit.data.pretraining import BUILDERS, LABELLED, Sentence, Special, word_ids_from_starts
 from bertkit.errors import BertkitError
@@ -336,11 +336,11 @@ def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
     check_apart(
         {"output_dir": cfg.tokenizer_dir, dataset_key: cfg.dataset_dir},
         {"tokenizer.from_dir": cfg.tokenizer.from_dir, "tokenizer.user_dict": cfg.tokenizer.user_dict}
-        | {f"data.files ({f})": f for f in files},
+        | {f"data.files ({f})": f for f in files if isinstance(f, Path)},
     )
     check_output(cfg.tokenizer_dir, "output_dir", cfg.overwrite)
     check_output(cfg.dataset_dir, dataset_key, cfg.overwrite)
-    total_bytes = sum(f.stat().st_size for f in files)
+    size = total_bytes(files)  # None: a streamed data set, size unknown
     if next(read_documents(files, cfg.data), None) is None:
         raise BertkitError(
             f"{', '.join(map(str, files))}: corpus holds no text; "
@@ -352,8 +352,9 @@ def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
         if tokenizer.model_max_length > 1e9:
             tokenizer.model_max_length = cfg.model.max_position_embeddings
     else:
-        mb = min(total_bytes / 1e6, cfg.tokenizer.train_sample_mb or float("inf"))
-        print(f"training a WordPiece vocabulary of {cfg.tokenizer.vocab_size} on {mb:.1f} MB of {len(files)} file(s)")
+        mb = min(size / 1e6 if size is not None else float("inf"), cfg.tokenizer.train_sample_mb or float("inf"))
+        amount = f"{mb:.1f} MB" if mb < float("inf") else "all"
+        print(f"training a WordPiece vocabulary of {cfg.tokenizer.vocab_size} on {amount} of {len(files)} source(s)")
         tokenizer = train_wordpiece(
             _training_sentences(files, cfg), cfg.tokenizer, model_max_length=cfg.model.max_position_embeddings
         )
@@ -370,7 +371,7 @@ def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
         writers = {s: ArrowWriter(features=schema, path=str(scratch / f"{s}.arrow")) for s in SPLITS}
         chunks = _chunks(read_documents(files, cfg.data, report), report)
         # Compressed input reads more bytes than its size on disk: the total is only a guide there.
-        bar = progress(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1000, desc="tokenize")
+        bar = progress(total=size, unit="B", unit_scale=True, unit_divisor=1000, desc="tokenize")
         worker_args = (tokenizer, cfg)
         # closing(): on an error or a signal the workers stop before the temporary dir they read is removed.
         with contextlib.closing(map_ordered(process_chunk, chunks, num_proc, _init_worker, worker_args)) as results:

@@ -1,6 +1,8 @@
 """Reading a raw corpus as a stream of documents, each a list of sentences.
 
     files = resolve_files(["data/zh/*.txt", "dumps/"])        # globs, directories, .gz/.bz2/.xz, .jsonl
+    files = resolve_files(["s3://bucket/corpus/*.txt.gz", "hf://datasets/owner/name/zh/"])  # fsspec URLs
+    files = resolve_files(["hf:wikimedia/wikipedia:20231101.zh:train[:100000]"])            # a data set, streamed
     report = ReadReport()
     for document in read_documents(files, cfg.data, report):   # streams: memory does not grow with the corpus
         ...
@@ -11,6 +13,12 @@ each line is one document whose `data.text_field` holds its text (sentences on s
 `data.split_sentences`, split at 。！？； and English sentence ends). Bad lines follow `data.on_error`: `skip`
 counts them and reports the first, `strict` stops with file:line; a JSONL file whose first object has no
 `data.text_field` always stops. A UTF-8 BOM at the start of a file is dropped.
+
+Remote files are URLs that fsspec opens (`hf://` through huggingface_hub, `s3://` with s3fs, `gs://` with gcsfs,
+`https://` with aiohttp): read as a stream like local files, globs and directories included. A `datasets` data
+set (`hf:name[:config]:split`, on the Hub or a local dir) is streamed (`load_dataset(..., streaming=True)`, so
+nothing is downloaded whole); each row is a document whose `data.text_field` holds its text, as in JSONL, and a
+split may be cut to its first rows (`train[:100000]`).
 """
 
 from __future__ import annotations
@@ -24,10 +32,17 @@ import lzma
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from bertkit.config import DataConfig
 from bertkit.errors import BertkitError
+from bertkit.hub import data_set_ref
+
+# A corpus source: a local file, a URL (str with "://") or a data set (str "hf:name[:config]:split").
+Source = Path | str
+URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+FIRST_ROWS = re.compile(r"(?P<split>[^\[]+)\[:(?P<rows>\d+)\]")
 
 OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 TEXT_SUFFIXES = {".txt", ".text", ".jsonl"}
@@ -40,22 +55,27 @@ _SENTENCE_END = re.compile(
 )
 
 
-def _suffixes(path: Path) -> tuple[str, str]:
+def _suffixes(path: Source) -> tuple[str, str]:
     """(format suffix, compression suffix) of e.g. corpus.jsonl.gz → ('.jsonl', '.gz')."""
+    path = Path(path)
     compression = path.suffix.lower() if path.suffix.lower() in OPENERS else ""
     stem = path.with_suffix("") if compression else path
     return stem.suffix.lower(), compression
 
 
-def resolve_files(patterns: list[str]) -> list[Path]:
-    """Expand globs and directories (their .txt/.jsonl files, compressed or not) into a sorted, de-duplicated
-    list of files."""
+def resolve_files(patterns: list[str]) -> list[Source]:
+    """Expand globs and directories (their .txt/.jsonl files, compressed or not), local or remote, into a sorted,
+    de-duplicated list of files; a data set stays as it is."""
     if not patterns:
         raise BertkitError("data.files is empty; set it in the recipe or pass data.files=path/to/corpus.txt")
-    files: list[Path] = []
+    files: list[Source] = []
     for pattern in patterns:
         path = Path(pattern)
-        if path.is_dir():
+        if URL.match(pattern):
+            found = _remote_files(pattern)
+        elif data_set_ref(pattern):
+            found = [pattern]
+        elif path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and _suffixes(p)[0] in TEXT_SUFFIXES)
             if not found:
                 raise BertkitError(
@@ -71,6 +91,51 @@ def resolve_files(patterns: list[str]) -> list[Path]:
             raise BertkitError(f"{path}: no such file; check data.files in the recipe")
         files.extend(f for f in found if f not in files)
     return files
+
+
+def _filesystem(url: str):
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(url)
+    except ImportError as e:  # fsspec names the package: "Install s3fs to access S3"
+        raise BertkitError(f"{url}: cannot open this kind of URL ({e}); pip install that package") from None
+    except ValueError as e:
+        raise BertkitError(f"{url}: not a URL fsspec knows ({e}); check data.files") from None
+
+
+def _remote_files(url: str) -> list[str]:
+    """The files a URL names, as URLs: itself, a glob's matches, or a directory's .txt/.jsonl files."""
+    fs, path = _filesystem(url)
+    try:
+        if glob.has_magic(path):
+            found = sorted(p for p in fs.glob(path) if fs.isfile(p))
+            empty = "pattern matches no files"
+        elif fs.isdir(path):
+            found = sorted(p for p in fs.find(path) if _suffixes(p)[0] in TEXT_SUFFIXES)
+            empty = "directory holds no .txt or .jsonl files (compressed or not)"
+        else:
+            found = [path] if fs.isfile(path) else []
+            empty = "no such file"
+    except OSError as e:
+        raise BertkitError(f"{url}: cannot list it ({e}); check the URL and your credentials") from None
+    if not found:
+        raise BertkitError(f"{url}: {empty}; check data.files")
+    return [fs.unstrip_protocol(p) for p in found]
+
+
+def total_bytes(files: list[Source]) -> int | None:
+    """The corpus' size in bytes, None when a data set (streamed, size unknown) is part of it."""
+    if any(data_set_ref(f) for f in files if isinstance(f, str)):
+        return None
+    total = 0
+    for f in files:
+        if isinstance(f, Path):
+            total += f.stat().st_size
+        else:
+            fs, path = _filesystem(f)
+            total += fs.size(path) or 0
+    return total
 
 
 def split_sentences(text: str) -> list[str]:
@@ -101,7 +166,7 @@ class ReadReport:
 class _Lines:
     """Decoded, stripped lines of one file with the bad-line policy applied."""
 
-    def __init__(self, path: Path, cfg: DataConfig, report: ReadReport):
+    def __init__(self, path: Source, cfg: DataConfig, report: ReadReport):
         self.path, self.cfg, self.report = path, cfg, report
 
     def problem(self, line_no: int, reason: str, fix: str) -> None:
@@ -112,7 +177,12 @@ class _Lines:
 
     def __iter__(self) -> Iterator[tuple[int, str]]:
         _, compression = _suffixes(self.path)
-        opener = OPENERS.get(compression, open)
+        if isinstance(self.path, Path):
+            opener = OPENERS.get(compression, open)
+        else:
+            import fsspec
+
+            opener = partial(fsspec.open, compression="infer")
         limit = self.cfg.max_line_chars
         cap = 4 * limit + 2  # bytes: a UTF-8 character takes at most 4; reads never hold more than this
         try:
@@ -184,21 +254,72 @@ def _jsonl_documents(lines: _Lines, text_field: str, split: bool) -> Iterator[li
         if not isinstance(text, str):
             lines.problem(line_no, f"no text in field '{text_field}'", "give the line a string in that field")
             continue
-        document = []
-        for part in text.splitlines():
-            part = part.strip()
-            if part:
-                document.extend(split_sentences(part) if split else [part])
-        if document:
+        if document := _text_document(text, split):
             yield document
 
 
-def read_documents(files: list[Path], cfg: DataConfig, report: ReadReport | None = None) -> Iterator[list[str]]:
+def _text_document(text: str, split: bool) -> list[str]:
+    """The sentences of one document's text: its non-empty lines, split into sentences when asked."""
+    document = []
+    for part in text.splitlines():
+        part = part.strip()
+        if part:
+            document.extend(split_sentences(part) if split else [part])
+    return document
+
+
+def _data_set_documents(lines: _Lines) -> Iterator[list[str]]:
+    """Documents of a data set split, streamed: one per row, from its `text_field` (bad rows are bad lines, at
+    `source:row`)."""
+    import datasets
+
+    source, cfg = lines.path, lines.cfg
+    name, config, split = data_set_ref(source)
+    first = FIRST_ROWS.fullmatch(split)
+    if "[" in split and not first:
+        raise BertkitError(f"{source}: a streamed corpus can only be cut to its first rows, e.g. train[:100000]")
+    datasets.disable_progress_bars()
+    try:
+        rows = datasets.load_dataset(name, config, split=first["split"] if first else split, streaming=True)
+        if first:
+            rows = rows.take(int(first["rows"]))
+        for n, row in enumerate(rows, 1):
+            if n == 1 and cfg.text_field not in row:
+                raise BertkitError(
+                    f"{source}: no text field '{cfg.text_field}' (fields: {', '.join(row) or 'none'}); "
+                    "set data.text_field to the column that holds the text"
+                )
+            text = row.get(cfg.text_field)
+            if not isinstance(text, str):
+                lines.problem(n, f"no text in field '{cfg.text_field}'", "give the row a string in that field")
+                continue
+            lines.report.bytes_read += len(text.encode("utf-8"))
+            if any(len(line) > cfg.max_line_chars for line in text.splitlines()):
+                lines.problem(
+                    n,
+                    f"a line longer than {cfg.max_line_chars} characters",
+                    "set data.split_sentences=true and raise data.max_line_chars",
+                )
+                continue
+            if document := _text_document(text, cfg.split_sentences):
+                yield document
+    # Not found, or offline and not cached (OSError); an unknown config or split (ValueError).
+    except (OSError, ValueError, KeyError) as e:
+        first_line = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+        raise BertkitError(
+            f"{source}: cannot stream it ({type(e).__name__}: {first_line}); check the name, config and split "
+            "(HF_HUB_OFFLINE=1 reads only the cache)"
+        ) from e
+
+
+def read_documents(files: list[Source], cfg: DataConfig, report: ReadReport | None = None) -> Iterator[list[str]]:
     """Stream documents (lists of non-empty sentences) from all files, in order."""
     report = report if report is not None else ReadReport()
     for path in files:
         lines = _Lines(path, cfg, report)
-        if _suffixes(path)[0] == ".jsonl":
+        if isinstance(path, str) and data_set_ref(path):
+            documents = _data_set_documents(lines)
+        elif _suffixes(path)[0] == ".jsonl":
             documents = _jsonl_documents(lines, cfg.text_field, cfg.split_sentences)
         else:
             documents = _plain_documents(lines, cfg.split_sentences)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -21,6 +20,7 @@ import torch
 
 from bertkit.data.padding import pad, padded_length
 from bertkit.errors import BertkitError
+from bertkit.hub import data_set_ref
 from bertkit.progress import progress
 
 
@@ -95,23 +95,6 @@ def read_rows(path: Path) -> list[dict]:
 
 
 TABLE_SUFFIXES = (".parquet", ".arrow")
-DATA_SET_PREFIX = "hf:"
-# name, optional config, split; the split may carry datasets' slicing, colons included: validation[:500].
-DATA_SET_REF = re.compile(r"(?P<name>[^:\[\]]+)(?::(?P<config>[^:\[\]]+))?:(?P<split>[^:\[\]]+(?:\[[^\]]*\])?)")
-
-
-def data_set_ref(path: Path) -> tuple[str, str | None, str] | None:
-    """(name, config or None, split) of a task file given as `hf:name[:config]:split` — a Hub data set
-    (`hf:clue/clue:tnews:train`, `hf:nyu-mll/glue:sst2:validation[:500]`, `hf:rajpurkar/squad:train`) or a
-    local data set dir —
-    else None."""
-    text = str(path)
-    if not text.startswith(DATA_SET_PREFIX):
-        return None
-    match = DATA_SET_REF.fullmatch(text[len(DATA_SET_PREFIX) :])
-    if match is None:
-        raise BertkitError(f"{text}: a data set is hf:<name>[:<config>]:<split>, e.g. hf:clue/clue:tnews:train")
-    return match["name"], match["config"], match["split"]
 
 
 def table_rows(path: Path) -> list[dict]:

@@ -27,12 +27,12 @@ from transformers import BertForQuestionAnswering
 
 from bertkit.config import TaskConfig
 from bertkit.errors import BertkitError
+from bertkit.hub import data_set_ref
 from bertkit.metrics import cmrc_metrics, squad_metrics
 from bertkit.tasks.common import (
     TABLE_SUFFIXES,
     Task,
     collate_inputs,
-    data_set_ref,
     predict_batches,
     read_json,
     table_rows,
