@@ -160,6 +160,11 @@ def _setup(cfg: RunConfig):
     check_output(out_dir, "export.output_dir", cfg.overwrite)
     architectures = model_architectures(model_dir)
     cls = next((EXPORTABLE[a] for a in architectures if a in EXPORTABLE), None)
+    if "BertCrfForTokenClassification" in architectures:
+        raise BertkitError(
+            f"{model_dir}: a tagger with a CRF cannot be exported (ONNX would hold its scores, not its Viterbi "
+            "decoding, and so tag differently); export a tagger fine-tuned with finetune.task.crf=false"
+        )
     if cls is None:
         raise BertkitError(
             f"{model_dir}: {', '.join(architectures) or 'unknown architecture'} cannot be exported; "

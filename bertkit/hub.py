@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 from bertkit.errors import BertkitError
 
@@ -130,18 +131,38 @@ def fetch(repo: str, revision: str | None, key: str, weights: bool = True) -> tu
 
 
 DATA_SET_PREFIX = "hf:"
-# name, optional config, split; the split may carry datasets' slicing, colons included: validation[:500].
+# name (optionally @revision), optional config, split; the split may carry datasets' slicing: validation[:500].
 DATA_SET_REF = re.compile(r"(?P<name>[^:\[\]]+)(?::(?P<config>[^:\[\]]+))?:(?P<split>[^:\[\]]+(?:\[[^\]]*\])?)")
 
 
-def data_set_ref(path: Path | str) -> tuple[str, str | None, str] | None:
-    """(name, config or None, split) of a task file or corpus given as `hf:name[:config]:split` — a Hub data set
-    (`hf:clue/clue:tnews:train`, `hf:nyu-mll/glue:sst2:validation[:500]`, `hf:rajpurkar/squad:train`) or a
-    local data set dir — else None (also for an `hf://` URL, a file in a Hub repo)."""
+class DataSet(NamedTuple):
+    """A data set split by name: `hf:name[@revision][:config]:split`."""
+
+    name: str
+    config: str | None
+    split: str
+    revision: str | None
+
+    def load(self, split: str | None = None, **kwargs):
+        """datasets.load_dataset of this split (or `split` instead), e.g. streaming=True."""
+        import datasets
+
+        datasets.disable_progress_bars()
+        return datasets.load_dataset(
+            self.name, self.config, split=split or self.split, revision=self.revision, **kwargs
+        )
+
+
+def data_set_ref(path: Path | str) -> DataSet | None:
+    """The data set a task file or corpus names as `hf:name[@revision][:config]:split` — on the Hub
+    (`hf:clue/clue:tnews:train`, `hf:nyu-mll/glue:sst2:validation[:500]`, `hf:rajpurkar/squad:train`, a pinned
+    or converted revision: `hf:eriktks/conll2003@refs/convert/parquet:conll2003:train`) or a local data set dir
+    — else None (also for an `hf://` URL, a file in a Hub repo)."""
     text = str(path)
     if not text.startswith(DATA_SET_PREFIX) or text.startswith("hf://"):
         return None
     match = DATA_SET_REF.fullmatch(text[len(DATA_SET_PREFIX) :])
     if match is None:
         raise BertkitError(f"{text}: a data set is hf:<name>[:<config>]:<split>, e.g. hf:clue/clue:tnews:train")
-    return match["name"], match["config"], match["split"]
+    name, _, revision = match["name"].partition("@")
+    return DataSet(name, match["config"], match["split"], revision or None)

@@ -122,8 +122,8 @@ CASES = [
         "read-choice-label-text",
         "finetune",
         ["finetune.task.type=multiple-choice", "finetune.task.train_file={tmp}/c.jsonl"],
-        {"c.jsonl": '{"text": "天", "choices": ["晴", "雨"], "label": "晴"}\n'},
-        "c.jsonl: row 1: label '晴' in column 'label' is not an index into its 2 choices (0 to 1)",
+        {"c.jsonl": '{"text": "天", "choices": ["晴", "雨"], "label": "阴"}\n'},
+        "c.jsonl: row 1: label '阴' in column 'label' is neither an index into its 2 choices (0 to 1) nor one of them",
     ),
     (
         "tag-bio-bad-tag",

@@ -13,7 +13,8 @@ from datasets import ClassLabel, Dataset, Features, List, Value
 
 from bertkit.config import TaskConfig
 from bertkit.errors import BertkitError
-from bertkit.tasks import qa, tagging
+from bertkit.hub import DataSet, data_set_ref
+from bertkit.tasks import classification, qa, tagging
 from bertkit.tasks.common import read_rows
 
 TNEWS_LABELS = ["100", "101", "102"]
@@ -67,6 +68,23 @@ def test_a_wrong_data_set_is_one_line(tmp_path, ref, says):
     with pytest.raises(BertkitError) as e:
         read_rows(Path(ref.format(repo=repo, root=tmp_path)))
     assert says in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_data_set_ref_may_pin_a_revision():
+    assert data_set_ref("hf:eriktks/conll2003@refs/convert/parquet:conll2003:train") == DataSet(
+        "eriktks/conll2003", "conll2003", "train", "refs/convert/parquet"
+    )
+    squad = DataSet("rajpurkar/squad", None, "validation[:50]", None)
+    assert data_set_ref("hf:rajpurkar/squad:validation[:50]") == squad
+    assert data_set_ref("hf://datasets/owner/name/a.txt") is None  # a file URL, not a data set
+
+
+def test_a_list_of_texts_reads_as_one_text(tmp_path):
+    """CSL's keywords (a list) as the second text of a pair."""
+    path = tmp_path / "csl.parquet"
+    Dataset.from_dict({"abst": ["摘要一"], "keyword": [["深度学习", "文本分类"]], "label": [1]}).to_parquet(str(path))
+    cfg = TaskConfig(text_column="abst", text_pair_column="keyword")
+    assert classification.read(path, cfg)[0] == {"text": "摘要一", "text_pair": "深度学习\n文本分类", "label": "1"}
 
 
 def test_tags_as_class_ids_read_as_names(tmp_path):

@@ -110,12 +110,13 @@ def test_labels_that_are_not_one_class_or_a_list_of_names(tmp_path):
 
 
 @pytest.mark.parametrize("label", ["abc", True, 1.5, 4, -1, "x1"])
-def test_a_choice_label_must_be_an_index_into_the_choices(tmp_path, label):
+def test_a_choice_label_must_be_an_index_into_the_choices_or_one_of_them(tmp_path, label):
     path = tmp_path / "c.jsonl"
     rows = [{"text": "t", "choices": ["a", "b", "c", "d"], "label": "3"}, {"text": "t", "choices": list("abcd")}]
     rows[1]["label"] = label
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    with pytest.raises(BertkitError, match=r"c.jsonl: row 2: label .* in column 'label' is not an index into its 4"):
+    says = r"c.jsonl: row 2: label .* in column 'label' is neither an index into its 4 choices \(0 to 3\) nor one"
+    with pytest.raises(BertkitError, match=says):
         choice.read(path, TaskConfig(type="multiple-choice"))
     path.write_text(json.dumps(rows[0]) + "\n", encoding="utf-8")
     assert choice.read(path, TaskConfig(type="multiple-choice"))[0]["label"] == 3

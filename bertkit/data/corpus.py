@@ -271,16 +271,13 @@ def _text_document(text: str, split: bool) -> list[str]:
 def _data_set_documents(lines: _Lines) -> Iterator[list[str]]:
     """Documents of a data set split, streamed: one per row, from its `text_field` (bad rows are bad lines, at
     `source:row`)."""
-    import datasets
-
     source, cfg = lines.path, lines.cfg
-    name, config, split = data_set_ref(source)
-    first = FIRST_ROWS.fullmatch(split)
-    if "[" in split and not first:
+    ref = data_set_ref(source)
+    first = FIRST_ROWS.fullmatch(ref.split)
+    if "[" in ref.split and not first:
         raise BertkitError(f"{source}: a streamed corpus can only be cut to its first rows, e.g. train[:100000]")
-    datasets.disable_progress_bars()
     try:
-        rows = datasets.load_dataset(name, config, split=first["split"] if first else split, streaming=True)
+        rows = ref.load(split=first["split"] if first else None, streaming=True)
         if first:
             rows = rows.take(int(first["rows"]))
         for n, row in enumerate(rows, 1):

@@ -1,22 +1,57 @@
-"""Multiple choice (SWAG, C3 style): a context, a question and N candidate answers; the label is the right one's
-index.
+"""Multiple choice (SWAG, C3 style): a context, a question and 2 or more candidate answers; the label is the
+right one.
 
-Files: JSONL rows with `task.text_column` (the context), optionally `task.question_column`, a list of
-candidates in `task.choices_column` and the answer's index in `task.label_column`. Each candidate is scored as
-the pair (context, question + candidate) by BertForMultipleChoice; accuracy.
+Files: rows with `task.text_column` (the context: text, or a list of texts such as C3's dialogue turns),
+optionally `task.question_column`, a list of candidates in `task.choices_column` and the answer in
+`task.label_column`: its index, or its text (C3's `answer`). Questions may have different numbers of candidates
+(C3 has 2 to 4): a batch pads them with empty candidates that take no probability and no loss. Each candidate is
+scored as the pair (context, question + candidate) by BertForMultipleChoice; accuracy.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
-from transformers import BertForMultipleChoice
+import transformers
+from transformers.modeling_outputs import MultipleChoiceModelOutput
 
 from bertkit.config import TaskConfig
 from bertkit.errors import BertkitError
 from bertkit.metrics import classification_metrics
-from bertkit.tasks.common import Task, column, pad, padded_length, predict_probabilities, read_rows
+from bertkit.tasks.common import Task, column, pad, padded_length, predict_batches, read_rows, text_of
+
+
+class BertForMultipleChoice(transformers.BertForMultipleChoice):
+    """transformers' head, for batches of questions with different numbers of candidates: padding candidates
+    (attention mask all 0) are not run through BERT at all and get the lowest logit, so no probability and no
+    loss. Same name and weights as transformers' class, which the saved config.json names: plain transformers
+    loads the model as it is."""
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
+        b, c, t = input_ids.shape
+        present = torch.ones(b * c, dtype=torch.bool, device=input_ids.device)
+        if attention_mask is not None:
+            present = attention_mask.reshape(b * c, t).bool().any(-1)
+
+        def candidates(x):
+            return None if x is None else x.reshape(b * c, t)[present]
+
+        out = self.bert(
+            candidates(input_ids),
+            attention_mask=candidates(attention_mask),
+            token_type_ids=candidates(token_type_ids),
+            **kwargs,
+        )
+        scores = self.classifier(self.dropout(out.pooler_output)).squeeze(-1)
+        logits = scores.new_full((b * c,), torch.finfo(scores.dtype).min)
+        logits[present] = scores
+        logits = logits.view(b, c)
+        loss = None if labels is None else torch.nn.functional.cross_entropy(logits.float(), labels)
+        return MultipleChoiceModelOutput(
+            loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
+        )
 
 
 def read(path: Path, cfg: TaskConfig, labelled: bool | None = None) -> list[dict]:
@@ -32,21 +67,38 @@ def read(path: Path, cfg: TaskConfig, labelled: bool | None = None) -> list[dict
     gold = column(rows, cfg.label_column, path, "finetune.task.label_column") if with_labels else None
     examples = []
     for i, (context, question, options) in enumerate(zip(contexts, questions, choices, strict=True)):
-        if not isinstance(options, list) or len(options) != len(choices[0]):
+        if not isinstance(options, list) or len(options) < 2:
             raise BertkitError(
-                f"{path}: row {i + 1}: '{cfg.choices_column}' must be a list of "
-                f"{len(choices[0])} candidates, like the first row's"
+                f"{path}: row {i + 1}: '{cfg.choices_column}' must be a list of 2 or more candidates; fix the row"
             )
-        label = None if gold is None else _index(gold[i])
-        if gold is not None and not (label is not None and 0 <= label < len(options)):
-            raise BertkitError(
-                f"{path}: row {i + 1}: label {gold[i]!r} in column '{cfg.label_column}' is not an index into its "
-                f"{len(options)} choices (0 to {len(options) - 1}); fix the row"
-            )
-        examples.append(
-            {"context": str(context), "question": str(question), "choices": [str(o) for o in options], "label": label}
-        )
+        options = [str(o) for o in options]
+        label = None if gold is None else _label(gold[i], options, f"{path}: row {i + 1}: label", cfg.label_column)
+        if labelled and label is None:
+            raise BertkitError(f"{path}: row {i + 1}: no label in column '{cfg.label_column}'; give every row one")
+        examples.append({"context": text_of(context), "question": str(question), "choices": options, "label": label})
     return examples
+
+
+def _label(value, options: list[str], where: str, label_column: str) -> int | None:
+    """The answer's index: a whole number in range (or its text, CSV/TSV), or the index of the candidate whose
+    text it is; None for no answer (None or "")."""
+    if value is None or value == "":
+        return None
+    index = _index(value)
+    by_text = options.index(value) if isinstance(value, str) and value in options else None
+    if index is not None and not 0 <= index < len(options):
+        index = None
+    if index is not None and by_text is not None and index != by_text:
+        raise BertkitError(
+            f"{where} {value!r} is both the index of candidate {index} and the text of candidate {by_text}; give "
+            "the index as a JSON number, which is always an index"
+        )
+    if index is None and by_text is None:
+        raise BertkitError(
+            f"{where} {value!r} in column '{label_column}' is neither an index into its {len(options)} choices "
+            f"(0 to {len(options) - 1}) nor one of them; fix the row"
+        )
+    return index if index is not None else by_text
 
 
 def _index(value) -> int | None:
@@ -57,13 +109,13 @@ def _index(value) -> int | None:
 
 
 def encode(tokenizer, examples: list[dict], labels, cfg: TaskConfig, train: bool) -> list[dict]:
-    n = len(examples[0]["choices"])
-    firsts = [e["context"] for e in examples for _ in range(n)]
+    firsts = [e["context"] for e in examples for _ in e["choices"]]
     seconds = [f"{e['question']} {c}".strip() for e in examples for c in e["choices"]]
     enc = tokenizer(firsts, seconds, truncation="longest_first", max_length=cfg.max_seq_length)
-    features = []
-    for i, e in enumerate(examples):
-        rows = range(i * n, (i + 1) * n)
+    features, start = [], 0
+    for e in examples:
+        rows = range(start, start + len(e["choices"]))
+        start = rows.stop
         f = {
             "input_ids": [enc["input_ids"][r] for r in rows],
             "token_type_ids": [enc["token_type_ids"][r] for r in rows],
@@ -75,13 +127,16 @@ def encode(tokenizer, examples: list[dict], labels, cfg: TaskConfig, train: bool
 
 
 def collate(features: list[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
-    """(B, C, T) inputs: every candidate of every example padded to the longest."""
-    rows = [r for f in features for r in f["input_ids"]]
+    """(B, C, T) inputs: every candidate of every example padded to the longest, and every example to the most
+    candidates with empty ones (attention mask all 0)."""
+    n = max(len(f["input_ids"]) for f in features)
+    rows = [r for f in features for r in f["input_ids"] + [[]] * (n - len(f["input_ids"]))]
+    types = [r for f in features for r in f["token_type_ids"] + [[]] * (n - len(f["input_ids"]))]
     length = padded_length(rows)
-    shape = (len(features), len(features[0]["input_ids"]), length)
+    shape = (len(features), n, length)
     batch = {
         "input_ids": pad(rows, pad_id, length).view(shape),
-        "token_type_ids": pad([r for f in features for r in f["token_type_ids"]], 0, length).view(shape),
+        "token_type_ids": pad(types, 0, length).view(shape),
         "attention_mask": pad([[1] * len(r) for r in rows], 0, length).view(shape),
     }
     if "labels" in features[0]:
@@ -91,15 +146,16 @@ def collate(features: list[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
 
 def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: int):
     features = encode(tokenizer, examples, None, cfg, train=False)
-    probs = predict_probabilities(model, tokenizer, features, collate, batch_size)
-    pred = probs.argmax(-1).tolist()
+    batches = predict_batches(model, features, partial(collate, pad_id=tokenizer.pad_token_id), batch_size)
+    probs = [row for _, out in batches for row in out.logits.float().softmax(-1).cpu()]
+    pred = [int(p.argmax()) for p in probs]
     predictions = [
-        {**e, "prediction": p, "probability": round(float(probs[i, p]), 6)}
+        {**e, "prediction": p, "probability": round(float(probs[i][p]), 6)}
         for i, (e, p) in enumerate(zip(examples, pred, strict=True))
     ]
     if any(e["label"] is None for e in examples):
         return None, predictions
-    names = [str(i) for i in range(len(examples[0]["choices"]))]
+    names = [str(i) for i in range(max(len(e["choices"]) for e in examples))]
     metrics = classification_metrics([e["label"] for e in examples], pred, names)
     return {"accuracy": metrics["accuracy"]}, predictions
 

@@ -29,6 +29,7 @@ from bertkit.tasks.common import (
     predict_all,
     predict_probabilities,
     read_rows,
+    text_of,
 )
 
 
@@ -45,7 +46,9 @@ def read(
     examples = []
     for i, text in enumerate(texts):
         label = None if gold is None else read_label(gold[i], f"{path}: row {i + 1}", cfg.label_column)
-        examples.append({"text": str(text), "text_pair": None if pairs is None else str(pairs[i]), "label": label})
+        examples.append(
+            {"text": text_of(text), "text_pair": None if pairs is None else text_of(pairs[i]), "label": label}
+        )
     return examples
 
 

@@ -113,8 +113,7 @@ def table_rows(path: Path) -> list[dict]:
             read = Dataset.from_parquet if path.suffix.lower() == ".parquet" else Dataset.from_file
             table = read(str(path))
         else:
-            name, config, split = ref
-            table = datasets.load_dataset(name, config, split=split)
+            table = ref.load()
     # Not found, or offline and not cached (both OSError); an unknown config or split (ValueError); a bad file.
     except (OSError, ValueError, KeyError, TypeError) as e:
         first = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
@@ -202,6 +201,12 @@ def column(rows: list[dict], name: str, path: Path, setting: str) -> list:
             raise BertkitError(f"{path}: row {n} has no value in column '{name}'; fill it in or remove the row")
         values.append(value)
     return values
+
+
+def text_of(value) -> str:
+    """A text column's value as one text: a list of texts (C3's dialogue turns, CSL's keywords) joined by line
+    breaks, which the tokenizer reads as spaces."""
+    return "\n".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def label_set(labels) -> list[str]:
