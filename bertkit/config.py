@@ -286,8 +286,10 @@ class TrainConfig(Section):
     epochs: float = Field(1.0, gt=0)
     clip_grad_norm: float | None = Field(1.0, gt=0)
     """Gradient norm clipping; null turns it off (a norm ≤ 0 would flip or zero every gradient)."""
-    precision: Literal["no", "bf16", "fp16"] = "no"
-    """Mixed precision (through Accelerate); fp16 needs a GPU (on a CPU, Accelerate would run fp32)."""
+    precision: Literal["no", "bf16", "fp16", "auto"] = "no"
+    """Mixed precision (through Accelerate); fp16 needs a GPU (on a CPU, Accelerate would run fp32). `auto`: bf16
+    where the hardware runs it fast (AMX or AVX512-BF16 CPUs, Ampere or newer GPUs), else no; the choice is
+    printed and saved in the run's bertkit.yaml."""
     _precision_off = _off_means("precision", "no")
     seed: int = Field(42, ge=0, lt=2**32)
     """Seeds model init, data order and masking (NumPy takes 0 to 2**32 − 1)."""

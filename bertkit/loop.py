@@ -36,6 +36,7 @@ from bertkit.data.packing import real_tokens
 from bertkit.errors import BertkitError
 from bertkit.optim import BudgetLR
 from bertkit.progress import progress
+from bertkit.runtime import fast_bf16
 
 clock = time.perf_counter  # the clock of training time; read through the module, so a test can replace it
 
@@ -154,10 +155,13 @@ class Window:
 
 
 def make_accelerator(train: TrainConfig, project_dir: Path | None = None) -> Accelerator:
-    """Mixed precision and accumulation from the recipe; TensorBoard logs under `project_dir` when tensorboard
-    is installed. Without a GPU, Accelerate must be told `cpu=True` to run several processes (gloo) under
-    `torchrun` or `accelerate launch`; otherwise each would train alone."""
+    """Mixed precision (train.precision=auto resolved in `train`) and accumulation from the recipe; TensorBoard
+    logs under `project_dir` when tensorboard is installed. Without a GPU, Accelerate must be told `cpu=True` to
+    run several processes (gloo) under `torchrun` or `accelerate launch`; otherwise each would train alone."""
     accelerated = torch.cuda.is_available() or torch.backends.mps.is_available()
+    auto = train.precision == "auto"
+    if auto:  # resolved here, so that the saved config says what ran
+        train.precision = "bf16" if fast_bf16() else "no"
     if train.precision == "fp16" and not accelerated:  # Accelerate would run it in fp32 without a word
         raise BertkitError(
             "precision=fp16 needs a GPU: on a CPU it would silently run in fp32; use precision=bf16 (the CPU's "
@@ -167,13 +171,17 @@ def make_accelerator(train: TrainConfig, project_dir: Path | None = None) -> Acc
     # may ask for another precision. The process group (PartialState) is kept.
     AcceleratorState._reset_state()
     tensorboard = project_dir is not None and importlib.util.find_spec("tensorboard") is not None
-    return Accelerator(
+    accelerator = Accelerator(
         cpu=not accelerated,
         mixed_precision=train.precision,
         gradient_accumulation_steps=train.grad_accum,
         log_with="tensorboard" if tensorboard else None,
         project_dir=str(project_dir) if project_dir else None,
     )
+    if auto:
+        chosen, reason = ("bf16", fast_bf16()) if train.precision == "bf16" else ("fp32", "no fast bf16 here")
+        accelerator.print(f"precision: {chosen} (train.precision=auto: {reason})")
+    return accelerator
 
 
 def total_steps(train: TrainConfig, batches_per_epoch: int) -> int:
