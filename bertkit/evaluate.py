@@ -11,6 +11,7 @@ only its predictions are written.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from transformers import BertForPreTraining
@@ -50,10 +51,19 @@ def eval_task(model, tokenizer, cfg: RunConfig, path: Path, out_dir: Path) -> di
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)] if task.has_labels else None
     if labels:
         check_gold(examples, labels, path)
+    start = time.perf_counter()
     metrics, predictions = task.evaluate(model, tokenizer, examples, labels, task_cfg, cfg.eval.batch_size)
+    seconds = time.perf_counter() - start
     lines = [json.dumps(p, ensure_ascii=False) for p in predictions]
     write_text(out_dir / PREDICTIONS_FILE, "\n".join(lines) + "\n")
-    report = {"task": task_cfg.type, "examples": len(examples), **(metrics or {})}
+    speed = {
+        "seconds": round(seconds, 3),
+        "examples_per_s": round(len(examples) / max(seconds, 1e-9), 1),
+        "precision": "fp32" if cfg.train.precision == "no" else cfg.train.precision,
+    }
+    rate = f"{speed['examples_per_s']:,.0f}/s, {speed['precision']}"
+    print(f"predicted {len(examples)} examples in {seconds:.1f} s ({rate})")
+    report = {"task": task_cfg.type, "examples": len(examples), **(metrics or {}), "speed": speed}
     if metrics and task.confusion_matrix and len(labels) <= 50:
         gold = [e["label"] for e in examples]
         plot_confusion([p["prediction"] for p in predictions], gold, labels, out_dir / CONFUSION_FILE)
@@ -109,8 +119,9 @@ def run_eval(cfg: RunConfig) -> dict:
     architectures = model_architectures(model_dir)
     tokenizer = load_tokenizer(model_dir)
     accelerator = make_accelerator(cfg.train)
-    # Report, predictions and config are written into a temporary sibling that replaces out_dir as a whole.
-    with atomic_dir(out_dir) as tmp:
+    # Report, predictions and config are written into a temporary sibling that replaces out_dir as a whole; the
+    # model runs in the recipe's precision (train.precision: bf16 autocast, or auto), as in training.
+    with atomic_dir(out_dir) as tmp, accelerator.autocast():
         if {"BertForPreTraining", "BertForMaskedLM"} & set(architectures):
             pair_head = "BertForPreTraining" in architectures
             report, data = _pretraining_report(cfg, model_dir, tokenizer, accelerator, pair_head)

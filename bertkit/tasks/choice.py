@@ -146,8 +146,11 @@ def collate(features: list[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
 
 def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: int):
     features = encode(tokenizer, examples, None, cfg, train=False)
+    probs: list[torch.Tensor] = [torch.empty(0)] * len(features)
     batches = predict_batches(model, features, partial(collate, pad_id=tokenizer.pad_token_id), batch_size)
-    probs = [row for _, out in batches for row in out.logits.float().softmax(-1).cpu()]
+    for positions, _, out in batches:
+        for position, row in zip(positions, out.logits.float().softmax(-1).cpu(), strict=True):
+            probs[position] = row
     pred = [int(p.argmax()) for p in probs]
     predictions = [
         {**e, "prediction": p, "probability": round(float(probs[i][p]), 6)}

@@ -3,7 +3,7 @@
 rows = read_rows(Path("data/zh/topic/train.jsonl"))   # JSONL, JSON (a list), CSV or TSV with a header
 rows = read_rows(Path("hf:clue/clue:tnews:validation"))  # a `datasets` data set: name, config, split
 texts = column(rows, "text", path, "finetune.task.text_column")
-for batch, outputs in predict_batches(model, features, collate, batch_size=64): ...
+for positions, batch, outputs in predict_batches(model, features, collate, batch_size=64): ...  # longest first
 """
 
 from __future__ import annotations
@@ -250,17 +250,30 @@ def collate_inputs(features: list[dict], pad_id: int) -> dict[str, torch.Tensor]
     }
 
 
+def length_order(features: list[dict]) -> list[int]:
+    """Feature positions, longest first (a multiple-choice feature: its longest candidate), so that each batch
+    pads to little more than its own lengths and the first batch shows whether the longest fits in memory."""
+    ids = [f["input_ids"] for f in features]
+    lengths = [max(map(len, x)) if x and isinstance(x[0], list) else len(x) for x in ids]
+    return sorted(range(len(features)), key=lambda i: -lengths[i])
+
+
 @torch.no_grad()
-def predict_batches(model, features: list[dict], collate: Callable, batch_size: int) -> Iterator[tuple[list, dict]]:
-    """(features of the batch, model outputs) over `features` in order, without the training targets."""
+def predict_batches(
+    model, features: list[dict], collate: Callable, batch_size: int
+) -> Iterator[tuple[list[int], list, dict]]:
+    """(positions in `features`, features of the batch, model outputs), without the training targets, in batches
+    of similar length (length_order): callers put results back at their positions."""
     model.eval()
+    order = length_order(features)
     for start in progress(range(0, len(features), batch_size), desc="predict", leave=False):
-        chunk = features[start : start + batch_size]
+        positions = order[start : start + batch_size]
+        chunk = [features[i] for i in positions]
         batch = collate(chunk)
         inputs = {
             k: v.to(model.device) for k, v in batch.items() if k in ("input_ids", "token_type_ids", "attention_mask")
         }
-        yield chunk, model(**inputs)
+        yield positions, chunk, model(**inputs)
 
 
 def predict_probabilities(model, tokenizer, features: list[dict], collate: Callable, batch_size: int) -> torch.Tensor:
@@ -270,5 +283,9 @@ def predict_probabilities(model, tokenizer, features: list[dict], collate: Calla
 
 
 def predict_all(model, features: list[dict], collate: Callable, batch_size: int, head: Callable) -> torch.Tensor:
-    """`head(outputs)` of every batch, concatenated on the CPU (e.g. class probabilities, (N, C))."""
-    return torch.cat([head(out).float().cpu() for _, out in predict_batches(model, features, collate, batch_size)])
+    """`head(outputs)` of every feature, in the order of `features`, on the CPU (e.g. class probabilities, (N, C))."""
+    positions, rows = [], []
+    for batch_positions, _, out in predict_batches(model, features, collate, batch_size):
+        positions.extend(batch_positions)
+        rows.append(head(out).float().cpu())
+    return torch.cat(rows)[torch.tensor(positions).argsort()]

@@ -276,11 +276,13 @@ def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: in
     """
     features = encode(tokenizer, examples, None, cfg, train=False)
     windows: list[list] = [[] for _ in examples]
-    for chunk, out in predict_batches(model, features, partial(collate, pad_id=tokenizer.pad_token_id), batch_size):
+    batches = predict_batches(model, features, partial(collate, pad_id=tokenizer.pad_token_id), batch_size)
+    for positions, chunk, out in batches:
         starts, ends = out.start_logits.float().cpu().tolist(), out.end_logits.float().cpu().tolist()
-        for f, s, e in zip(chunk, starts, ends, strict=True):
+        for position, f, s, e in zip(positions, chunk, starts, ends, strict=True):
             n = len(f["offsets"])
-            windows[f["example"]].append((s[:n], e[:n], f["offsets"]))
+            windows[f["example"]].append((position, s[:n], e[:n], f["offsets"]))
+    windows = [[w[1:] for w in sorted(example_windows)] for example_windows in windows]  # in document order
     version_2 = is_version_2(examples)
     allow = cfg.allow_no_answer
     if allow is None:

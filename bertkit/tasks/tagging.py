@@ -184,13 +184,16 @@ def settings(examples: list[dict], cfg: TaskConfig) -> dict:
 def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: int):
     features = encode(tokenizer, examples, labels, cfg, train=False)
     predicted: list[list[str | None]] = [[None] * len(e["tokens"]) for e in examples]
-    for chunk, out in predict_batches(model, features, partial(collate, pad_id=tokenizer.pad_token_id), batch_size):
-        best = best_tags(model, out.logits, [f["word_ids"] for f in chunk])
-        for f, row in zip(chunk, best, strict=True):
-            words = predicted[f["example"]]
-            for w, tag_id in zip((w for w in f["word_ids"] if w is not None), row, strict=True):
-                if words[w] is None:  # the first window that holds the word
-                    words[w] = labels[tag_id]
+    best: list[list[int]] = [[] for _ in features]
+    batches = predict_batches(model, features, partial(collate, pad_id=tokenizer.pad_token_id), batch_size)
+    for positions, chunk, out in batches:
+        for position, row in zip(positions, best_tags(model, out.logits, [f["word_ids"] for f in chunk]), strict=True):
+            best[position] = row
+    for f, row in zip(features, best, strict=True):  # windows in document order
+        words = predicted[f["example"]]
+        for w, tag_id in zip((w for w in f["word_ids"] if w is not None), row, strict=True):
+            if words[w] is None:  # the first window that holds the word
+                words[w] = labels[tag_id]
     # Words that no window kept (cut by max_seq_length with stride 0 cannot happen; empty pieces can) are "O".
     predicted = [[t or "O" for t in words] for words in predicted]
     predictions = [
