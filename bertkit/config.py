@@ -152,6 +152,9 @@ class DataConfig(Section):
     """Share of documents held out for the validation split."""
     dataset_dir: Path | None = None
     """Where the examples are written/read; default `<output_dir>/data`."""
+    chunk_kb: int = Field(1024, ge=1)
+    """Text per work unit, in kB of whole documents: random-next segments come from the same chunk; worker
+    processes and ranks share the chunks out, each seeded by its index."""
     num_proc: int | None = Field(None, ge=1)
     """Worker processes for encoding; default one per CPU core. The output is the same whatever the number."""
     seed: int = 12345
@@ -286,6 +289,10 @@ class TrainConfig(Section):
     epochs: float = Field(1.0, gt=0)
     clip_grad_norm: float | None = Field(1.0, gt=0)
     """Gradient norm clipping; null turns it off (a norm ≤ 0 would flip or zero every gradient)."""
+    gradient_checkpointing: bool = False
+    """Recompute each encoder layer's activations in the backward pass instead of keeping them (transformers'
+    own checkpointing): activation memory falls to about one layer's, for a larger model or batch on the same
+    machine, at about a third more compute; the gradients are the same (dropout masks are replayed)."""
     precision: Literal["no", "bf16", "fp16", "auto"] = "no"
     """Mixed precision (through Accelerate); fp16 needs a GPU (on a CPU, Accelerate would run fp32). `auto`: bf16
     where the hardware runs it fast (AMX or AVX512-BF16 CPUs, Ampere or newer GPUs), else no; the choice is

@@ -30,7 +30,7 @@ from bertkit.config import RunConfig, TrainConfig
 from bertkit.dropout import use_fast_dropout
 from bertkit.errors import BertkitError, Interrupted
 from bertkit.loop import TrainState, fit, make_accelerator, total_steps
-from bertkit.model import check_fits, check_model_dir, load_model, quiet_transformers
+from bertkit.model import check_fits, check_model_dir, checkpoint_layers, load_model, quiet_transformers
 from bertkit.optim import describe_schedule, make_optimizer, make_schedule
 from bertkit.runtime import tune_allocator
 from bertkit.tasks import TASKS, get_task
@@ -184,6 +184,10 @@ def _model(cfg: RunConfig, task: Task, tokenizer, model_dir: Path, labels, setti
             raise BertkitError(
                 f"model.type=bilstm is for {with_head}, not {cfg.finetune.task.type}; set model.type=bert"
             )
+        if cfg.finetune.train.gradient_checkpointing:
+            raise BertkitError(
+                "finetune.train.gradient_checkpointing is for BERT encoders, not the BiLSTM baseline; set it to false"
+            )
         id2label = task.model_kwargs(labels)["id2label"]
         model = BiLSTMClassifier.build(
             len(tokenizer), tokenizer.pad_token_id, id2label, task.bilstm_head, cfg.model, **settings
@@ -193,6 +197,8 @@ def _model(cfg: RunConfig, task: Task, tokenizer, model_dir: Path, labels, setti
         model = load_model(cls, model_dir, cfg.allow_pickle_weights, **task.model_kwargs(labels))
         # Set after loading: from_pretrained passes keys its config class does not know to the model's __init__.
         model.config.update(settings)
+        if cfg.finetune.train.gradient_checkpointing:
+            checkpoint_layers(model)
     use_fast_dropout(model)
     check_fits(model, tokenizer, model_dir, cfg.finetune.task.max_seq_length, "finetune.task.max_seq_length")
     return model

@@ -245,5 +245,11 @@ class PretrainingObjective(nn.Module):
         return result
 
 
+def checkpoint_layers(model: PreTrainedModel) -> None:
+    """train.gradient_checkpointing: transformers' own, non-reentrant (works with frozen inputs and keeps the
+    RNG state, so recomputed dropout draws the same masks)."""
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+
+
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -3,10 +3,12 @@
     tokenizer_dir, dataset_dir = run_tokenize(load_recipe("recipes/demo-zh.yaml"))
     DatasetDict.load_from_disk(dataset_dir)["train"][0]   # input_ids, token_type_ids, word_ids, next_sentence_label
 
-The corpus is read as a stream and cut into chunks of about 1 MB of whole documents; worker processes turn
-each chunk into examples (random-next segments come from other documents of the same chunk) and the main
-process appends them to Arrow files. Each chunk's randomness is seeded by its index, so the output is the same
-whatever `data.num_proc` is, and memory does not grow with the corpus.
+The corpus is read as a stream and cut into chunks of about `data.chunk_kb` (1 MB) of whole documents; worker
+processes turn each chunk into examples (random-next segments come from other documents of the same chunk) and
+the main process appends them to Arrow files. Each chunk's randomness is seeded by its index, so the output is
+the same whatever `data.num_proc` is, and memory does not grow with the corpus. Under `torchrun` / `accelerate
+launch` (several processes, many nodes) each rank encodes a consecutive share of the chunks into its own Arrow
+shard of the output (on a shared filesystem), and the shards in rank order are one process's output.
 
 The dataset dir is self-contained: its tokenizer (dataset_dir/tokenizer), `bertkit_data.json` (what made it)
 and `statistics.json`, so `bertkit pretrain` needs nothing else.
@@ -15,11 +17,11 @@ and `statistics.json`, so `bertkit pretrain` needs nothing else.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import multiprocessing
 import os
 import random
-import shutil
 import signal
 import unicodedata
 from collections import Counter, deque
@@ -30,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from datasets import Dataset, DatasetDict, Features, Sequence, Value
+from datasets import DatasetInfo, Features, Sequence, Value
 from datasets.arrow_writer import ArrowWriter
+from datasets.fingerprint import generate_random_fingerprint
 from datasets.utils.logging import disable_progress_bar
 
 from bertkit.atomic import atomic_dir, check_apart, check_output, write_text
@@ -46,7 +49,6 @@ from bertkit.tokenizer.words import encode_with_words, segmenter
 from bertkit.vocabulary import add_words, frequent_split_words
 
 SPLITS = ("train", "validation")
-CHUNK_BYTES = 1 << 20  # text per work unit: the pool of documents a random-next segment is drawn from
 ENCODE_BATCH = 4000  # sentences per call into the Rust tokenizer
 WORD_STATS_SENTENCES = 200  # sentences per chunk sampled for the Chinese word statistics
 COVERAGE_SENTENCES = 5000  # sentences sampled for the vocabulary coverage report
@@ -171,12 +173,15 @@ def process_chunk(index: int, documents: list[list[str]], size: int) -> ChunkRes
     return ChunkResult(tables, stats, size)
 
 
-def _chunks(documents: Iterator[list[str]], report: ReadReport) -> Iterator[tuple[int, list[list[str]], int]]:
-    """(index, documents, bytes) of about CHUNK_BYTES each; at least two documents, so random-next has a choice."""
+def _chunks(
+    documents: Iterator[list[str]], report: ReadReport, chunk_bytes: int
+) -> Iterator[tuple[int, list[list[str]], int]]:
+    """(index, documents, bytes) of about `chunk_bytes` each; at least two documents, so random-next has a
+    choice."""
     chunk, start_bytes, index = [], 0, 0
     for document in documents:
         chunk.append(document)
-        if report.bytes_read - start_bytes >= CHUNK_BYTES and len(chunk) >= 2:
+        if report.bytes_read - start_bytes >= chunk_bytes and len(chunk) >= 2:
             yield index, chunk, report.bytes_read - start_bytes
             chunk, start_bytes, index = [], report.bytes_read, index + 1
     if chunk:
@@ -328,9 +333,73 @@ def statistics(totals: Counter, cfg: RunConfig, report: ReadReport, cover: dict)
     return stats
 
 
+class Ranks:
+    """The processes of a tokenize run: one, or those of `torchrun` / `accelerate launch` (RANK, WORLD_SIZE),
+    joined in a gloo process group. Rank 0 makes the tokenizer and publishes the output; every rank encodes its
+    own share of the chunks into its own Arrow shard of the output, which must be on a shared filesystem."""
+
+    def __init__(self):
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                dist.init_process_group("gloo")
+            self.dist = dist
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def share(self, value):
+        """Rank 0's `value`, on every rank."""
+        if self.world == 1:
+            return value
+        box = [value]
+        self.dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, value) -> list:
+        """Every rank's `value`, in rank order."""
+        if self.world == 1:
+            return [value]
+        out = [None] * self.world
+        self.dist.all_gather_object(out, value)
+        return out
+
+
+def count_chunks(files, cfg: RunConfig, report: ReadReport) -> int:
+    """The number of chunks _chunks cuts the corpus into (a read without encoding)."""
+    return sum(1 for _ in _chunks(read_documents(files, cfg.data, report), report, cfg.data.chunk_kb * 1000))
+
+
+def _shard_name(rank: int, world: int) -> str:
+    return f"data-{rank:05d}-of-{world:05d}.arrow"
+
+
+def write_split_metadata(split_dir: Path, shards: list[str], schema: Features) -> None:
+    """What `datasets` reads a saved split by (save_to_disk's layout): its features and the list of its Arrow
+    shards, which stay where the ranks wrote them — nothing is copied into one file."""
+    DatasetInfo(features=schema).write_to_directory(str(split_dir))
+    state = {
+        "_data_files": [{"filename": name} for name in shards],
+        "_fingerprint": generate_random_fingerprint(),
+        "_format_columns": None,
+        "_format_kwargs": {},
+        "_format_type": None,
+        "_output_all_columns": False,
+        "_split": None,
+    }
+    write_text(split_dir / "state.json", json.dumps(state, indent=2) + "\n")
+
+
 def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
-    """Train (or reuse) the tokenizer, build train/validation examples, save both. Returns their dirs."""
+    """Train (or reuse) the tokenizer, build train/validation examples, save both. Returns their dirs. Under
+    torchrun / accelerate launch each process encodes its share of the chunks (Ranks); the output is the same
+    as one process's."""
     disable_progress_bar()  # bertkit shows its own progress; datasets' per-shard bars are noise here
+    ranks = Ranks()
     files = resolve_files(cfg.data.files)
     dataset_key = "data.dataset_dir" if cfg.data.dataset_dir else "output_dir"
     check_apart(
@@ -346,32 +415,38 @@ def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
             f"{', '.join(map(str, files))}: corpus holds no text; "
             "expected one sentence per line, a blank line between documents"
         )
-    if cfg.tokenizer.from_dir:
-        tokenizer = load_tokenizer(cfg.tokenizer.from_dir)
-        # A vocab.txt-only dir (many releases) gives transformers' "no limit" (1e30): the model's positions are.
-        if tokenizer.model_max_length > 1e9:
-            tokenizer.model_max_length = cfg.model.max_position_embeddings
-    else:
-        mb = min(size / 1e6 if size is not None else float("inf"), cfg.tokenizer.train_sample_mb or float("inf"))
-        amount = f"{mb:.1f} MB" if mb < float("inf") else "all"
-        print(f"training a WordPiece vocabulary of {cfg.tokenizer.vocab_size} on {amount} of {len(files)} source(s)")
-        tokenizer = train_wordpiece(
-            _training_sentences(files, cfg), cfg.tokenizer, model_max_length=cfg.model.max_position_embeddings
-        )
-    tokenizer = _extended(tokenizer, files, cfg)
-    cover = coverage(tokenizer, _sample(files, cfg, COVERAGE_SENTENCES))
+    tokenizer = cover = n_chunks = None
+    report = ReadReport()
+    if ranks.main:
+        tokenizer = _tokenizer(files, size, cfg)
+        cover = coverage(tokenizer, _sample(files, cfg, COVERAGE_SENTENCES))
+        # Several ranks take consecutive runs of chunks, so that their shards in rank order are one process's
+        # output: they need the count first.
+        n_chunks = count_chunks(files, cfg, report) if ranks.world > 1 else None
+    tokenizer, cover, n_chunks = ranks.share((tokenizer, cover, n_chunks))
+    first, stop = (
+        (0, None)
+        if n_chunks is None
+        else (n_chunks * ranks.rank // ranks.world, n_chunks * (ranks.rank + 1) // ranks.world)
+    )
 
     num_proc = cfg.data.num_proc or os.cpu_count() or 1
     schema = features(cfg.data.objective)
-    report, totals = ReadReport(), Counter()
+    totals = Counter()
     # The tokenizer dir is published only once the examples are complete, so the two are replaced together.
-    with atomic_dir(cfg.dataset_dir) as out:
-        scratch = out / ".scratch"  # inside the temporary dir, so that whatever stops the run removes it too
-        scratch.mkdir()
-        writers = {s: ArrowWriter(features=schema, path=str(scratch / f"{s}.arrow")) for s in SPLITS}
-        chunks = _chunks(read_documents(files, cfg.data, report), report)
+    with atomic_dir(cfg.dataset_dir) if ranks.main else contextlib.nullcontext() as out:
+        out = Path(ranks.share(str(out)))  # rank 0's temporary dir, where every rank writes its shard
+        shard = _shard_name(ranks.rank, ranks.world)
+        for split in SPLITS:
+            (out / split).mkdir(exist_ok=True)
+        writers = {s: ArrowWriter(features=schema, path=str(out / s / shard)) for s in SPLITS}
+        read = ReadReport()
+        chunks = _chunks(read_documents(files, cfg.data, read), read, cfg.data.chunk_kb * 1000)
+        chunks = itertools.islice(chunks, first, stop)
         # Compressed input reads more bytes than its size on disk: the total is only a guide there.
-        bar = progress(total=size, unit="B", unit_scale=True, unit_divisor=1000, desc="tokenize")
+        bar = progress(
+            total=size, unit="B", unit_scale=True, unit_divisor=1000, desc="tokenize", disable=not ranks.main
+        )
         worker_args = (tokenizer, cfg)
         # closing(): on an error or a signal the workers stop before the temporary dir they read is removed.
         with contextlib.closing(map_ordered(process_chunk, chunks, num_proc, _init_worker, worker_args)) as results:
@@ -384,18 +459,30 @@ def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
         bar.close()
         for writer in writers.values():
             writer.finalize()
+        counts = ranks.gather({s: totals[f"{s}_examples"] for s in SPLITS})
+        totals = sum(ranks.gather(totals), Counter())
+        if not ranks.main:
+            return cfg.tokenizer_dir, cfg.dataset_dir
+        if n_chunks is None:
+            report = read
         if totals["train_examples"] == 0:
             raise BertkitError(
                 f"{', '.join(map(str, files))}: too little text to build one example; "
                 "a document needs at least two sentences or the corpus two documents"
             )
-        # Empty splits (validation_fraction=0) are left out: datasets cannot load an empty saved split.
-        splits = DatasetDict(
-            {s: Dataset.from_file(str(scratch / f"{s}.arrow")) for s in SPLITS if totals[f"{s}_examples"]}
-        )
-        splits.save_to_disk(str(out))
-        del splits  # the scratch files are memory-mapped
-        shutil.rmtree(scratch)
+        # Empty shards and splits (validation_fraction=0) are left out: datasets cannot load an empty one.
+        splits = []
+        for split in SPLITS:
+            shards = [_shard_name(r, ranks.world) for r in range(ranks.world) if counts[r][split]]
+            for r in range(ranks.world):
+                if not counts[r][split]:
+                    (out / split / _shard_name(r, ranks.world)).unlink()
+            if shards:
+                write_split_metadata(out / split, shards, schema)
+                splits.append(split)
+            else:
+                (out / split).rmdir()
+        write_text(out / "dataset_dict.json", json.dumps({"splits": splits}) + "\n")
         save_tokenizer(tokenizer, out / TOKENIZER_SUBDIR)
         stats = statistics(totals, cfg, report, cover)
         metadata = {
@@ -415,6 +502,23 @@ def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
             save_config(cfg, tmp)
     _print_summary(stats, report)
     return cfg.tokenizer_dir, cfg.dataset_dir
+
+
+def _tokenizer(files, size: int | None, cfg: RunConfig):
+    """The run's tokenizer: tokenizer.from_dir's or one trained on the corpus, extended as the recipe says."""
+    if cfg.tokenizer.from_dir:
+        tokenizer = load_tokenizer(cfg.tokenizer.from_dir)
+        # A vocab.txt-only dir (many releases) gives transformers' "no limit" (1e30): the model's positions are.
+        if tokenizer.model_max_length > 1e9:
+            tokenizer.model_max_length = cfg.model.max_position_embeddings
+    else:
+        mb = min(size / 1e6 if size is not None else float("inf"), cfg.tokenizer.train_sample_mb or float("inf"))
+        amount = f"{mb:.1f} MB" if mb < float("inf") else "all"
+        print(f"training a WordPiece vocabulary of {cfg.tokenizer.vocab_size} on {amount} of {len(files)} source(s)")
+        tokenizer = train_wordpiece(
+            _training_sentences(files, cfg), cfg.tokenizer, model_max_length=cfg.model.max_position_embeddings
+        )
+    return _extended(tokenizer, files, cfg)
 
 
 def _print_summary(stats: dict, report: ReadReport) -> None:

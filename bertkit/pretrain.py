@@ -37,6 +37,7 @@ from bertkit.model import (
     PretrainingObjective,
     build_pretraining_model,
     check_vocabulary,
+    checkpoint_layers,
     load_model,
     parameter_count,
     quiet_transformers,
@@ -221,6 +222,8 @@ def _model(cfg: RunConfig, tokenizer, phases: list[Phase], resume_from: Path | N
             f"examples of {longest} tokens exceed the model's {model.config.max_position_embeddings} positions; "
             "raise model.max_position_embeddings or tokenize with a smaller data.max_seq_length"
         )
+    if cfg.train.gradient_checkpointing:
+        checkpoint_layers(model)
     return use_fast_dropout(model)
 
 

@@ -316,3 +316,10 @@ def test_layer_wise_lr_decay(tokenizer):
     assert lr_of["bert.encoder.layer.1.output.dense.weight"] == 0.5
     assert lr_of["bert.encoder.layer.0.output.dense.weight"] == 0.25
     assert lr_of["bert.embeddings.word_embeddings.weight"] == 0.125
+
+
+def test_gradient_checkpointing_trains_the_same(data_dir, tmp_path):
+    """The same steps, recomputing each layer's activations in the backward pass (dropout off in SMALL; the
+    dropout replay is tested in test_gradient_checkpointing.py)."""
+    _pretrain(tmp_path, data_dir, "train.max_steps=2", "train.gradient_checkpointing=true")
+    assert _losses(tmp_path) == pytest.approx(FP32_LOSSES, rel=1e-5)

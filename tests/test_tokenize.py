@@ -1,9 +1,12 @@
 """run_tokenize end to end: objectives, determinism across worker counts, whole words on disk, bad input."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
-from conftest import DATA, RECIPE, recipe_edits, run_cli
+from conftest import DATA, RECIPE, ROOT, recipe_edits, run_cli
 from datasets import load_from_disk
 from transformers import BertTokenizerFast
 
@@ -27,12 +30,13 @@ def _columns(path):
 
 
 @pytest.mark.slow
-def test_same_output_whatever_num_proc(tmp_path, monkeypatch):
-    monkeypatch.setattr(prepare, "CHUNK_BYTES", 20_000)  # several chunks from the small sample
+def test_same_output_whatever_num_proc(tmp_path):
     outputs = []
     for n in (1, 2):
         reuse = [f"tokenizer.from_dir={tmp_path / 'p1' / 'tokenizer'}"] if n > 1 else []
-        _, dataset_dir = prepare.run_tokenize(_cfg(tmp_path / f"p{n}", f"data.num_proc={n}", *reuse))
+        # 20 kB chunks: several from the small sample
+        cfg = _cfg(tmp_path / f"p{n}", f"data.num_proc={n}", "data.chunk_kb=20", *reuse)
+        _, dataset_dir = prepare.run_tokenize(cfg)
         outputs.append((_columns(dataset_dir), json.loads((dataset_dir / "statistics.json").read_text())))
     assert outputs[0] == outputs[1]
     assert outputs[0][1]["train"]["examples"] > 100
@@ -140,3 +144,30 @@ def test_a_vocab_only_tokenizer_gets_the_models_length(tiny_run, tmp_path):
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "tokenizer" / "tokenizer_config.json").read_text())
     assert saved["model_max_length"] == 64  # the tiny run's model.max_position_embeddings
+
+
+def test_two_ranks_write_shards_equal_to_one_process(tmp_path, tiny_run):
+    """torchrun with 2 processes: each encodes a consecutive share of the chunks into its own shard of the
+    output; loaded (without copying the shards into one), the examples and statistics are one process's."""
+    fixed = [f"tokenizer.from_dir={tiny_run[0] / 'tokenizer'}", "data.chunk_kb=20", "data.num_proc=1"]
+    common = [str(RECIPE), *fixed, "data.max_seq_length=64", "data.dupe_factor=1", f"data.files=[{ZH[0]},{ZH[1]}]"]
+    assert run_cli("tokenize", *common, f"output_dir={tmp_path / 'one'}").exit_code == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "bertkit", "tokenize"]
+    proc = subprocess.run(
+        [*cmd, *common, f"output_dir={tmp_path / 'two'}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shards = sorted(p.name for p in (tmp_path / "two" / "data" / "train").glob("*.arrow"))
+    assert shards == ["data-00000-of-00002.arrow", "data-00001-of-00002.arrow"]
+    one, two = (_columns(tmp_path / name / "data") for name in ("one", "two"))
+    assert one == two and len(one["train"]["input_ids"]) > 100
+    stats = [json.loads((tmp_path / name / "data" / "statistics.json").read_text()) for name in ("one", "two")]
+    assert stats[0] == stats[1]
+    vocab = [(tmp_path / name / "tokenizer" / "vocab.txt").read_text() for name in ("one", "two")]
+    assert vocab[0] == vocab[1]

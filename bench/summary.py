@@ -1,0 +1,39 @@
+"""The last line of `make bench`: the issue-16 figures from the three benches' JSON files, and the machine.
+
+e2e_fp32=… e2e_bf16=…       bertkit pretrain ÷ the HF Trainer recipe, real tokens/s (bench_e2e.py; smaller size)
+overhead_fp32=… overhead_bf16=…  bertkit's step time ÷ its own matmul time, BERT-mini (bench_train.py)
+infer=…                     bertkit eval ÷ transformers' pipeline defaults, end to end (bench_infer.py)
+"""
+
+import json
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+from bench_infer import cpu_name  # noqa: E402
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def main() -> None:
+    step = json.loads((BENCH / "results.json").read_text())
+    e2e = json.loads((BENCH / "results-e2e.json").read_text())
+    infer = json.loads((BENCH / "results-infer.json").read_text())
+    mini = {r["variant"]: r for r in step["rows"] if r["size"] == "mini"}
+    overhead = {
+        p: mini[f"bertkit-{p}"]["s_per_step"] / mini[f"bertkit-{p}"]["matmul_s_per_step"] for p in ("fp32", "bf16")
+    }
+    ratio = {p: min(r["ratio"] for r in e2e["rows"] if r["precision"] == p) for p in PRECISIONS}
+    speedups = [r["speedup_wall"] for r in infer["rows"] if r["runner"] == "bertkit eval fp32"]
+    machine = cpu_name()
+    print(f"machine: {machine}")
+    print(
+        f"e2e_fp32={ratio['fp32']:.2f} e2e_bf16={ratio['bf16']:.2f} overhead_fp32={overhead['fp32']:.2f} "
+        f"overhead_bf16={overhead['bf16']:.2f} infer={min(speedups):.2f} "
+        f"cpu={'no-AMX' if 'no AMX' in machine else 'AMX'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
