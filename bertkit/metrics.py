@@ -25,12 +25,8 @@ import string
 import unicodedata
 from collections import Counter
 
-from scipy.stats import pearsonr, spearmanr
-from seqeval.metrics import sequence_labeling as seqeval
-from seqeval.scheme import IOB2, IOBES
-from sklearn.metrics import accuracy_score, matthews_corrcoef, precision_recall_fscore_support
-
-_SEQEVAL_SCHEMES = {"BIO": IOB2, "BIOES": IOBES}
+# scipy, scikit-learn and seqeval are imported where they are used: together 1.6 s of every command's start-up.
+_SEQEVAL_SCHEMES = ("BIO", "BIOES")
 
 _SQUAD_PUNCTUATION = frozenset(string.punctuation)
 _SQUAD_ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -47,6 +43,8 @@ _CMRC_SPLIT = re.compile(r'\.{2,}|\.(?=[\])}>"\']*\s*$)|,(?!\d)|[;@#$%&?!()\[\]{
 
 def classification_metrics(gold: list[int], pred: list[int], labels: list[str]) -> dict:
     """Accuracy, macro/micro F1, Matthews correlation and per-class precision, recall, F1 and support."""
+    from sklearn.metrics import accuracy_score, matthews_corrcoef, precision_recall_fscore_support
+
     ids = list(range(len(labels)))
     p, r, f, support = precision_recall_fscore_support(gold, pred, labels=ids, zero_division=0)
     _, _, macro_f1, _ = precision_recall_fscore_support(gold, pred, labels=ids, average="macro", zero_division=0)
@@ -84,6 +82,8 @@ def pretraining_metrics(
 def multilabel_metrics(gold: list[list[int]], pred: list[list[int]], labels: list[str]) -> dict:
     """Multi-label classification from 0/1 indicator rows: micro/macro F1, exact match (every label of an
     example right) and per-class precision, recall, F1 and support."""
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
     ids = list(range(len(labels)))
     p, r, f, support = precision_recall_fscore_support(gold, pred, labels=ids, zero_division=0)
     micro = precision_recall_fscore_support(gold, pred, average="micro", zero_division=0)
@@ -101,6 +101,8 @@ def multilabel_metrics(gold: list[list[int]], pred: list[list[int]], labels: lis
 
 def regression_metrics(gold: list[float], pred: list[float]) -> dict:
     """Pearson and Spearman correlation (nan when either side is constant) and mean squared error."""
+    from scipy.stats import pearsonr, spearmanr
+
     return {
         "pearson": float(pearsonr(gold, pred)[0]),
         "spearman": float(spearmanr(gold, pred)[0]),
@@ -114,11 +116,14 @@ def entity_metrics(gold: list[list[str]], pred: list[list[str]], scheme: str = "
     The headline and `per_type` follow conlleval (an I- tag without a B- before it starts an entity); the strict_
     scores count only entities that are well-formed in `scheme` ("BIO" or "BIOES"), and reject tags outside it.
     """
+    from seqeval.metrics import sequence_labeling as seqeval
+    from seqeval.scheme import IOB2, IOBES
+
     if scheme not in _SEQEVAL_SCHEMES:
         raise ValueError(f"scheme must be one of {list(_SEQEVAL_SCHEMES)}, got {scheme!r}")
     # zero_division=0: a corpus without entities scores 0, as in conlleval, instead of warning.
     p, r, f, _ = seqeval.precision_recall_fscore_support(gold, pred, average="micro", zero_division=0)
-    strict = {"mode": "strict", "scheme": _SEQEVAL_SCHEMES[scheme], "zero_division": 0}
+    strict = {"mode": "strict", "scheme": {"BIO": IOB2, "BIOES": IOBES}[scheme], "zero_division": 0}
     # seqeval's own classification_report pairs the per-type scores with the sorted types in the same way.
     types = sorted({name for tags in (gold, pred) for name, _, _ in seqeval.get_entities(tags)})
     tp, tr, tf, support = seqeval.precision_recall_fscore_support(gold, pred, average=None, zero_division=0)
@@ -143,6 +148,8 @@ def tag_metrics(gold: list[list[str]], pred: list[list[str]], labels: list[str])
     the tags other than O (where a tag set has O, it means "no tag", as in entity scoring): without O, f1 equals
     accuracy. per_tag has every tag of `labels`, O included.
     """
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
     g, p = [t for row in gold for t in row], [t for row in pred for t in row]
     scored = [name for name in labels if name != "O"] or labels
     tp, tr, tf, support = precision_recall_fscore_support(g, p, labels=labels, zero_division=0)
