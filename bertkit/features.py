@@ -22,14 +22,18 @@ from bertkit.progress import progress
 def hidden_states(
     model: BertModel, tokenizer, texts: list[str] | list[list[str]], max_length: int | None, batch_size: int
 ):
-    """Yield (encoding of the batch, offsets, hidden states (layers + 1, B, T, H), attention mask) batch by batch;
-    `texts` may be lists of words, `max_length` None is the model's positions."""
+    """Yield (positions of the batch's texts in `texts`, encoding, offsets, hidden states (layers + 1, B, T, H),
+    attention mask) batch by batch, longest texts first (batches of similar length pad little); `texts` may be
+    lists of words, `max_length` None is the model's positions."""
     model.eval()
     max_length = max_length or model.config.max_position_embeddings
     words = bool(texts) and isinstance(texts[0], list)
+    size = [sum(map(len, t)) if words else len(t) for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: -size[i])
     for start in progress(range(0, len(texts), batch_size), desc="embed", leave=False):
+        positions = order[start : start + batch_size]
         enc = tokenizer(
-            texts[start : start + batch_size],
+            [texts[i] for i in positions],
             is_split_into_words=words,
             truncation=True,
             max_length=max_length,
@@ -39,7 +43,7 @@ def hidden_states(
         )
         offsets = enc.pop("offset_mapping")
         out = model(**{k: v.to(model.device) for k, v in enc.items()}, output_hidden_states=True)
-        yield enc, offsets, torch.stack(out.hidden_states).float().cpu(), enc["attention_mask"]
+        yield positions, enc, offsets, torch.stack(out.hidden_states).float().cpu(), enc["attention_mask"]
 
 
 def pool(states: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -75,42 +79,47 @@ def embed_texts(
 ) -> tuple[np.ndarray, list[dict]]:
     """Embeddings and their index rows: per text (pooling cls/mean/max) or per token (pooling none)."""
     chosen = layer_indices(layers, model.config.num_hidden_layers)
-    vectors, index = [], []
-    for enc, offsets, states, mask in hidden_states(model, tokenizer, texts, max_length, batch_size):
+    per_text: list = [None] * len(texts)  # each text's vector (pooled) or (token rows, token vectors)
+    for positions, enc, offsets, states, mask in hidden_states(model, tokenizer, texts, max_length, batch_size):
         mixed = states[chosen].mean(0)  # (B, T, H)
         if pooling != "none":
-            vectors.append(pool(mixed, mask, pooling).numpy())
+            for position, vector in zip(positions, pool(mixed, mask, pooling).numpy(), strict=True):
+                per_text[position] = vector[None]
             continue
-        base = len({row["text"] for row in index})
-        for b in range(len(mask)):
+        for b, position in enumerate(positions):
             tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"][b][mask[b].bool()])
+            rows = []
             for t, token in enumerate(tokens):
                 start, end = offsets[b, t].tolist()
-                index.append({"text": base + b, "token": token, "start": start, "end": end})
-            vectors.append(mixed[b, : len(tokens)].numpy())
+                rows.append({"text": position, "token": token, "start": start, "end": end})
+            per_text[position] = (rows, mixed[b, : len(tokens)].numpy())
     if pooling != "none":
-        index = [{"text": i} for i in range(len(texts))]
-    return np.concatenate(vectors), index
+        return np.concatenate(per_text), [{"text": i} for i in range(len(texts))]
+    return np.concatenate([v for _, v in per_text]), [row for rows, _ in per_text for row in rows]
 
 
 def sentence_features(model, tokenizer, texts: list[str], cfg: RunConfig) -> np.ndarray:
     """(layers + 1, N, H) pooled sentence features from every layer (mean unless embed.pooling says)."""
     pooling = cfg.embed.pooling if cfg.embed.pooling != "none" else "mean"
     batches = hidden_states(model, tokenizer, texts, cfg.embed.max_seq_length, cfg.embed.batch_size)
-    return np.concatenate([pool(states, mask, pooling).numpy() for _, _, states, mask in batches], axis=1)
+    positions, pooled = [], []
+    for batch_positions, _, _, states, mask in batches:
+        positions += batch_positions
+        pooled.append(pool(states, mask, pooling).numpy())
+    return np.concatenate(pooled, axis=1)[:, np.argsort(positions)]
 
 
 def word_features(model, tokenizer, sentences: list[list[str]], cfg: RunConfig) -> tuple[np.ndarray, list]:
     """(layers + 1, N words, H) from each word's first piece, and the (sentence, word) of every row: words cut
     off by embed.max_seq_length get no row."""
-    rows, where, base = [], [], 0
-    for enc, _, states, _ in hidden_states(model, tokenizer, sentences, cfg.embed.max_seq_length, cfg.embed.batch_size):
-        for b in range(states.shape[1]):
+    per_sentence: list = [None] * len(sentences)  # each sentence's (word rows (layers + 1, W, H), word ids)
+    batches = hidden_states(model, tokenizer, sentences, cfg.embed.max_seq_length, cfg.embed.batch_size)
+    for positions, enc, _, states, _ in batches:
+        for b, position in enumerate(positions):
             firsts = {}
             for t, w in enumerate(enc.word_ids(b)):
                 if w is not None and w not in firsts:
                     firsts[w] = t
-            rows.append(states[:, b, list(firsts.values())])
-            where += [(base + b, w) for w in firsts]
-        base += states.shape[1]
-    return torch.cat(rows, dim=1).numpy(), where
+            per_sentence[position] = (states[:, b, list(firsts.values())], list(firsts))
+    rows = torch.cat([r for r, _ in per_sentence], dim=1).numpy()
+    return rows, [(n, w) for n, (_, ids) in enumerate(per_sentence) for w in ids]

@@ -360,6 +360,11 @@ class Ranks:
         self.dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def wait(self) -> None:
+        """Until every rank is here (rank 0 after publishing the output)."""
+        if self.world > 1:
+            self.dist.barrier()
+
     def gather(self, value) -> list:
         """Every rank's `value`, in rank order."""
         if self.world == 1:
@@ -462,6 +467,7 @@ def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
         counts = ranks.gather({s: totals[f"{s}_examples"] for s in SPLITS})
         totals = sum(ranks.gather(totals), Counter())
         if not ranks.main:
+            ranks.wait()
             return cfg.tokenizer_dir, cfg.dataset_dir
         if n_chunks is None:
             report = read
@@ -500,6 +506,7 @@ def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
         with atomic_dir(cfg.tokenizer_dir) as tmp:
             save_tokenizer(tokenizer, tmp)
             save_config(cfg, tmp)
+    ranks.wait()
     _print_summary(stats, report)
     return cfg.tokenizer_dir, cfg.dataset_dir
 

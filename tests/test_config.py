@@ -36,7 +36,7 @@ def test_recipes_exist():
     } <= names
     accelerate = Path(__file__).resolve().parents[1] / "recipes" / "accelerate"
     for config in accelerate.glob("*.yaml"):  # valid YAML with a distributed type
-        assert yaml.safe_load(config.read_text())["distributed_type"] in ("MULTI_GPU", "FSDP")
+        assert yaml.safe_load(config.read_text())["distributed_type"] in ("MULTI_GPU", "FSDP", "DEEPSPEED")
 
 
 def test_override_values_parse_as_yaml():

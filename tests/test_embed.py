@@ -154,3 +154,23 @@ def test_probe_during_pretraining(tiny_run, tmp_path):
     assert (tmp_path / "pretrain" / "probe-during-pretraining.png").stat().st_size > 5000
     result = run_cli("pretrain", RECIPE, *overrides, f"output_dir={tmp_path / 'x'}", "probe.during_pretraining=true")
     assert result.exit_code == 2 and "needs probe.train_file" in result.output
+
+
+def test_length_grouped_batches_keep_each_texts_vectors_in_order(tiny_run):
+    """Texts are batched longest first; every vector is still its own text's, at its text's place."""
+    from transformers import BertModel
+
+    from bertkit.features import embed_texts
+    from bertkit.tokenizer.train import load_tokenizer
+
+    out, _ = tiny_run
+    model = BertModel.from_pretrained(out / "pretrain").eval()
+    tokenizer = load_tokenizer(out / "pretrain")
+    texts = ["短", "北京是中国的首都，也是一座很大的城市。", "模型", "今天天气很好。", "好"]
+    pooled, index = embed_texts(model, tokenizer, texts, [-1], "mean", batch_size=2)
+    alone = np.concatenate([embed_texts(model, tokenizer, [t], [-1], "mean")[0] for t in texts])
+    np.testing.assert_allclose(pooled, alone, atol=1e-5)
+    assert index == [{"text": i} for i in range(5)]
+    tokens, rows = embed_texts(model, tokenizer, texts, [-1], "none", batch_size=2)
+    assert [r["text"] for r in rows] == sorted(r["text"] for r in rows) and len(rows) == len(tokens)
+    assert "".join(r["token"] for r in rows if r["text"] == 2 and r["token"] not in ("[CLS]", "[SEP]")) == "模型"

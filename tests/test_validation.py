@@ -66,7 +66,7 @@ RULES = [
         "command line: finetune.task.stride=29 leaves no room for new tokens in windows of "
         "finetune.task.max_seq_length=32; set finetune.task.stride below 29",
     ),
-    ("train.precision=yes", "train.precision: Input should be 'no', 'bf16' or 'fp16', got True"),
+    ("train.precision=yes", "train.precision: Input should be 'no', 'bf16', 'fp16' or 'auto', got True"),
     ("train.lr=true", "command line: train.lr: must be a number, not true/false (YAML reads yes/no/on/off as those)"),
     ("train.max_steps=yes", "train.max_steps: must be a number, not true/false"),
     ("train.eval_every=off", "train.eval_every: must be a number, not true/false"),
