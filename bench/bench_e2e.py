@@ -26,9 +26,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
+from bench_train import SIZES, bert_config  # noqa: E402
 from results import build_data  # noqa: E402
 
-SIZES = {"mini": (4, 256), "small": (4, 512)}
 BATCH = 32
 
 
@@ -99,7 +99,6 @@ def trainer_worker(data: str, size: str, precision: str, steps: int, warmup: int
 
     from datasets import load_from_disk
     from transformers import (
-        BertConfig,
         BertForPreTraining,
         DataCollatorForLanguageModeling,
         Trainer,
@@ -112,15 +111,8 @@ def trainer_worker(data: str, size: str, precision: str, steps: int, warmup: int
     tokenizer = load_tokenizer(Path(data) / "tokenizer")
     columns = ["input_ids", "token_type_ids", "next_sentence_label"]
     train = load_from_disk(data)["train"].select_columns(columns)
-    layers, hidden = SIZES[size]
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=hidden // 64,
-        intermediate_size=4 * hidden,
-        max_position_embeddings=128,
-        pad_token_id=tokenizer.pad_token_id,
+    config = bert_config(
+        size, vocab_size=len(tokenizer), max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id
     )
 
     class Times(TrainerCallback):

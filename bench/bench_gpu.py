@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import model_flops  # noqa: E402
+from bench_train import example, model_flops  # noqa: E402
 
 VOCAB = 30522
 SHAPES = {128: 64, 512: 16}  # sequence length → batch
@@ -31,27 +31,7 @@ SHAPES = {128: 64, 512: 16}  # sequence length → batch
 
 def examples(length: int, batch: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
-    out = []
-    for i in range(batch):
-        n = rng.randint(length // 2, length)
-        a = rng.randint(1, n - 4)
-        ids = [
-            2,
-            *(rng.randrange(5, VOCAB) for _ in range(a)),
-            3,
-            *(rng.randrange(5, VOCAB) for _ in range(n - a - 3)),
-            3,
-        ]
-        out.append(
-            {
-                "input_ids": ids,
-                "token_type_ids": [0] * (a + 2) + [1] * (n - a - 2),
-                "word_ids": [-1 if t in (2, 3) else k for k, t in enumerate(ids)],
-                "next_sentence_label": rng.randint(0, 1),
-                "mask_seed": seed * batch + i,
-            }
-        )
-    return out
+    return [example(rng, rng.randint(length // 2, length), seed * batch + i, VOCAB) for i in range(batch)]
 
 
 def peak() -> float:

@@ -35,6 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
+from bench_train import bert_config  # noqa: E402
 from results import build_data  # noqa: E402
 
 EVAL_LENGTH = 256  # the pipeline reads whole texts: a length that cuts (almost) none keeps the inputs the same
@@ -53,9 +54,9 @@ def cpu_name() -> str:
     return f"{model}, {os.cpu_count()} cores, {amx}, fast bf16: {fast_bf16() or 'no'}"
 
 
-def init_model(work: Path, size: tuple[int, int]) -> Path:
+def init_model(work: Path, size: str) -> Path:
     """A random-init BERT dir with a vocabulary trained on the corpus' first 20 MB."""
-    from transformers import BertConfig, BertForPreTraining
+    from transformers import BertForPreTraining
 
     from bertkit.config import TokenizerConfig
     from bertkit.tokenizer.train import save_tokenizer, train_wordpiece
@@ -70,15 +71,8 @@ def init_model(work: Path, size: tuple[int, int]) -> Path:
             if len(sentences) > 200_000:
                 break
     tokenizer = train_wordpiece((s for s in sentences if s), TokenizerConfig(vocab_size=21128))
-    layers, hidden = size
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=hidden // 64,
-        intermediate_size=4 * hidden,
-        max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id,
+    config = bert_config(
+        size, vocab_size=len(tokenizer), max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id
     )
     BertForPreTraining(config).save_pretrained(out)
     save_tokenizer(tokenizer, out)
@@ -210,7 +204,7 @@ def main() -> None:
     work = args.work
     if not (work / "raw" / "sentiment-test.jsonl").exists():
         build_data(work, n_train=4000, n_test=args.examples)
-    init = init_model(work, (4, 512))
+    init = init_model(work, "small")
     rows, summary = [], {}
     for task in TASKS:
         path = recipe(work, task, init, args.steps)

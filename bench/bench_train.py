@@ -46,32 +46,22 @@ VARIANTS = ["stock-fp32", "stock-bf16", "bertkit-fp32", "bertkit-bf16"]
 MATMULS = {"aten::mm", "aten::addmm", "aten::bmm"}
 
 
+def example(rng: random.Random, n: int, seed: int, vocab: int = VOCAB) -> dict:
+    """A random NSP example of `n` tokens ([CLS] a [SEP] b [SEP]), its masks drawn from `seed`."""
+    a = rng.randint(1, n - 4)
+    ids = [2, *(rng.randrange(5, vocab) for _ in range(a)), 3, *(rng.randrange(5, vocab) for _ in range(n - a - 3)), 3]
+    return {
+        "input_ids": ids,
+        "token_type_ids": [0] * (a + 2) + [1] * (n - a - 2),
+        "word_ids": [-1 if t in (2, 3) else k for k, t in enumerate(ids)],
+        "next_sentence_label": rng.randint(0, 1),
+        "mask_seed": seed,
+    }
+
+
 def make_examples(n_batches: int) -> list[list[dict]]:
     rng = random.Random(SEED)
-    batches = []
-    for b in range(n_batches):
-        examples = []
-        for i in range(BATCH):
-            n = rng.randint(32, MAX_LEN)
-            a = rng.randint(1, n - 3 - 1)
-            ids = [
-                2,
-                *(rng.randrange(5, VOCAB) for _ in range(a)),
-                3,
-                *(rng.randrange(5, VOCAB) for _ in range(n - a - 3)),
-                3,
-            ]
-            examples.append(
-                {
-                    "input_ids": ids,
-                    "token_type_ids": [0] * (a + 2) + [1] * (n - a - 2),
-                    "word_ids": [-1 if t in (2, 3) else k for k, t in enumerate(ids)],
-                    "next_sentence_label": rng.randint(0, 1),
-                    "mask_seed": b * BATCH + i,
-                }
-            )
-        batches.append(examples)
-    return batches
+    return [[example(rng, rng.randint(32, MAX_LEN), b * BATCH + i) for i in range(BATCH)] for b in range(n_batches)]
 
 
 def model_flops(batch, hidden: int, layers: int) -> float:
@@ -101,12 +91,12 @@ def matmul_peak(dtype_name: str) -> float:
     return 2 * 2048**3 * reps / (time.perf_counter() - start)
 
 
-def bert_config(size: str, **extra):
+def bert_config(size: str, vocab_size: int = VOCAB, **extra):
     from transformers import BertConfig
 
     layers, hidden = SIZES[size]
     return BertConfig(
-        vocab_size=VOCAB,
+        vocab_size=vocab_size,
         hidden_size=hidden,
         num_hidden_layers=layers,
         num_attention_heads=hidden // 64,
