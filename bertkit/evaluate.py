@@ -19,7 +19,6 @@ from transformers import BertForPreTraining
 from bertkit.atomic import atomic_dir, check_apart, check_output, write_text
 from bertkit.bilstm import HEADS, is_bilstm, load_bilstm
 from bertkit.config import RunConfig, save_config
-from bertkit.data.dataset import TOKENIZER_SUBDIR, load_pretraining_data, pair_objective
 from bertkit.errors import BertkitError
 from bertkit.loop import make_accelerator
 from bertkit.metrics import format_table
@@ -32,8 +31,6 @@ from bertkit.model import (
     model_architectures,
     quiet_transformers,
 )
-from bertkit.plots import plot_confusion
-from bertkit.pretraining_eval import evaluate_pretraining
 from bertkit.tasks import get_task
 from bertkit.tasks.common import check_gold
 from bertkit.tokenizer.train import load_tokenizer
@@ -66,6 +63,8 @@ def eval_task(model, tokenizer, cfg: RunConfig, path: Path, out_dir: Path) -> di
     report = {"task": task_cfg.type, "examples": len(examples), **(metrics or {}), "speed": speed}
     if metrics and task.confusion_matrix and len(labels) <= 50:
         gold = [e["label"] for e in examples]
+        from bertkit.plots import plot_confusion  # matplotlib: imported only to draw (~1 s)
+
         plot_confusion([p["prediction"] for p in predictions], gold, labels, out_dir / CONFUSION_FILE)
     return report
 
@@ -73,6 +72,10 @@ def eval_task(model, tokenizer, cfg: RunConfig, path: Path, out_dir: Path) -> di
 def _pretraining_report(cfg: RunConfig, model_dir: Path, tokenizer, accelerator, pair_head: bool) -> tuple[dict, str]:
     """MLM scores, and NSP/SOP scores when the model has that head (`pair_head`), on a split of a pretraining
     dataset; (report, data)."""
+    # datasets (~1 s of start-up) only for a pretrained model's data
+    from bertkit.data.dataset import TOKENIZER_SUBDIR, load_pretraining_data, pair_objective
+    from bertkit.pretraining_eval import evaluate_pretraining
+
     dataset_dir = cfg.eval.file or cfg.dataset_dir
     splits, meta = load_pretraining_data(dataset_dir)
     if cfg.eval.split not in splits:
