@@ -152,6 +152,9 @@ class DataConfig(Section):
     """Share of documents held out for the validation split."""
     dataset_dir: Path | None = None
     """Where the examples are written/read; default `<output_dir>/data`."""
+    more_dataset_dirs: list[Path] = []
+    """`bertkit pretrain`: further tokenize outputs trained on together with dataset_dir (the same tokenizer,
+    objective and max_seq_length): their splits are read where they are and joined, nothing copied."""
     chunk_kb: int = Field(1024, ge=1)
     """Text per work unit, in kB of whole documents: random-next segments come from the same chunk; worker
     processes and ranks share the chunks out, each seeded by its index."""
@@ -634,10 +637,17 @@ _EXPORT_TASK = (
 # lists them, and a command-line override of anything else is an error. A recipe file may hold sections that
 # other commands read: one recipe serves them all.
 COMMAND_SECTIONS: dict[str, tuple[str, ...]] = {
-    "tokenize": ("output_dir", "overwrite", "tokenizer", "data", "model.max_position_embeddings"),
+    "tokenize": (
+        "output_dir",
+        "overwrite",
+        "tokenizer",
+        *_all_but("data", DataConfig, "more_dataset_dirs"),
+        "model.max_position_embeddings",
+    ),
     "pretrain": (
         *_OUTPUTS,
         "data.dataset_dir",
+        "data.more_dataset_dirs",
         *_all_but("model", ModelConfig, *_BILSTM),
         "masking",
         "train",

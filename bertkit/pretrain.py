@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from datasets import DatasetDict
+from datasets import DatasetDict, concatenate_datasets
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 from transformers import BertForPreTraining, PreTrainedTokenizerBase
@@ -71,15 +71,44 @@ class Phase:
 def _phases(cfg: RunConfig, tokenizer) -> list[Phase]:
     specs = [(p.dataset_dir, p.max_steps, p.batch_size) for p in cfg.train.phases]
     phases = []
+    if specs and cfg.data.more_dataset_dirs:
+        raise BertkitError(
+            "data.more_dataset_dirs joins datasets into the one phase of a run without train.phases; list the "
+            "phases' datasets there instead, or tokenize them into one"
+        )
+    first = specs[0][0] if specs else cfg.dataset_dir
     for dataset_dir, max_steps, batch_size in specs or [(cfg.dataset_dir, cfg.train.max_steps, None)]:
         splits, meta = load_pretraining_data(dataset_dir)
-        if load_tokenizer(dataset_dir / TOKENIZER_SUBDIR).get_vocab() != tokenizer.get_vocab():
-            raise BertkitError(
-                f"{dataset_dir}: tokenized with another vocabulary than {specs[0][0]}; tokenize every "
-                "phase with the same tokenizer.from_dir"
-            )
+        _check_vocabulary(dataset_dir, tokenizer, first)
+        if not specs and cfg.data.more_dataset_dirs:
+            splits = _joined(splits, meta, dataset_dir, cfg.data.more_dataset_dirs, tokenizer)
         phases.append(Phase(dataset_dir, splits, meta, batch_size or cfg.train.batch_size, max_steps))
     return phases
+
+
+def _check_vocabulary(dataset_dir: Path, tokenizer, first: Path) -> None:
+    if load_tokenizer(Path(dataset_dir) / TOKENIZER_SUBDIR).get_vocab() != tokenizer.get_vocab():
+        raise BertkitError(
+            f"{dataset_dir}: tokenized with another vocabulary than {first}; tokenize every dataset with the same "
+            "tokenizer.from_dir"
+        )
+
+
+def _joined(splits: DatasetDict, meta: dict, first: Path, more: list[Path], tokenizer) -> DatasetDict:
+    """`first`'s splits followed by those of the `more` datasets (memory-mapped: nothing is copied)."""
+    parts = {name: [split] for name, split in splits.items()}
+    for dataset_dir in more:
+        other, other_meta = load_pretraining_data(dataset_dir)
+        for key in ("objective", "max_seq_length"):
+            if other_meta[key] != meta[key]:
+                raise BertkitError(
+                    f"{dataset_dir}: {key} {other_meta[key]} differs from {first}'s {meta[key]}; "
+                    "data.more_dataset_dirs must be tokenized like data.dataset_dir"
+                )
+        _check_vocabulary(dataset_dir, tokenizer, first)
+        for name, split in other.items():
+            parts.setdefault(name, []).append(split)
+    return DatasetDict({name: concatenate_datasets(pieces) for name, pieces in parts.items()})
 
 
 def _layout(cfg: RunConfig, phases: list[Phase]) -> dict:
@@ -152,6 +181,7 @@ def setup(cfg: RunConfig) -> Setup:
     check_apart(
         {"output_dir": out_dir},
         {f"dataset dir of phase {i + 1}": phase.dataset_dir for i, phase in enumerate(phases)}
+        | {f"data.more_dataset_dirs ({d})": d for d in cfg.data.more_dataset_dirs}
         | {"model.init_from": cfg.model.init_from},
     )
     resume_from = resolve_resume(cfg.train.resume, out_dir / "checkpoints")

@@ -323,3 +323,29 @@ def test_gradient_checkpointing_trains_the_same(data_dir, tmp_path):
     dropout replay is tested in test_gradient_checkpointing.py)."""
     _pretrain(tmp_path, data_dir, "train.max_steps=2", "train.gradient_checkpointing=true")
     assert _losses(tmp_path) == pytest.approx(FP32_LOSSES, rel=1e-5)
+
+
+def test_more_tokenize_outputs_join_the_dataset(data_dir, tmp_path):
+    """data.more_dataset_dirs: another tokenize output (same tokenizer) is read in place and joined."""
+    other = tmp_path / "b"
+    tokenized = run_cli(
+        "tokenize",
+        RECIPE,
+        f"output_dir={other}",
+        *SMALL,
+        f"data.files={DATA / 'zh' / 'corpus-b.txt'}",
+        f"tokenizer.from_dir={data_dir / 'tokenizer'}",
+    )
+    assert tokenized.exit_code == 0, tokenized.output
+    output = _pretrain(tmp_path / "run", data_dir, "train.max_steps=1", f"data.more_dataset_dirs=[{other / 'data'}]")
+    n = sum(len(load_from_disk(str(d))["train"]) for d in (data_dir, other / "data"))
+    assert f"on {n} examples" in output
+    result = run_cli(
+        "pretrain",
+        RECIPE,
+        f"output_dir={tmp_path / 'bad'}",
+        f"data.dataset_dir={data_dir}",
+        *SMALL,
+        f"data.more_dataset_dirs=[{tmp_path / 'run' / 'pretrain'}]",  # a model dir, not a dataset
+    )
+    assert result.exit_code == 2 and "no pretraining data here" in result.stderr
