@@ -161,7 +161,8 @@ def make_accelerator(train: TrainConfig, project_dir: Path | None = None) -> Acc
     accelerated = torch.cuda.is_available() or torch.backends.mps.is_available()
     auto = train.precision == "auto"
     if auto:  # resolved here, so that the saved config says what ran
-        train.precision = "bf16" if fast_bf16() else "no"
+        reason = fast_bf16()
+        train.precision = "bf16" if reason else "no"
     if train.precision == "fp16" and not accelerated:  # Accelerate would run it in fp32 without a word
         raise BertkitError(
             "precision=fp16 needs a GPU: on a CPU it would silently run in fp32; use precision=bf16 (the CPU's "
@@ -179,8 +180,9 @@ def make_accelerator(train: TrainConfig, project_dir: Path | None = None) -> Acc
         project_dir=str(project_dir) if project_dir else None,
     )
     if auto:
-        chosen, reason = ("bf16", fast_bf16()) if train.precision == "bf16" else ("fp32", "no fast bf16 here")
-        accelerator.print(f"precision: {chosen} (train.precision=auto: {reason})")
+        accelerator.print(
+            f"precision: {'bf16' if reason else 'fp32'} (train.precision=auto: {reason or 'no fast bf16 here'})"
+        )
     return accelerator
 
 

@@ -428,7 +428,7 @@ def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
         # Several ranks take consecutive runs of chunks, so that their shards in rank order are one process's
         # output: they need the count first.
         n_chunks = count_chunks(files, cfg, report) if ranks.world > 1 else None
-    tokenizer, cover, n_chunks = ranks.share((tokenizer, cover, n_chunks))
+    tokenizer, n_chunks = ranks.share((tokenizer, n_chunks))  # the coverage report is rank 0's alone
     first, stop = (
         (0, None)
         if n_chunks is None

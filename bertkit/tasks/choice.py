@@ -20,7 +20,7 @@ from transformers.modeling_outputs import MultipleChoiceModelOutput
 from bertkit.config import TaskConfig
 from bertkit.errors import BertkitError
 from bertkit.metrics import classification_metrics
-from bertkit.tasks.common import Task, column, pad, padded_length, predict_batches, read_rows, text_of
+from bertkit.tasks.common import Task, column, pad, padded_length, predict_rows, read_rows, text_of
 
 
 class BertForMultipleChoice(transformers.BertForMultipleChoice):
@@ -146,11 +146,11 @@ def collate(features: list[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
 
 def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: int):
     features = encode(tokenizer, examples, None, cfg, train=False)
-    probs: list[torch.Tensor] = [torch.empty(0)] * len(features)
-    batches = predict_batches(model, features, partial(collate, pad_id=tokenizer.pad_token_id), batch_size)
-    for positions, _, out in batches:
-        for position, row in zip(positions, out.logits.float().softmax(-1).cpu(), strict=True):
-            probs[position] = row
+    collate_batch = partial(collate, pad_id=tokenizer.pad_token_id)
+    # One row per question, as long as its own batch's most candidates: padding candidates have probability 0.
+    probs = predict_rows(
+        model, features, collate_batch, batch_size, lambda out, _: out.logits.float().softmax(-1).cpu()
+    )
     pred = [int(p.argmax()) for p in probs]
     predictions = [
         {**e, "prediction": p, "probability": round(float(probs[i][p]), 6)}

@@ -3,7 +3,7 @@
 rows = read_rows(Path("data/zh/topic/train.jsonl"))   # JSONL, JSON (a list), CSV or TSV with a header
 rows = read_rows(Path("hf:clue/clue:tnews:validation"))  # a `datasets` data set: name, config, split
 texts = column(rows, "text", path, "finetune.task.text_column")
-for positions, batch, outputs in predict_batches(model, features, collate, batch_size=64): ...  # longest first
+probs = predict_rows(model, features, collate, 64, lambda out, batch: out.logits.softmax(-1))  # input order
 """
 
 from __future__ import annotations
@@ -299,16 +299,22 @@ def predict_batches(
         yield positions, chunk, model(**inputs)
 
 
+def predict_rows(model, features: list[dict], collate: Callable, batch_size: int, head: Callable) -> list:
+    """`head(outputs, features of the batch)` — one result per feature of the batch — for every feature, in the
+    order of `features` (predict_batches runs them longest first)."""
+    rows: list = [None] * len(features)
+    for positions, chunk, out in predict_batches(model, features, collate, batch_size):
+        for position, row in zip(positions, head(out, chunk), strict=True):
+            rows[position] = row
+    return rows
+
+
 def predict_probabilities(model, tokenizer, features: list[dict], collate: Callable, batch_size: int) -> torch.Tensor:
-    """Softmax over the logits of every feature, (N, C): a classifier's or a multiple-choice head's."""
+    """Softmax over the logits of every feature, (N, C): a classifier's."""
     collate = partial(collate, pad_id=tokenizer.pad_token_id)
     return predict_all(model, features, collate, batch_size, lambda out: out.logits.softmax(-1))
 
 
 def predict_all(model, features: list[dict], collate: Callable, batch_size: int, head: Callable) -> torch.Tensor:
     """`head(outputs)` of every feature, in the order of `features`, on the CPU (e.g. class probabilities, (N, C))."""
-    positions, rows = [], []
-    for batch_positions, _, out in predict_batches(model, features, collate, batch_size):
-        positions.extend(batch_positions)
-        rows.append(head(out).float().cpu())
-    return torch.cat(rows)[torch.tensor(positions).argsort()]
+    return torch.stack(predict_rows(model, features, collate, batch_size, lambda out, _: head(out).float().cpu()))

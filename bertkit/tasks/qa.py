@@ -33,7 +33,7 @@ from bertkit.tasks.common import (
     TABLE_SUFFIXES,
     Task,
     collate_inputs,
-    predict_batches,
+    predict_rows,
     read_json,
     table_rows,
 )
@@ -275,14 +275,17 @@ def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: in
     questions, else v1.1; CMRC2018 for Chinese.
     """
     features = encode(tokenizer, examples, None, cfg, train=False)
+    logits = predict_rows(
+        model,
+        features,
+        partial(collate, pad_id=tokenizer.pad_token_id),
+        batch_size,
+        lambda out, _: torch.stack([out.start_logits, out.end_logits], 1).float().cpu().tolist(),  # (B, 2, T)
+    )
     windows: list[list] = [[] for _ in examples]
-    batches = predict_batches(model, features, partial(collate, pad_id=tokenizer.pad_token_id), batch_size)
-    for positions, chunk, out in batches:
-        starts, ends = out.start_logits.float().cpu().tolist(), out.end_logits.float().cpu().tolist()
-        for position, f, s, e in zip(positions, chunk, starts, ends, strict=True):
-            n = len(f["offsets"])
-            windows[f["example"]].append((position, s[:n], e[:n], f["offsets"]))
-    windows = [[w[1:] for w in sorted(example_windows)] for example_windows in windows]  # in document order
+    for f, (s, e) in zip(features, logits, strict=True):  # windows in document order
+        n = len(f["offsets"])
+        windows[f["example"]].append((s[:n], e[:n], f["offsets"]))
     version_2 = is_version_2(examples)
     allow = cfg.allow_no_answer
     if allow is None:

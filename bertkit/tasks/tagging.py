@@ -38,7 +38,7 @@ from bertkit.tasks.common import (
     label_kwargs,
     label_set,
     pad,
-    predict_batches,
+    predict_rows,
     read_rows,
 )
 
@@ -184,11 +184,13 @@ def settings(examples: list[dict], cfg: TaskConfig) -> dict:
 def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: int):
     features = encode(tokenizer, examples, labels, cfg, train=False)
     predicted: list[list[str | None]] = [[None] * len(e["tokens"]) for e in examples]
-    best: list[list[int]] = [[] for _ in features]
-    batches = predict_batches(model, features, partial(collate, pad_id=tokenizer.pad_token_id), batch_size)
-    for positions, chunk, out in batches:
-        for position, row in zip(positions, best_tags(model, out.logits, [f["word_ids"] for f in chunk]), strict=True):
-            best[position] = row
+    best = predict_rows(
+        model,
+        features,
+        partial(collate, pad_id=tokenizer.pad_token_id),
+        batch_size,
+        lambda out, chunk: best_tags(model, out.logits, [f["word_ids"] for f in chunk]),
+    )
     for f, row in zip(features, best, strict=True):  # windows in document order
         words = predicted[f["example"]]
         for w, tag_id in zip((w for w in f["word_ids"] if w is not None), row, strict=True):
