@@ -9,7 +9,7 @@ TORCH := torch==2.13.0
 PIP := $(BIN)/pip install -q --disable-pip-version-check
 DEMO := runs/demo-zh
 
-.PHONY: install install-dev demo test test-fast lint bench bench-infer bench-data results results-trainer results-budgets clean
+.PHONY: install install-dev demo test test-fast lint bench bench-infer bench-compile bench-data results results-trainer results-budgets clean
 
 # What bertkit needs to run (make demo); install-dev adds the test and lint tools and the optional extras.
 install: $(STAMP)
@@ -54,6 +54,10 @@ bench: install-dev
 bench-infer: install-dev
 	$(PIP) snownlp
 	$(BIN)/python bench/bench_infer.py
+
+# torch.compile of the pretraining step (per layer; rows varying and fixed; bf16 and fp32) against eager (~10 min).
+bench-compile: install-dev
+	$(BIN)/python bench/bench_compile.py
 
 # The tokenize stage on a generated 50 MB corpus per language vs the tokenizer's raw batch encoding (~5 min).
 bench-data: install-dev

@@ -1,4 +1,4 @@
-"""GPU pretraining step, BERT-base, bf16: stock Hugging Face (SDPA, padded) against bertkit (padded and packed).
+"""GPU pretraining step, BERT-base, bf16: stock Hugging Face (SDPA, padded) against bertkit (padded, packed).
 
 Run by bench/gpu.sh on a machine with a CUDA GPU; written before one was lent, so not yet measured. Sequence
 lengths 128 and 512 (batch 64 and 16), real lengths uniform in [len/2, len], 15% masked, NSP labels.
@@ -6,10 +6,12 @@ lengths 128 and 512 (batch 64 and 16), real lengths uniform in [len/2, len], 15%
                  fused AdamW, bf16 autocast;
   bertkit        PretrainingObjective (MLM head on masked positions only), fused AdamW, bf16 autocast, padded
                  rows (SDPA as stock);
-  bertkit-packed the same on rows packed end to end: the block-diagonal mask keeps SDPA off its flash kernel,
-                 which the numbers should show.
+  bertkit-mask   the same on rows packed end to end with a block-diagonal mask, which keeps SDPA off its
+                 flash kernel;
+  bertkit-varlen the same packed into one row, attention within each sequence through SDPA on nested
+                 tensors (flash / memory-efficient kernels): what `train.packed_attention=auto` picks on a GPU.
 MFU = model FLOPs (bench_train.py's count: useful work only) ÷ the bf16 peak of an 8192³ matmul timed here.
-Ends with `gpu_tok_s_128=… gpu_mfu_128=… gpu_tok_s_512=… gpu_mfu_512=…` (bertkit padded).
+Ends with `gpu_tok_s_128=… gpu_mfu_128=… gpu_tok_s_512=… gpu_mfu_512=…` (bertkit-varlen: what pretrain runs).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def run(variant: str, length: int, steps: int, warmup: int) -> dict:
     from bertkit.config import MaskingConfig, TrainConfig
     from bertkit.data.masking import PretrainingCollator
     from bertkit.data.packing import pack_batch
+    from bertkit.dropout import use_fast_dropout
     from bertkit.model import PretrainingObjective
     from bertkit.optim import make_optimizer
 
@@ -72,14 +75,15 @@ def run(variant: str, length: int, steps: int, warmup: int) -> dict:
         step_model = model
     else:
         optimizer = make_optimizer(model, TrainConfig(lr=1e-4))
-        step_model = PretrainingObjective(model)
-    if variant == "bertkit-packed":
-        batches = [pack_batch(b, length) for b in batches]
+        step_model = PretrainingObjective(use_fast_dropout(model))  # bertkit's attention: SDPA or varlen
+    if variant in ("bertkit-mask", "bertkit-varlen"):
+        batches = [pack_batch(b, length, varlen=variant == "bertkit-varlen") for b in batches]
     flops = [model_flops(collate(examples(length, SHAPES[length], s)), 768, 12) for s in range(4)]
     tokens = [sum(len(e["input_ids"]) for e in examples(length, SHAPES[length], s)) for s in range(4)]
     elapsed = done_flops = done_tokens = 0.0
     for i in range(warmup + steps):
-        batch = {k: v.cuda(non_blocking=True) for k, v in batches[i % 4].items() if k != "num_tokens"}
+        batch = {k: v.cuda(non_blocking=True) if torch.is_tensor(v) else v for k, v in batches[i % 4].items()}
+        batch.pop("num_tokens", None)
         torch.cuda.synchronize()
         start = time.perf_counter()
         with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -108,11 +112,11 @@ def main() -> None:
     print(f"{'seq':>5} {'variant':>15} {'tokens/s':>12} {'TFLOP/s':>9} {'MFU':>6}")
     summary = {}
     for length in SHAPES:
-        for variant in ("stock", "bertkit", "bertkit-packed"):
+        for variant in ("stock", "bertkit", "bertkit-mask", "bertkit-varlen"):
             r = run(variant, length, args.steps, args.warmup)
             mfu = r["flop_s"] / bf16_peak
             print(f"{length:>5} {variant:>15} {r['tokens_per_s']:>12,.0f} {r['flop_s'] / 1e12:>9.1f} {mfu:>6.3f}")
-            if variant == "bertkit":
+            if variant == "bertkit-varlen":
                 summary[length] = (r["tokens_per_s"], mfu)
     print(" ".join(f"gpu_tok_s_{n}={t:.0f} gpu_mfu_{n}={m:.3f}" for n, (t, m) in summary.items()))
 

@@ -259,8 +259,9 @@ def finetune_worker(variant: str, n_batches: int = 12) -> dict:
     }
 
 
-def run_worker(*args: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", *args], cwd=ROOT, capture_output=True, text=True)
+def run_worker(*args: str, script: str = __file__) -> dict:
+    """`script --worker args` in a fresh process (allocator and compile caches are per process); its last line."""
+    out = subprocess.run([sys.executable, script, "--worker", *args], cwd=ROOT, capture_output=True, text=True)
     if out.returncode:
         sys.exit(f"worker {args} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

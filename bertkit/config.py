@@ -325,8 +325,12 @@ class PretrainTrainConfig(TrainConfig):
     keep_last: int = Field(2, ge=1)
     """Checkpoints kept."""
     pack_sequences: bool = True
-    """Pack each batch's sequences into full rows with block-diagonal attention, so no compute goes to padding
-    (the loss is unchanged)."""
+    """Pack each batch's sequences into full rows, so no compute goes to padding (the loss is unchanged)."""
+    packed_attention: Literal["auto", "mask", "varlen"] = "auto"
+    """How packed sequences are kept apart: `mask` rows of data.max_seq_length tokens with a block-diagonal
+    attention mask (fastest on a CPU); `varlen` all sequences in one row with their boundaries, attention within
+    each through SDPA on nested tensors (a GPU's flash / memory-efficient kernels; on a CPU correct but slower).
+    `auto`: varlen on a CUDA GPU, else mask; the choice is saved in the run's bertkit.yaml."""
     phases: list[PhaseConfig] = []
     """Phases run one after another in one run, on their own data and batch size, with one optimizer, one step
     count and one LR schedule over all of them; empty = one phase on data.dataset_dir."""

@@ -8,10 +8,8 @@ at fp32 and 19% with bf16. Here each 64-bit draw gives four 16-bit numbers, so p
 unchanged. The bits come from torch's default generator, so `torch.manual_seed` and checkpointed RNG state
 reproduce them. On GPUs torch's fused dropout is already fast and is used as it is.
 
-The attention-probability dropout happens inside SDPA, so the model's attention is switched to the "bertkit"
-implementation: torch's SDPA when dropout is off (eval) or off-CPU, else SDPA's reference math
-softmax(QKᵀ·scale + mask)·V with this dropout on the probabilities. Saved models are unaffected (the attention
-implementation is not written to config.json) and load with plain transformers.
+The attention-probability dropout happens inside SDPA, so `use_fast_dropout` also switches the model's
+attention to bertkit's own (bertkit/attention.py), which applies this dropout to the probabilities.
 """
 
 from __future__ import annotations
@@ -19,9 +17,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AttentionInterface, AttentionMaskInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import sdpa_mask
 
 LEVELS = 1 << 16
 
@@ -46,33 +41,16 @@ class FastDropout(nn.Dropout):
         return fast_dropout(x, self.p, self.training)
 
 
-def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-    """transformers' attention-function signature; see the module docstring."""
-    if dropout == 0.0 or query.device.type != "cpu":
-        return sdpa_attention_forward(
-            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
-        )
-    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling
-    if attention_mask is not None:
-        if attention_mask.dtype == torch.bool:
-            scores = scores.masked_fill_(~attention_mask, float("-inf"))
-        else:
-            scores = scores + attention_mask
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    probs = fast_dropout(probs, dropout)
-    return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
-
-
 def use_fast_dropout(model: nn.Module) -> nn.Module:
     """Swap every nn.Dropout of `model` for FastDropout and its BERT attention for "bertkit", in place."""
-    # Registered here rather than at import: importing bertkit changes nothing in transformers by itself.
-    AttentionInterface.register("bertkit", attention)
-    AttentionMaskInterface.register("bertkit", sdpa_mask)
+    from bertkit import attention  # it uses this module's dropout
+
+    attention.register()
     for parent in model.modules():
         for name, child in parent.named_children():
             if type(child) is nn.Dropout:
-                setattr(parent, name, FastDropout(child.p))
+                setattr(parent, name, FastDropout(child.p).train(child.training))  # an eval model stays so
     config = getattr(model, "config", None)
     if config is not None and getattr(config, "_attn_implementation", None) == "sdpa":
-        config._attn_implementation = "bertkit"
+        config._attn_implementation = attention.NAME
     return model

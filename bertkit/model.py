@@ -23,6 +23,7 @@ from torch import nn
 from transformers import BertConfig, BertForPreTraining, PreTrainedModel, PreTrainedTokenizerBase
 from transformers import logging as hf_logging
 
+from bertkit.attention import VARLEN
 from bertkit.config import ModelConfig
 from bertkit.data.padding import IGNORE_INDEX
 from bertkit.errors import BertkitError
@@ -207,17 +208,33 @@ class PretrainingObjective(nn.Module):
     def forward(
         self,
         input_ids,
-        attention_mask,
         token_type_ids,
         labels,
+        attention_mask=None,
         next_sentence_label=None,
         position_ids=None,
         cls_positions=None,
+        cu_seq_lens=None,
+        max_length=None,
     ) -> dict:
-        """A padded batch, or a packed one (bertkit/data/packing.py: 4D block-diagonal attention_mask,
-        restarting position_ids, and cls_positions (N, 2) of each sequence's [CLS])."""
+        """A padded batch, or a packed one (bertkit/data/packing.py: restarting position_ids, cls_positions
+        (N, 2) of each sequence's [CLS], and a 4D block-diagonal attention_mask or varlen cu_seq_lens)."""
+        varlen = {}
+        if cu_seq_lens is not None:
+            implementation = self.model.config._attn_implementation
+            if implementation not in VARLEN:  # any other would let the row's sequences see each other
+                raise BertkitError(
+                    f"varlen packed batches need a varlen attention implementation ({', '.join(sorted(VARLEN))}), "
+                    f"the model has {implementation!r}; call bertkit.dropout.use_fast_dropout(model) first"
+                )
+            varlen = {"cu_seq_lens_q": cu_seq_lens, "cu_seq_lens_k": cu_seq_lens}
+            varlen |= {"max_length_q": max_length, "max_length_k": max_length}
         out = self.model.bert(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            **varlen,
         )
         predicted = labels != IGNORE_INDEX  # (B, T)
         hidden = out.last_hidden_state[predicted]  # (N, H): only the masked positions reach the decoder

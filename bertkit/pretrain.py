@@ -187,6 +187,8 @@ def setup(cfg: RunConfig) -> Setup:
     resume_from = resolve_resume(cfg.train.resume, out_dir / "checkpoints")
     fresh = _claim_output(out_dir, cfg, resume_from)
     accelerator = make_accelerator(cfg.train, project_dir=out_dir)
+    if cfg.train.packed_attention == "auto":  # resolved here, so that the saved config says what ran
+        cfg.train.packed_attention = "varlen" if accelerator.device.type == "cuda" else "mask"
     set_seed(cfg.train.seed)
     if accelerator.is_main_process:
         if fresh:
@@ -264,7 +266,10 @@ def _loader(cfg: RunConfig, phase: Phase, tokenizer) -> DataLoader:
         batch_size=phase.batch_size,
         sampler=EpochSampler(len(phase.splits["train"]), cfg.train.seed),
         collate_fn=PretrainingCollator(
-            tokenizer, cfg.masking, pack_to=phase.meta["max_seq_length"] if cfg.train.pack_sequences else None
+            tokenizer,
+            cfg.masking,
+            pack_to=phase.meta["max_seq_length"] if cfg.train.pack_sequences else None,
+            varlen=cfg.train.packed_attention == "varlen",
         ),
         generator=torch.Generator(),  # the loader's own base-seed draw must not touch the global RNG
     )

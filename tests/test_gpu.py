@@ -1,5 +1,6 @@
-"""On a CUDA GPU only (bench/gpu.sh runs these): bertkit's pretraining objective, packed or not, equals stock
-BertForPreTraining there too, in bf16 up to rounding; a CLI run picks bf16 by itself (train.precision=auto)."""
+"""On a CUDA GPU only (bench/gpu.sh runs these): bertkit's pretraining objective, packed or not (block-diagonal
+mask or varlen on nested tensors), equals stock BertForPreTraining there too, in bf16 up to rounding; a CLI run
+picks bf16 and varlen packing by itself (train.precision=auto, train.packed_attention=auto)."""
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from transformers import BertConfig, BertForPreTraining
 from bertkit.config import MaskingConfig
 from bertkit.data.masking import PretrainingCollator
 from bertkit.data.packing import pack_batch
+from bertkit.dropout import use_fast_dropout
 from bertkit.model import PretrainingObjective
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -29,7 +31,7 @@ def _batch(tokenizer, sentences):
     return PretrainingCollator(tokenizer, MaskingConfig())(examples)
 
 
-@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("packed", [None, "mask", "varlen"])
 def test_objective_equals_stock_on_the_gpu(tokenizer, sentences, packed):
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
@@ -37,11 +39,14 @@ def test_objective_equals_stock_on_the_gpu(tokenizer, sentences, packed):
     model = BertForPreTraining(config).cuda().train()
     batch = _batch(tokenizer, sentences)
     stock = model(**{k: v.cuda() for k, v in batch.items()}).loss
-    inputs = pack_batch(batch, 128) if packed else batch
+    inputs = pack_batch(batch, 128, varlen=packed == "varlen") if packed else batch
     inputs.pop("num_tokens", None)
+    objective = PretrainingObjective(use_fast_dropout(model))
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        ours = PretrainingObjective(model)(**{k: v.cuda() for k, v in inputs.items()})["loss"]
+        ours = objective(**{k: v.cuda() if torch.is_tensor(v) else v for k, v in inputs.items()})["loss"]
+    ours.backward()
     assert ours.item() == pytest.approx(stock.item(), rel=2e-2)
+    assert all(p.grad is None or p.grad.isfinite().all() for p in model.parameters())
 
 
 def test_cli_pretrains_on_the_gpu_in_bf16(tmp_path):
@@ -50,3 +55,4 @@ def test_cli_pretrains_on_the_gpu_in_bf16(tmp_path):
     assert result.exit_code == 0, result.output
     major, _ = torch.cuda.get_device_capability()
     assert ("precision: bf16" if major >= 8 else "precision: fp32") in result.output
+    assert "packed_attention: varlen" in (tmp_path / "pretrain" / "bertkit.yaml").read_text()

@@ -349,3 +349,15 @@ def test_more_tokenize_outputs_join_the_dataset(data_dir, tmp_path):
         f"data.more_dataset_dirs=[{tmp_path / 'run' / 'pretrain'}]",  # a model dir, not a dataset
     )
     assert result.exit_code == 2 and "no pretraining data here" in result.stderr
+
+
+def test_varlen_packing_trains_the_same(data_dir, tmp_path):
+    """train.packed_attention=varlen (one row, attention within each sequence by its boundaries): the same
+    losses as the block-diagonal rows that `auto` picks on a CPU (and saves as what ran)."""
+    import yaml
+
+    _pretrain(tmp_path / "auto", data_dir, "train.max_steps=2")
+    saved = yaml.safe_load((tmp_path / "auto" / "pretrain" / "bertkit.yaml").read_text())
+    assert saved["train"]["packed_attention"] == ("varlen" if torch.cuda.is_available() else "mask")
+    _pretrain(tmp_path / "varlen", data_dir, "train.max_steps=2", "train.packed_attention=varlen")
+    assert _losses(tmp_path / "varlen") == pytest.approx(FP32_LOSSES, rel=1e-5)

@@ -222,15 +222,22 @@ class PretrainingCollator:
     """Pads a list of examples to the batch's longest and masks them.
 
     Examples hold input_ids, token_type_ids, word_ids, mask_seed and (for NSP/SOP) next_sentence_label. Masks
-    are drawn on the padded batch, then (with `pack_to`) the sequences are packed into full rows.
+    are drawn on the padded batch, then (with `pack_to`) the sequences are packed into full rows (`varlen`: one).
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, masking: MaskingConfig, pack_to: int | None = None):
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        masking: MaskingConfig,
+        pack_to: int | None = None,
+        varlen: bool = False,
+    ):
         self.pad_id = tokenizer.pad_token_id
         self.mask_id = tokenizer.mask_token_id
         self.vocab_size = len(tokenizer)
         self.masking = masking
         self.pack_to = pack_to  # pack the masked batch into rows of this many tokens (see packing.py)
+        self.varlen = varlen  # or, when packing, all into one row with the sequences' boundaries
         self.span_probs = span_length_probs(masking)
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
@@ -263,4 +270,4 @@ class PretrainingCollator:
         }
         if "next_sentence_label" in examples[0]:
             batch["next_sentence_label"] = torch.tensor([e["next_sentence_label"] for e in examples])
-        return pack_batch(batch, self.pack_to) if self.pack_to else batch
+        return pack_batch(batch, self.pack_to, self.varlen) if self.pack_to else batch

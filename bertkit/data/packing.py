@@ -1,12 +1,18 @@
 """Packing a padded batch of sequences into full rows, so that no compute is spent on padding.
 
     packed = pack_batch(batch, capacity=128)   # batch from PretrainingCollator: (B, L) tensors
+    packed = pack_batch(batch, varlen=True)    # or: all of them in one row, with their boundaries
     objective(**packed)                         # several sequences per row, each seeing only itself
 
-Each row holds whole sequences end to end. Attention is block-diagonal (a 4D boolean mask: a token attends to
-the tokens of its own sequence), positions restart at 0 for every sequence and its token types are kept, so
-every sequence is computed exactly as alone — the loss equals the unpacked one up to float rounding. The NSP/SOP
-head reads each sequence's [CLS] at `cls_positions`.
+Each row holds whole sequences end to end; positions restart at 0 for every sequence and its token types are
+kept, so every sequence is computed exactly as alone — the loss equals the unpacked one up to float rounding.
+The NSP/SOP head reads each sequence's [CLS] at `cls_positions`. How attention keeps the sequences apart:
+- rows of `capacity` tokens with a block-diagonal 4D boolean mask (a token attends to its own sequence's
+  tokens): any attention implementation computes it, at the cost of (rows × capacity²) scores, and on a GPU the
+  mask keeps SDPA off its flash kernel;
+- `varlen`: every sequence in one row and `cu_seq_lens` (int32 boundaries over the row, as flash-attention's
+  varlen functions take them) instead of a mask: only each sequence's own n² scores, on the GPU's flash /
+  memory-efficient kernels (bertkit/attention.py).
 """
 
 from __future__ import annotations
@@ -32,11 +38,12 @@ def assign_rows(lengths: list[int], capacity: int) -> list[list[int]]:
     return [sorted(r) for r in rows]  # sequences in input order within a row
 
 
-def pack_batch(batch: dict[str, torch.Tensor], capacity: int) -> dict[str, torch.Tensor]:
+def pack_batch(batch: dict[str, torch.Tensor], capacity: int = 0, varlen: bool = False) -> dict[str, torch.Tensor]:
     """Pack the sequences of a padded batch (input_ids, token_type_ids, attention_mask, labels and optionally
-    next_sentence_label) into rows of `capacity` tokens (rounded up to a multiple of 8)."""
+    next_sentence_label) into rows of `capacity` tokens, or with `varlen` all into one (rounded up to a
+    multiple of 8)."""
     lengths = batch["attention_mask"].sum(1).tolist()
-    rows = assign_rows(lengths, capacity)
+    rows = [list(range(len(lengths)))] if varlen else assign_rows(lengths, capacity)
     width = round_up(max(sum(lengths[i] for i in row) for row in rows))
     n_rows = len(rows)
     # Flat gather indices: where each packed position comes from in the padded batch.
@@ -66,7 +73,13 @@ def pack_batch(batch: dict[str, torch.Tensor], capacity: int) -> dict[str, torch
     pos = torch.zeros((n_rows, width), dtype=torch.long)
     pos[dst] = torch.tensor(position)
     out["position_ids"] = pos
-    out["attention_mask"] = (seg[:, :, None] == seg[:, None, :])[:, None]  # (R, 1, T, T) block-diagonal
+    if varlen:
+        # The padding at the row's end is a sequence of its own: every token belongs to one.
+        ends = [c for _, c, _ in cls_positions[1:]] + [col] + ([width] if width > col else [])
+        out["cu_seq_lens"] = torch.tensor([0, *ends], dtype=torch.int32)
+        out["max_length"] = max(lengths + [width - col])
+    else:
+        out["attention_mask"] = (seg[:, :, None] == seg[:, None, :])[:, None]  # (R, 1, T, T) block-diagonal
     # The pair head reads sequences in their input order, so labels keep theirs.
     order = sorted(cls_positions, key=lambda t: t[2])
     out["cls_positions"] = torch.tensor([(r, c) for r, c, _ in order])

@@ -1,0 +1,78 @@
+"""The attention implementation bertkit trains with ("bertkit" in transformers' AttentionInterface).
+
+    use_fast_dropout(model)     # bertkit/dropout.py switches a model's SDPA attention to this one
+    model.bert(..., attention_mask=None, cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=m, max_length_k=m)
+
+Two things stock SDPA lacks:
+- **cheap dropout on CPU**: with attention dropout on a CPU, SDPA's reference math softmax(QKᵀ·scale + mask)·V
+  with bertkit's dropout (bertkit/dropout.py) on the probabilities; torch's SDPA otherwise (eval, GPUs).
+- **variable-length sequences** (packed batches, bertkit/data/packing.py with `varlen`): the tokens of several
+  sequences in one row, `cu_seq_lens_q` their boundaries (int32, 0 … total, as flash-attention's varlen
+  functions take them). Each sequence attends only to itself through SDPA on a nested (jagged) tensor: on a GPU
+  torch runs its flash / memory-efficient kernels on it (with dropout), where a block-diagonal mask would keep
+  SDPA on its slowest kernel; on a CPU torch computes it sequence by sequence. transformers' own
+  flash_attention_2 reads the same keyword arguments, so a batch made for one runs on the other.
+
+Saved models are unaffected (the attention implementation is not written to config.json) and load with plain
+transformers.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface, AttentionMaskInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import sdpa_mask
+
+from bertkit.dropout import fast_dropout
+
+NAME = "bertkit"
+# Implementations that keep the sequences of a varlen batch apart (attention_mask=None, cu_seq_lens_* given).
+VARLEN = {NAME, "flash_attention_2", "flash_attention_3"}
+
+
+def register() -> None:
+    """Make "bertkit" known to transformers (here rather than at import: importing bertkit changes nothing)."""
+    AttentionInterface.register(NAME, attention)
+    AttentionMaskInterface.register(NAME, sdpa_mask)
+    # torch's own noise on the nested-tensor path (its CPU fallback builds a strided nested tensor; a
+    # deprecation note on is_fx_tracing), once per process: not the user's to act on.
+    warnings.filterwarnings("ignore", message="The PyTorch API of nested tensors is in prototype stage")
+    logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
+
+
+def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """transformers' attention-function signature: (B, heads, T, D) in, ((B, T, heads, D), None) out."""
+    cu_seq_lens = kwargs.get("cu_seq_lens_q")
+    if cu_seq_lens is not None:
+        return varlen_attention(query, key, value, cu_seq_lens, dropout, scaling), None
+    if dropout == 0.0 or query.device.type != "cpu":
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill_(~attention_mask, float("-inf"))
+        else:
+            scores = scores + attention_mask
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    probs = fast_dropout(probs, dropout)
+    return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
+
+
+def varlen_attention(query, key, value, cu_seq_lens, dropout, scaling):
+    """Attention within each sequence of the flattened (B·T) tokens, sequence k at cu_seq_lens[k]:[k+1]."""
+    batch, heads, length, dim = query.shape
+    offsets = cu_seq_lens.to(device=query.device, dtype=torch.int64)
+
+    def jagged(x: torch.Tensor) -> torch.Tensor:  # (B, heads, T, D) → (sequences, heads, jagged, D)
+        tokens = x.transpose(1, 2).reshape(batch * length, heads, dim)
+        return torch.nested.nested_tensor_from_jagged(tokens, offsets).transpose(1, 2)
+
+    out = F.scaled_dot_product_attention(jagged(query), jagged(key), jagged(value), dropout_p=dropout, scale=scaling)
+    return out.transpose(1, 2).values().view(batch, length, heads, dim)
