@@ -55,7 +55,7 @@ bench-infer: install-dev
 	$(PIP) snownlp
 	$(BIN)/python bench/bench_infer.py
 
-# torch.compile of the pretraining step (per layer; rows varying and fixed; bf16 and fp32) against eager (~10 min).
+# torch.compile of the pretraining step (per layer; rows varying and fixed; bf16 and fp32) against eager (~8 min).
 bench-compile: install-dev
 	$(BIN)/python bench/bench_compile.py
 
