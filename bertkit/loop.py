@@ -36,7 +36,7 @@ from bertkit.data.packing import real_tokens
 from bertkit.errors import BertkitError
 from bertkit.optim import BudgetLR
 from bertkit.progress import progress
-from bertkit.runtime import fast_bf16
+from bertkit.runtime import fast_bf16, launch
 
 clock = time.perf_counter  # the clock of training time; read through the module, so a test can replace it
 
@@ -158,6 +158,7 @@ def make_accelerator(train: TrainConfig, project_dir: Path | None = None) -> Acc
     """Mixed precision (train.precision=auto resolved in `train`) and accumulation from the recipe; TensorBoard
     logs under `project_dir` when tensorboard is installed. Without a GPU, Accelerate must be told `cpu=True` to
     run several processes (gloo) under `torchrun` or `accelerate launch`; otherwise each would train alone."""
+    launch()  # a broken launch environment as one line, before Accelerate meets it
     accelerated = torch.cuda.is_available() or torch.backends.mps.is_available()
     auto = train.precision == "auto"
     if auto:  # resolved here, so that the saved config says what ran

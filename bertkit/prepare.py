@@ -44,6 +44,7 @@ from bertkit.data.dataset import METADATA_FILE, STATISTICS_FILE, TOKENIZER_SUBDI
 from bertkit.data.pretraining import BUILDERS, LABELLED, Sentence, Special, word_ids_from_starts
 from bertkit.errors import BertkitError
 from bertkit.progress import progress
+from bertkit.runtime import launch
 from bertkit.tokenizer.train import load_tokenizer, save_tokenizer, train_wordpiece
 from bertkit.tokenizer.words import encode_with_words, segmenter
 from bertkit.vocabulary import add_words, frequent_split_words
@@ -339,8 +340,7 @@ class Ranks:
     own share of the chunks into its own Arrow shard of the output, which must be on a shared filesystem."""
 
     def __init__(self):
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank, self.world = launch()
         if self.world > 1:
             import torch.distributed as dist
 

@@ -2,6 +2,7 @@
 
     tune_allocator()   # once, before training: keep freed memory in the process (glibc)
     fast_bf16()        # "the CPU has AMX" (why bf16 is fast here), or None: train.precision=auto's choice
+    launch()           # (rank, world size) of a torchrun / accelerate launch process, its environment checked
 
 glibc returns large freed blocks (above the mmap threshold, e.g. the MLM logits of every step) to the kernel
 and maps them again on the next step: page faults and zeroing that took 30–47% of CPU time on a stock BERT
@@ -13,8 +14,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 from functools import cache
 from pathlib import Path
+
+from bertkit.errors import BertkitError
 
 M_TRIM_THRESHOLD = -1  # glibc mallopt parameters (malloc.h)
 M_MMAP_THRESHOLD = -3
@@ -68,3 +72,25 @@ def cpu_flags() -> set[str]:
         if line.startswith("flags"):
             return set(line.partition(":")[2].split())
     return set()
+
+
+def launch() -> tuple[int, int]:
+    """(RANK, WORLD_SIZE) as torchrun and accelerate launch set them, (0, 1) for a plain run. Several processes
+    meet at MASTER_ADDR:MASTER_PORT; set by hand without them (or with a rank outside the world), torch would
+    fail with its own traceback, or wait forever for ranks that never come."""
+    try:
+        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise BertkitError(
+            f"RANK={os.environ.get('RANK')!r} / WORLD_SIZE={os.environ.get('WORLD_SIZE')!r} are not whole numbers; "
+            "launch with torchrun or accelerate launch, or unset them for one process"
+        ) from None
+    if world < 1 or not 0 <= rank < world:
+        raise BertkitError(f"RANK={rank} does not fit WORLD_SIZE={world}; launch with torchrun or accelerate launch")
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if world > 1 and not os.environ.get(name)]
+    if missing:
+        raise BertkitError(
+            f"WORLD_SIZE={world} is set but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not: "
+            "launch the processes with torchrun or accelerate launch (they set the rendezvous), or unset WORLD_SIZE"
+        )
+    return rank, world

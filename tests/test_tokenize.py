@@ -171,3 +171,13 @@ def test_two_ranks_write_shards_equal_to_one_process(tmp_path, tiny_run):
     assert stats[0] == stats[1]
     vocab = [(tmp_path / name / "tokenizer" / "vocab.txt").read_text() for name in ("one", "two")]
     assert vocab[0] == vocab[1]
+
+
+def test_world_size_without_a_launcher_is_one_error_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    result = run_cli("tokenize", RECIPE, f"output_dir={tmp_path / 'o'}", "data.max_seq_length=64")
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "WORLD_SIZE=2 is set but MASTER_ADDR" in errors[0] and "torchrun" in errors[0]
+    assert not (tmp_path / "o").exists()
