@@ -12,6 +12,10 @@ Each run is its own process; tokens/s are real (non-padding) tokens over steps w
 own step times (bertkit: metrics.jsonl's training seconds; Trainer: a callback's step-end times), so start-up
 and model loading are excluded from both.
 
+MFU: useful model FLOPs (bench_train.py's count, over the data's real lengths, 15% of the non-special tokens
+masked) per second ÷ a 2048³ matmul's rate at the same precision, timed in this run; "3× needs" is the MFU
+bertkit would need to run at three times the Trainer (above 1: beyond the machine's matmul peak).
+
 Writes bench/results-e2e.json and prints a table and `e2e_fp32=… e2e_bf16=…` (the smaller ratio over sizes).
 """
 
@@ -26,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from bench_train import SIZES, bert_config  # noqa: E402
+from bench_train import SIZES, bert_config, run_worker, step_flops  # noqa: E402
 from results import build_data  # noqa: E402
 
 BATCH = 32
@@ -146,6 +150,20 @@ def trainer_worker(data: str, size: str, precision: str, steps: int, warmup: int
     return {"s_per_step": (times[steps - 1] - times[warmup - 1]) / (steps - warmup)}
 
 
+def per_token_flops(data: Path) -> dict[str, float]:
+    """Useful training FLOPs per real token of these examples, for each model size."""
+    from datasets import load_from_disk
+    from transformers import AutoTokenizer
+
+    lengths = [len(ids) for ids in load_from_disk(str(data))["train"]["input_ids"]]
+    vocab = len(AutoTokenizer.from_pretrained(str(data.parent / "tokenizer")))
+    masked = 0.15 * sum(n - 3 for n in lengths)  # [CLS] and two [SEP] are never masked
+    return {
+        size: step_flops(lengths, masked, hidden, layers, vocab) / sum(lengths)
+        for size, (layers, hidden) in SIZES.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", nargs=5)
@@ -162,6 +180,8 @@ def main() -> None:
     data = tokenize(args.work, args.megabytes)
     stats = json.loads((data / "statistics.json").read_text())["train"]
     mean_length = stats["mean_length"]
+    peaks = {p: run_worker("peak", p)["peak"] for p in ("fp32", "bf16")}
+    flops_per_token = per_token_flops(data)
     rows = []
     for size in args.sizes:
         for precision in ("no", "bf16"):
@@ -180,14 +200,22 @@ def main() -> None:
                     "ratio": round(trainer / mine, 2),
                 }
             )
+            peak = peaks[rows[-1]["precision"]]
+            rows[-1]["bertkit_mfu"] = round(BATCH * mean_length / mine * flops_per_token[size] / peak, 3)
+            rows[-1]["mfu_for_3x"] = round(3 * BATCH * mean_length / trainer * flops_per_token[size] / peak, 3)
     print(f"\nend to end: {stats['examples']} NSP examples, mean length {mean_length} of 128, batch {BATCH}")
-    print(f"{'size':>6} {'precision':>9} {'Trainer tok/s':>14} {'bertkit tok/s':>14} {'ratio':>6}")
+    print(f"matmul peaks: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
+    print(
+        f"{'size':>6} {'precision':>9} {'Trainer tok/s':>14} {'bertkit tok/s':>14} {'ratio':>6} {'MFU':>6} "
+        f"{'3x needs':>9}"
+    )
     for r in rows:
         print(
             f"{r['size']:>6} {r['precision']:>9} {r['trainer_tokens_per_s']:>14,} {r['bertkit_tokens_per_s']:>14,} "
-            f"{r['ratio']:>6.2f}"
+            f"{r['ratio']:>6.2f} {r['bertkit_mfu']:>6.2f} {r['mfu_for_3x']:>9.2f}"
         )
     report = {"mean_length": mean_length, "examples": stats["examples"], "batch": BATCH, "rows": rows}
+    report |= {"peak_flop_s": peaks, "flops_per_token": flops_per_token}
     (ROOT / "bench" / "results-e2e.json").write_text(json.dumps(report, indent=2) + "\n")
     fp32 = min(r["ratio"] for r in rows if r["precision"] == "fp32")
     bf16 = min(r["ratio"] for r in rows if r["precision"] == "bf16")

@@ -78,7 +78,7 @@ def run(variant: str, length: int, steps: int, warmup: int) -> dict:
         step_model = PretrainingObjective(use_fast_dropout(model))  # bertkit's attention: SDPA or varlen
     if variant in ("bertkit-mask", "bertkit-varlen"):
         batches = [pack_batch(b, length, varlen=variant == "bertkit-varlen") for b in batches]
-    flops = [model_flops(collate(examples(length, SHAPES[length], s)), 768, 12) for s in range(4)]
+    flops = [model_flops(collate(examples(length, SHAPES[length], s)), 768, 12, VOCAB) for s in range(4)]
     tokens = [sum(len(e["input_ids"]) for e in examples(length, SHAPES[length], s)) for s in range(4)]
     elapsed = done_flops = done_tokens = 0.0
     for i in range(warmup + steps):

@@ -64,14 +64,19 @@ def make_examples(n_batches: int) -> list[list[dict]]:
     return [[example(rng, rng.randint(32, MAX_LEN), b * BATCH + i) for i in range(BATCH)] for b in range(n_batches)]
 
 
-def model_flops(batch, hidden: int, layers: int) -> float:
-    lengths = batch["attention_mask"].sum(1).double()
-    masked = (batch["labels"] != -100).sum().item()
+def model_flops(batch, hidden: int, layers: int, vocab: int = VOCAB) -> float:
+    """Useful FLOPs of one training step on a padded batch (formula in the module docstring)."""
+    lengths = batch["attention_mask"].sum(1).tolist()
+    return step_flops(lengths, (batch["labels"] != -100).sum().item(), hidden, layers, vocab)
+
+
+def step_flops(lengths: list[int], masked: float, hidden: int, layers: int, vocab: int = VOCAB) -> float:
+    """Useful FLOPs of forward + backward over sequences of these lengths with `masked` MLM tokens."""
     ffn = 4 * hidden
     forward = (
-        lengths.sum().item() * 2 * (4 * hidden**2 + 2 * hidden * ffn) * layers
-        + (4 * lengths**2 * hidden * layers).sum().item()
-        + masked * (2 * hidden**2 + 2 * hidden * VOCAB)
+        sum(lengths) * 2 * (4 * hidden**2 + 2 * hidden * ffn) * layers
+        + sum(4 * n**2 * hidden * layers for n in lengths)
+        + masked * (2 * hidden**2 + 2 * hidden * vocab)
         + len(lengths) * (2 * hidden**2 + 4 * hidden)
     )
     return 3 * forward
