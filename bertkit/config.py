@@ -676,8 +676,14 @@ COMMAND_SECTIONS: dict[str, tuple[str, ...]] = {
         "masking",
         "train.precision",
     ),
-    "embed": (*_OUTPUTS, "embed"),
-    "probe": (*_OUTPUTS, *_all_but("probe", ProbeConfig, "during_pretraining"), "embed.model_dir", *_FEATURES),
+    "embed": (*_OUTPUTS, "embed", "train.precision"),
+    "probe": (
+        *_OUTPUTS,
+        *_all_but("probe", ProbeConfig, "during_pretraining"),
+        "embed.model_dir",
+        *_FEATURES,
+        "train.precision",
+    ),
     # The task's files and columns score an int8 classifier (export.quantize); name: export.model_dir's default.
     "export": (*_OUTPUTS, "export", *(f"finetune.task.{key}" for key in _EXPORT_TASK)),
     "convert": ("output_dir", "overwrite", "convert"),

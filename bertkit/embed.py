@@ -27,6 +27,7 @@ from bertkit.atomic import atomic_dir, check_apart, check_output, write_bytes, w
 from bertkit.config import RunConfig, save_config
 from bertkit.errors import BertkitError
 from bertkit.features import embed_texts
+from bertkit.loop import make_accelerator
 from bertkit.model import check_fits, load_model, quiet_transformers
 from bertkit.plots import plot_layers
 from bertkit.probe import probe_model, read_probe_data, require_probe_files
@@ -51,11 +52,14 @@ def read_texts(path: Path, text_column: str) -> list[str]:
 
 
 def _model(cfg: RunConfig):
+    """The model on the accelerator's device, its tokenizer and dir, and the recipe's precision (train.precision:
+    bf16 autocast, or auto) to run it in, as eval does."""
     quiet_transformers()
     model_dir = Path(cfg.embed.model_dir or cfg.pretrain_dir)
     model, tokenizer = load_model(BertModel, model_dir, cfg.allow_pickle_weights), load_tokenizer(model_dir)
     check_fits(model, tokenizer, model_dir, cfg.embed.max_seq_length, "embed.max_seq_length")
-    return model, tokenizer, model_dir
+    accelerator = make_accelerator(cfg.train)
+    return model.to(accelerator.device), tokenizer, model_dir, accelerator.autocast()
 
 
 def _check_output(cfg: RunConfig, out: Path, key: str, inputs: dict) -> None:
@@ -68,11 +72,12 @@ def run_embed(cfg: RunConfig) -> Path:
         raise BertkitError("embed.file is not set; give a text file (one text per line) or a JSONL/CSV file")
     out = cfg.embed.output_dir or cfg.output_dir / "embed"
     _check_output(cfg, out, "embed.output_dir", {"embed.file": cfg.embed.file})
-    model, tokenizer, model_dir = _model(cfg)
+    model, tokenizer, model_dir, precision = _model(cfg)
     texts = read_texts(cfg.embed.file, cfg.embed.text_column)
-    vectors, index = embed_texts(
-        model, tokenizer, texts, cfg.embed.layers, cfg.embed.pooling, cfg.embed.max_seq_length, cfg.embed.batch_size
-    )
+    with precision:
+        vectors, index = embed_texts(
+            model, tokenizer, texts, cfg.embed.layers, cfg.embed.pooling, cfg.embed.max_seq_length, cfg.embed.batch_size
+        )
     for row in index:
         if "token" not in row:
             row["content"] = texts[row["text"]]
@@ -95,13 +100,15 @@ def run_probe(cfg: RunConfig) -> dict:
     files = {"probe.train_file": probe.train_file, "probe.test_file": probe.test_file}
     data = read_probe_data(probe)  # a mistake in the files shows before the model loads
     _check_output(cfg, out, "probe.output_dir", files)
-    model, tokenizer, model_dir = _model(cfg)
+    model, tokenizer, model_dir, precision = _model(cfg)
+    with precision:
+        scored = probe_model(model, tokenizer, cfg, data)
     report = {
         "model": str(model_dir),
         "train": str(probe.train_file),
         "test": str(probe.test_file),
         "level": probe.level,
-        **probe_model(model, tokenizer, cfg, data),
+        **scored,
     }
     scores, majority = report["accuracy_by_layer"], report["majority_baseline"]
     with atomic_dir(out) as tmp:

@@ -55,6 +55,22 @@ def test_embed_per_text_and_per_token(tiny_run, tmp_path):
     assert {r["text"] for r in rows} == {0, 1}
 
 
+def test_embed_runs_in_the_recipes_precision(tiny_run, tmp_path):
+    """train.precision=bf16: the model runs under bf16 autocast (vectors close to fp32's, not equal to them)."""
+    out, overrides = tiny_run
+    texts = tmp_path / "texts.txt"
+    texts.write_text("北京是中国的首都。\n今天天气很好，我们去公园散步吧。\n", encoding="utf-8")
+    common = ["embed", RECIPE, *overrides, f"embed.model_dir={out / 'pretrain'}", f"embed.file={texts}"]
+    vectors = {}
+    for precision in ("no", "bf16"):
+        result = run_cli(*common, f"embed.output_dir={tmp_path / precision}", f"train.precision={precision}")
+        assert result.exit_code == 0, result.output
+        vectors[precision] = np.load(tmp_path / precision / "embeddings.npy")
+    assert vectors["bf16"].dtype == np.float32 and not np.array_equal(vectors["bf16"], vectors["no"])
+    cosine = (vectors["bf16"] * vectors["no"]).sum(1) / np.linalg.norm(vectors["bf16"], axis=1)
+    assert (cosine / np.linalg.norm(vectors["no"], axis=1) > 0.99).all()
+
+
 def test_probe_command(tiny_run, tmp_path):
     out, overrides = tiny_run
     result = run_cli(
