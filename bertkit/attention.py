@@ -49,7 +49,7 @@ def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=No
     """transformers' attention-function signature: (B, heads, T, D) in, ((B, T, heads, D), None) out."""
     cu_seq_lens = kwargs.get("cu_seq_lens_q")
     if cu_seq_lens is not None:
-        return varlen_attention(query, key, value, cu_seq_lens, dropout, scaling), None
+        return varlen_attention(query, key, value, cu_seq_lens, kwargs.get("max_length_q"), dropout, scaling), None
     if dropout == 0.0 or query.device.type != "cpu":
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
@@ -65,14 +65,15 @@ def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=No
     return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
 
 
-def varlen_attention(query, key, value, cu_seq_lens, dropout, scaling):
-    """Attention within each sequence of the flattened (B·T) tokens, sequence k at cu_seq_lens[k]:[k+1]."""
+def varlen_attention(query, key, value, cu_seq_lens, max_length, dropout, scaling):
+    """Attention within each sequence of the flattened (B·T) tokens, sequence k at cu_seq_lens[k]:[k+1]; the
+    longest sequence's length, when given, spares the GPU a sync to find it."""
     batch, heads, length, dim = query.shape
-    offsets = cu_seq_lens.to(device=query.device, dtype=torch.int64)
+    offsets = cu_seq_lens.to(device=query.device, dtype=torch.int64)  # one tensor: q, k and v share their raggedness
 
     def jagged(x: torch.Tensor) -> torch.Tensor:  # (B, heads, T, D) → (sequences, heads, jagged, D)
         tokens = x.transpose(1, 2).reshape(batch * length, heads, dim)
-        return torch.nested.nested_tensor_from_jagged(tokens, offsets).transpose(1, 2)
+        return torch.nested.nested_tensor_from_jagged(tokens, offsets, max_seqlen=max_length).transpose(1, 2)
 
     out = F.scaled_dot_product_attention(jagged(query), jagged(key), jagged(value), dropout_p=dropout, scale=scaling)
     return out.transpose(1, 2).values().view(batch, length, heads, dim)
