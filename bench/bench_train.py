@@ -89,11 +89,13 @@ def matmul_peak(dtype_name: str) -> float:
     a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
     for _ in range(3):
         a @ b
-    reps = 10
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * 2048**3 * reps / (time.perf_counter() - start)
+    best, reps = 0.0, 4
+    for _ in range(5):  # the best of five: a busy neighbour slows a trial, nothing speeds one up
+        start = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = max(best, 2 * 2048**3 * reps / (time.perf_counter() - start))
+    return best
 
 
 def bert_config(size: str, vocab_size: int = VOCAB, **extra):
