@@ -10,7 +10,8 @@ Two things stock SDPA lacks:
   sequences in one row, `cu_seq_lens_q` their boundaries (int32, 0 … total, as flash-attention's varlen
   functions take them). Each sequence attends only to itself through SDPA on a nested (jagged) tensor: on a GPU
   torch runs its flash / memory-efficient kernels on it (with dropout), where a block-diagonal mask would keep
-  SDPA on its slowest kernel; on a CPU torch computes it sequence by sequence. transformers' own
+  SDPA on its slowest kernel. On a CPU each sequence goes through the path above in turn (torch's nested
+  fallback there does the same, but activation checkpointing cannot save its tensors). transformers' own
   flash_attention_2 reads the same keyword arguments, so a batch made for one runs on the other.
 
 Saved models are unaffected (the attention implementation is not written to config.json) and load with plain
@@ -20,7 +21,6 @@ transformers.
 from __future__ import annotations
 
 import logging
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -39,9 +39,8 @@ def register() -> None:
     """Make "bertkit" known to transformers (here rather than at import: importing bertkit changes nothing)."""
     AttentionInterface.register(NAME, attention)
     AttentionMaskInterface.register(NAME, sdpa_mask)
-    # torch's own noise on the nested-tensor path (its CPU fallback builds a strided nested tensor; a
-    # deprecation note on is_fx_tracing), once per process: not the user's to act on.
-    warnings.filterwarnings("ignore", message="The PyTorch API of nested tensors is in prototype stage")
+    # torch's own noise on the nested-tensor path (a deprecation note on is_fx_tracing, once per process):
+    # not the user's to act on.
     logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 
 
@@ -49,6 +48,8 @@ def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=No
     """transformers' attention-function signature: (B, heads, T, D) in, ((B, T, heads, D), None) out."""
     cu_seq_lens = kwargs.get("cu_seq_lens_q")
     if cu_seq_lens is not None:
+        if query.device.type == "cpu":
+            return sequence_by_sequence(module, query, key, value, cu_seq_lens, dropout, scaling), None
         return varlen_attention(query, key, value, cu_seq_lens, kwargs.get("max_length_q"), dropout, scaling), None
     if dropout == 0.0 or query.device.type != "cpu":
         return sdpa_attention_forward(
@@ -63,6 +64,24 @@ def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=No
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     probs = fast_dropout(probs, dropout)
     return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
+
+
+def sequence_by_sequence(module, query, key, value, cu_seq_lens, dropout, scaling):
+    """Varlen attention on a CPU: each sequence through the attention above (its cheap dropout), one after
+    another — what torch's nested-tensor SDPA does there too, but with tensors that activation checkpointing
+    can save (the nested fallback's cannot)."""
+    batch, heads, length, dim = query.shape
+
+    def flat(x: torch.Tensor) -> torch.Tensor:  # (B, heads, T, D) → (heads, B·T, D)
+        return x.transpose(0, 1).reshape(heads, batch * length, dim)
+
+    q, k, v = flat(query), flat(key), flat(value)
+    bounds = cu_seq_lens.tolist()
+    outs = [
+        attention(module, q[None, :, a:b], k[None, :, a:b], v[None, :, a:b], None, dropout, scaling)[0][0]
+        for a, b in zip(bounds[:-1], bounds[1:], strict=False)
+    ]
+    return torch.cat(outs).view(batch, length, heads, dim)
 
 
 def varlen_attention(query, key, value, cu_seq_lens, max_length, dropout, scaling):

@@ -329,8 +329,10 @@ class PretrainTrainConfig(TrainConfig):
     packed_attention: Literal["auto", "mask", "varlen"] = "auto"
     """How packed sequences are kept apart: `mask` rows of data.max_seq_length tokens with a block-diagonal
     attention mask (fastest on a CPU); `varlen` all sequences in one row with their boundaries, attention within
-    each through SDPA on nested tensors (a GPU's flash / memory-efficient kernels; on a CPU correct but slower).
-    `auto`: varlen on a CUDA GPU, else mask; the choice is saved in the run's bertkit.yaml."""
+    each through SDPA on nested tensors (a GPU's flash / memory-efficient kernels; on a CPU each sequence in
+    turn, a little slower).
+    `auto`: varlen on a CUDA GPU (unless train.gradient_checkpointing: untried there), else mask; the choice is
+    saved in the run's bertkit.yaml."""
     phases: list[PhaseConfig] = []
     """Phases run one after another in one run, on their own data and batch size, with one optimizer, one step
     count and one LR schedule over all of them; empty = one phase on data.dataset_dir."""

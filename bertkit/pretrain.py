@@ -188,7 +188,9 @@ def setup(cfg: RunConfig) -> Setup:
     fresh = _claim_output(out_dir, cfg, resume_from)
     accelerator = make_accelerator(cfg.train, project_dir=out_dir)
     if cfg.train.packed_attention == "auto":  # resolved here, so that the saved config says what ran
-        cfg.train.packed_attention = "varlen" if accelerator.device.type == "cuda" else "mask"
+        # Not with checkpointing: saving the GPU's nested tensors for recomputation has not been tried on one.
+        gpu = accelerator.device.type == "cuda" and not cfg.train.gradient_checkpointing
+        cfg.train.packed_attention = "varlen" if gpu else "mask"
     set_seed(cfg.train.seed)
     if accelerator.is_main_process:
         if fresh:

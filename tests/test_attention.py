@@ -3,7 +3,7 @@ import torch
 from torch import nn
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from bertkit.attention import attention
+from bertkit.attention import attention, varlen_attention
 
 SEGMENTS = [[0] * 6 + [1] * 10, [0] * 16, [0] * 9 + [1] * 5 + [2] * 2]
 
@@ -23,11 +23,11 @@ def block_diagonal(segments: torch.Tensor) -> torch.Tensor:
     return (segments[:, :, None] == segments[:, None, :])[:, None]
 
 
-def run(q, k, v, mask, **kwargs):
+def run(q, k, v, mask, via=attention, **kwargs):
     """Output and the gradients of q, k, v for a fixed random upstream gradient."""
     for t in (q, k, v):
         t.grad = None
-    out, _ = attention(module(), q, k, v, mask, scaling=8**-0.5, **kwargs)
+    out, _ = via(module(), q, k, v, mask, scaling=8**-0.5, **kwargs)
     out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(1)))
     return out.detach(), [t.grad.clone() for t in (q, k, v)]
 
@@ -61,44 +61,78 @@ def boundaries(segments: list[list[int]]) -> torch.Tensor:
     return torch.tensor([*starts, len(flat)], dtype=torch.int32)
 
 
-def test_varlen_equals_block_diagonal_mask():
+def nested(module, q, k, v, mask, dropout=0.0, scaling=None, cu_seq_lens_q=None, **kwargs):
+    """The GPU's varlen path (SDPA on nested tensors), run on the CPU."""
+    return varlen_attention(q, k, v, cu_seq_lens_q, kwargs.get("max_length_q"), dropout, scaling), None
+
+
+PATHS = {"cpu": attention, "nested": nested}
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_varlen_equals_block_diagonal_mask(path):
     """Sequences given by their boundaries (no mask) compute exactly what the block-diagonal mask does."""
     q, k, v = qkv()
     masked, masked_grads = run(q, k, v, block_diagonal(torch.tensor(SEGMENTS)))
     cu = boundaries(SEGMENTS)
-    ours, ours_grads = run(q, k, v, None, cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=16, max_length_k=16)
+    ours, ours_grads = run(
+        q, k, v, None, cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=16, max_length_k=16, via=PATHS[path]
+    )
     assert ours.shape == (3, 16, 4, 8)  # transformers' (B, T, heads, D)
     torch.testing.assert_close(ours, masked, atol=1e-6, rtol=1e-5)
     for a, b in zip(ours_grads, masked_grads, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
-def test_varlen_under_bf16_autocast_matches_fp32():
+@pytest.mark.parametrize("path", PATHS)
+def test_varlen_under_bf16_autocast_matches_fp32(path):
     q, k, v = qkv()
     cu = boundaries(SEGMENTS)
-    exact, _ = run(q, k, v, None, cu_seq_lens_q=cu)
+    exact, _ = run(q, k, v, None, cu_seq_lens_q=cu, via=PATHS[path])
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        low, _ = run(*(t.detach().bfloat16().requires_grad_() for t in (q, k, v)), None, cu_seq_lens_q=cu)
+        low, _ = run(
+            *(t.detach().bfloat16().requires_grad_() for t in (q, k, v)), None, cu_seq_lens_q=cu, via=PATHS[path]
+        )
     assert low.dtype == torch.bfloat16
     torch.testing.assert_close(low.float(), exact, atol=0.05, rtol=0.05)
 
 
-def test_varlen_dropout_is_applied_and_unbiased():
+@pytest.mark.parametrize("path", PATHS)
+def test_varlen_dropout_is_applied_and_unbiased(path):
     """With dropout the output changes from draw to draw, and averages to the output without it; every
     sequence still sees only itself (a change in one sequence's values leaves the others alone)."""
     q, k, v = (t.detach() for t in qkv())
     cu = boundaries(SEGMENTS)
-    plain, _ = attention(module(), q, k, v, None, dropout=0.0, scaling=8**-0.5, cu_seq_lens_q=cu)
+
+    def draw(values, dropout=0.5):
+        return PATHS[path](module(), q, k, values, None, dropout=dropout, scaling=8**-0.5, cu_seq_lens_q=cu)[0]
+
+    plain = draw(v, 0.0)
     torch.manual_seed(5)
-    draws = torch.stack(
-        [attention(module(), q, k, v, None, dropout=0.5, scaling=8**-0.5, cu_seq_lens_q=cu)[0] for _ in range(800)]
-    )
+    draws = torch.stack([draw(v) for _ in range(800)])
     assert not torch.equal(draws[0], draws[1])
     assert (draws.mean(0) - plain).abs().mean() < 0.05 * plain.abs().mean()
     changed = v.clone()
     changed[0, :, 6:] += 1.0  # the second sequence of row 0 only
     torch.manual_seed(6)
-    a, _ = attention(module(), q, k, v, None, dropout=0.5, scaling=8**-0.5, cu_seq_lens_q=cu)
+    a = draw(v)
     torch.manual_seed(6)
-    b, _ = attention(module(), q, k, changed, None, dropout=0.5, scaling=8**-0.5, cu_seq_lens_q=cu)
+    b = draw(changed)
     assert torch.equal(a[0, :6], b[0, :6]) and torch.equal(a[1:], b[1:]) and not torch.equal(a[0, 6:], b[0, 6:])
+
+
+def test_varlen_with_activation_checkpointing():
+    """The CPU path's tensors can be saved by non-reentrant checkpointing (torch's nested fallback's cannot)."""
+    from torch.utils.checkpoint import checkpoint
+
+    q, k, v = qkv()
+    cu = boundaries(SEGMENTS)
+    expected, grads = run(q, k, v, None, cu_seq_lens_q=cu)
+
+    def through_checkpoint(module, q, k, v, mask, **kwargs):
+        return checkpoint(attention, module, q, k, v, mask, use_reentrant=False, **kwargs)
+
+    out, checkpointed = run(q, k, v, None, cu_seq_lens_q=cu, via=through_checkpoint)
+    torch.testing.assert_close(out, expected)
+    for a, b in zip(checkpointed, grads, strict=True):
+        torch.testing.assert_close(a, b)

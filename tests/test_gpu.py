@@ -11,7 +11,7 @@ from bertkit.config import MaskingConfig
 from bertkit.data.masking import PretrainingCollator
 from bertkit.data.packing import pack_batch
 from bertkit.dropout import use_fast_dropout
-from bertkit.model import PretrainingObjective
+from bertkit.model import PretrainingObjective, checkpoint_layers
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -31,12 +31,15 @@ def _batch(tokenizer, sentences):
     return PretrainingCollator(tokenizer, MaskingConfig())(examples)
 
 
-@pytest.mark.parametrize("packed", [None, "mask", "varlen"])
+@pytest.mark.parametrize("packed", [None, "mask", "varlen", "varlen-checkpointed"])
 def test_objective_equals_stock_on_the_gpu(tokenizer, sentences, packed):
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=256, hidden_dropout_prob=0, attention_probs_dropout_prob=0)  # fmt: skip
     model = BertForPreTraining(config).cuda().train()
+    if packed == "varlen-checkpointed":  # nested tensors saved by activation checkpointing
+        checkpoint_layers(model)
+        packed = "varlen"
     batch = _batch(tokenizer, sentences)
     stock = model(**{k: v.cuda() for k, v in batch.items()}).loss
     inputs = pack_batch(batch, 128, varlen=packed == "varlen") if packed else batch

@@ -361,3 +361,6 @@ def test_varlen_packing_trains_the_same(data_dir, tmp_path):
     assert saved["train"]["packed_attention"] == ("varlen" if torch.cuda.is_available() else "mask")
     _pretrain(tmp_path / "varlen", data_dir, "train.max_steps=2", "train.packed_attention=varlen")
     assert _losses(tmp_path / "varlen") == pytest.approx(FP32_LOSSES, rel=1e-5)
+    checkpointed = ("train.packed_attention=varlen", "train.gradient_checkpointing=true")
+    _pretrain(tmp_path / "checkpointed", data_dir, "train.max_steps=2", *checkpointed)
+    assert _losses(tmp_path / "checkpointed") == pytest.approx(FP32_LOSSES, rel=1e-5)
