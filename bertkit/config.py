@@ -333,6 +333,7 @@ class PretrainTrainConfig(TrainConfig):
     turn, a little slower).
     `auto`: varlen on a CUDA GPU (unless train.gradient_checkpointing: untried there), else mask; the choice is
     saved in the run's bertkit.yaml."""
+
     phases: list[PhaseConfig] = []
     """Phases run one after another in one run, on their own data and batch size, with one optimizer, one step
     count and one LR schedule over all of them; empty = one phase on data.dataset_dir."""
@@ -341,6 +342,16 @@ class PretrainTrainConfig(TrainConfig):
     there is none), or give a checkpoint dir. Model, optimizer, scheduler, step, RNG states and the position in
     the data are restored, so the result equals an uninterrupted run."""
     _resume_off = _off_means("resume", None)
+
+    @model_validator(mode="after")
+    def _varlen_packs(self):
+        if self.packed_attention == "varlen" and not self.pack_sequences:
+            raise RuleError(
+                "{0}=varlen keeps packed sequences apart, but {1}=false packs none; set {1}=true, or {0}=auto",
+                "packed_attention",
+                "pack_sequences",
+            )
+        return self
 
 
 class TaskConfig(Section):

@@ -190,7 +190,7 @@ def setup(cfg: RunConfig) -> Setup:
     if cfg.train.packed_attention == "auto":  # resolved here, so that the saved config says what ran
         # Not with checkpointing: saving the GPU's nested tensors for recomputation has not been tried on one.
         gpu = accelerator.device.type == "cuda" and not cfg.train.gradient_checkpointing
-        cfg.train.packed_attention = "varlen" if gpu else "mask"
+        cfg.train.packed_attention = "varlen" if gpu and cfg.train.pack_sequences else "mask"
     set_seed(cfg.train.seed)
     if accelerator.is_main_process:
         if fresh:

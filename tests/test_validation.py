@@ -66,6 +66,11 @@ RULES = [
         "command line: finetune.task.stride=29 leaves no room for new tokens in windows of "
         "finetune.task.max_seq_length=32; set finetune.task.stride below 29",
     ),
+    (
+        "train={pack_sequences: false, packed_attention: varlen}",
+        "command line: train.packed_attention=varlen keeps packed sequences apart, but train.pack_sequences=false "
+        "packs none; set train.pack_sequences=true, or train.packed_attention=auto",
+    ),
     ("train.precision=yes", "train.precision: Input should be 'no', 'bf16', 'fp16' or 'auto', got True"),
     ("train.lr=true", "command line: train.lr: must be a number, not true/false (YAML reads yes/no/on/off as those)"),
     ("train.max_steps=yes", "train.max_steps: must be a number, not true/false"),
