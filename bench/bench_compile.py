@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_infer import cpu_name  # noqa: E402
-from bench_train import BATCH, MAX_LEN, SEED, VOCAB, bert_config, make_examples, run_worker  # noqa: E402
+from bench_train import BATCH, MAX_LEN, SEED, StubTokenizer, bert_config, make_examples, run_worker  # noqa: E402
 
 VARIANTS = ["eager", "compiled", "fixed-eager", "fixed-compiled", "fixed-compiled-torch-dropout"]
 
@@ -50,13 +50,7 @@ def worker(variant: str, precision: str, steps: int, warmup: int) -> dict:
     torch.manual_seed(SEED)
     model = BertForPreTraining(bert_config("mini")).train()
 
-    class Tok:  # what the collator needs of a tokenizer
-        pad_token_id, mask_token_id = 0, 4
-
-        def __len__(self):
-            return VOCAB
-
-    collate = PretrainingCollator(Tok(), MaskingConfig(), pack_to=MAX_LEN)
+    collate = PretrainingCollator(StubTokenizer(), MaskingConfig(), pack_to=MAX_LEN)
     batches = [collate(b) for b in make_examples(6)]
     if variant.startswith("fixed"):
         rows = max(len(b["input_ids"]) for b in batches)

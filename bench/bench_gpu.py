@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import example, model_flops  # noqa: E402
+from bench_train import StubTokenizer, example, model_flops  # noqa: E402
 
 VOCAB = 30522
 SHAPES = {128: 64, 512: 16}  # sequence length → batch
@@ -62,13 +62,7 @@ def run(variant: str, length: int, steps: int, warmup: int) -> dict:
     config = BertConfig(vocab_size=VOCAB, max_position_embeddings=512, attn_implementation="sdpa")
     model = BertForPreTraining(config).cuda().train()
 
-    class Tok:
-        pad_token_id, mask_token_id = 0, 4
-
-        def __len__(self):
-            return VOCAB
-
-    collate = PretrainingCollator(Tok(), MaskingConfig())
+    collate = PretrainingCollator(StubTokenizer(VOCAB), MaskingConfig())
     batches = [collate(examples(length, SHAPES[length], seed)) for seed in range(4)]
     if variant == "stock":
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)

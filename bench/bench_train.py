@@ -46,6 +46,18 @@ VARIANTS = ["stock-fp32", "stock-bf16", "bertkit-fp32", "bertkit-bf16"]
 MATMULS = {"aten::mm", "aten::addmm", "aten::bmm"}
 
 
+class StubTokenizer:
+    """What the pretraining collator needs of a tokenizer: the ids of [PAD] and [MASK], and the vocabulary size."""
+
+    pad_token_id, mask_token_id = 0, 4
+
+    def __init__(self, vocab: int = VOCAB):
+        self.vocab = vocab
+
+    def __len__(self):
+        return self.vocab
+
+
 def example(rng: random.Random, n: int, seed: int, vocab: int = VOCAB) -> dict:
     """A random NSP example of `n` tokens ([CLS] a [SEP] b [SEP]), its masks drawn from `seed`."""
     a = rng.randint(1, n - 4)
@@ -134,13 +146,7 @@ def worker(variant: str, size: str, steps: int, warmup: int) -> dict:
     torch.manual_seed(SEED)
     model = BertForPreTraining(bert_config(size)).train()
 
-    class Tok:  # what the collator needs of a tokenizer
-        pad_token_id, mask_token_id = 0, 4
-
-        def __len__(self):
-            return VOCAB
-
-    collate = PretrainingCollator(Tok(), MaskingConfig())
+    collate = PretrainingCollator(StubTokenizer(), MaskingConfig())
     if stock:
 
         def step_inputs(examples):

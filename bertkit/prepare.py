@@ -464,8 +464,8 @@ def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
         bar.close()
         for writer in writers.values():
             writer.finalize()
-        counts = ranks.gather({s: totals[f"{s}_examples"] for s in SPLITS})
-        totals = sum(ranks.gather(totals), Counter())
+        per_rank = ranks.gather(totals)  # each rank's statistics, its shards' example counts among them
+        totals = sum(per_rank, Counter())
         if not ranks.main:
             ranks.wait()
             return cfg.tokenizer_dir, cfg.dataset_dir
@@ -479,9 +479,9 @@ def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
         # Empty shards and splits (validation_fraction=0) are left out: datasets cannot load an empty one.
         splits = []
         for split in SPLITS:
-            shards = [_shard_name(r, ranks.world) for r in range(ranks.world) if counts[r][split]]
+            shards = [_shard_name(r, ranks.world) for r in range(ranks.world) if per_rank[r][f"{split}_examples"]]
             for r in range(ranks.world):
-                if not counts[r][split]:
+                if not per_rank[r][f"{split}_examples"]:
                     (out / split / _shard_name(r, ranks.world)).unlink()
             if shards:
                 write_split_metadata(out / split, shards, schema)
