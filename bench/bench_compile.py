@@ -40,10 +40,10 @@ def worker(variant: str, precision: str, steps: int, warmup: int) -> dict:
 
     from bertkit.config import MaskingConfig, TrainConfig
     from bertkit.data.masking import PretrainingCollator
-    from bertkit.dropout import use_fast_dropout
-    from bertkit.model import PretrainingObjective
-    from bertkit.optim import make_optimizer
-    from bertkit.runtime import tune_allocator
+    from bertkit.modeling.dropout import use_fast_dropout
+    from bertkit.modeling.model import PretrainingObjective
+    from bertkit.training.optim import make_optimizer
+    from bertkit.training.runtime import tune_allocator
 
     hf_logging.set_verbosity_error()
     tune_allocator()

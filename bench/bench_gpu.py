@@ -54,9 +54,9 @@ def run(variant: str, length: int, steps: int, warmup: int) -> dict:
     from bertkit.config import MaskingConfig, TrainConfig
     from bertkit.data.masking import PretrainingCollator
     from bertkit.data.packing import pack_batch
-    from bertkit.dropout import use_fast_dropout
-    from bertkit.model import PretrainingObjective
-    from bertkit.optim import make_optimizer
+    from bertkit.modeling.dropout import use_fast_dropout
+    from bertkit.modeling.model import PretrainingObjective
+    from bertkit.training.optim import make_optimizer
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=VOCAB, max_position_embeddings=512, attn_implementation="sdpa")

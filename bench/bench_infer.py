@@ -46,7 +46,7 @@ TASKS = {
 
 
 def cpu_name() -> str:
-    from bertkit.runtime import cpu_flags, fast_bf16
+    from bertkit.training.runtime import cpu_flags, fast_bf16
 
     lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
     model = next((line.split(":", 1)[1].strip() for line in lines if "model name" in line), platform.processor())

@@ -3,8 +3,8 @@
 Stock: BertForPreTraining(labels=…) with SDPA attention, every example padded to 128, torch's AdamW, glibc's
 allocator as it comes; at fp32 and with bf16 autocast (what `Trainer --bf16` does). bertkit: the same weights
 and the same masked batches through PretrainingObjective (MLM head on the masked positions only), sequences
-packed into full rows (block-diagonal attention), the allocator tuned (bertkit/runtime.py), bertkit's dropout
-(bertkit/dropout.py), fused AdamW, at fp32 and with bf16 autocast. "vs same prec": against stock at the same
+packed into full rows (block-diagonal attention), the allocator tuned (bertkit/training/runtime.py), bertkit's dropout
+(bertkit/modeling/dropout.py), fused AdamW, at fp32 and with bf16 autocast. "vs same prec": against stock at the same
 precision.
 BERT-mini and BERT-small (vocabulary 21,128), batch 32, real lengths uniform in 32..128, 15% masked, NSP labels.
 Each variant runs in its own process (the allocator setting is per process), timing collation + forward +
@@ -133,10 +133,10 @@ def worker(variant: str, size: str, steps: int, warmup: int) -> dict:
     from bertkit.config import MaskingConfig, TrainConfig
     from bertkit.data.masking import PretrainingCollator
     from bertkit.data.packing import pack_batch
-    from bertkit.dropout import use_fast_dropout
-    from bertkit.model import PretrainingObjective
-    from bertkit.optim import make_optimizer
-    from bertkit.runtime import tune_allocator
+    from bertkit.modeling.dropout import use_fast_dropout
+    from bertkit.modeling.model import PretrainingObjective
+    from bertkit.training.optim import make_optimizer
+    from bertkit.training.runtime import tune_allocator
 
     hf_logging.set_verbosity_error()
     stock = variant.startswith("stock")
@@ -218,10 +218,10 @@ def finetune_worker(variant: str, n_batches: int = 12) -> dict:
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
     from bertkit.config import TrainConfig
-    from bertkit.dropout import use_fast_dropout
-    from bertkit.optim import make_optimizer
-    from bertkit.runtime import tune_allocator
+    from bertkit.modeling.dropout import use_fast_dropout
     from bertkit.tasks.classification import collate
+    from bertkit.training.optim import make_optimizer
+    from bertkit.training.runtime import tune_allocator
 
     hf_logging.set_verbosity_error()
     stock = variant.startswith("stock")

@@ -62,7 +62,7 @@ def tokenize(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: boo
     pretraining examples with whole-word ids. Writes <output_dir>/tokenizer and <output_dir>/data."""
     with reported(debug):
         cfg = _load(recipe, overrides, "tokenize")
-        from bertkit.prepare import run_tokenize
+        from bertkit.commands.tokenize import run_tokenize
 
         tokenizer_dir, dataset_dir = run_tokenize(cfg)
         print(f"tokenizer: {tokenizer_dir}\ndataset: {dataset_dir}")
@@ -74,7 +74,7 @@ def pretrain(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: boo
     `accelerate launch`. Writes a Hugging Face model dir to <output_dir>/pretrain."""
     with reported(debug):
         cfg = _load(recipe, overrides, "pretrain")
-        from bertkit.pretrain import run_pretrain
+        from bertkit.commands.pretrain import run_pretrain
 
         run_pretrain(cfg)
 
@@ -85,7 +85,7 @@ def finetune(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: boo
     Keeps the best dev checkpoint in <output_dir>/finetune/<task.name>."""
     with reported(debug):
         cfg = _load(recipe, overrides, "finetune")
-        from bertkit.finetune import run_finetune
+        from bertkit.commands.finetune import run_finetune
 
         run_finetune(cfg)
 
@@ -96,7 +96,7 @@ def evaluate(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: boo
     F1 for a classifier. Prints a table; writes report.json and predictions to <output_dir>/eval/<model>."""
     with reported(debug):
         cfg = _load(recipe, overrides, "eval")
-        from bertkit.evaluate import run_eval
+        from bertkit.commands.eval import run_eval
 
         run_eval(cfg)
 
@@ -107,7 +107,7 @@ def embed(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool =
     or per token with offsets, from one layer or a mix. Writes embeddings.npy and index.jsonl."""
     with reported(debug):
         cfg = _load(recipe, overrides, "embed")
-        from bertkit.embed import run_embed
+        from bertkit.commands.embed import run_embed
 
         run_embed(cfg)
 
@@ -118,7 +118,7 @@ def probe(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool =
     probe.test_file. Prints accuracy by layer; writes probe.json and probe.png."""
     with reported(debug):
         cfg = _load(recipe, overrides, "probe")
-        from bertkit.embed import run_probe
+        from bertkit.commands.probe import run_probe
 
         run_probe(cfg)
 
@@ -129,7 +129,7 @@ def export(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool 
     checked against PyTorch in onnxruntime; export.quantize=true adds an int8 model, timed and scored."""
     with reported(debug):
         cfg = _load(recipe, overrides, "export")
-        from bertkit.export import run_export
+        from bertkit.commands.export import run_export
 
         run_export(cfg)
 
@@ -140,7 +140,7 @@ def convert(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool
     Face BERT dir (BertForPreTraining, safetensors); no TensorFlow needed."""
     with reported(debug):
         cfg = _load(recipe, overrides, "convert")
-        from bertkit.convert import run_convert
+        from bertkit.commands.convert import run_convert
 
         run_convert(cfg)
 

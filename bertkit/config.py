@@ -32,6 +32,7 @@ from bertkit.atomic import write_text
 from bertkit.errors import BertkitError
 
 CONFIG_FILE = "bertkit.yaml"
+RESOLVED_FILE = "resolved.yaml"  # what `auto` became: the recipe itself keeps what was asked
 
 
 class Section(BaseModel):
@@ -192,7 +193,7 @@ class ModelConfig(Section):
     init: Literal["standard", "local"] = "standard"
     """A fresh model's weights: `standard` (transformers': all N(0, 0.02)) or `local`: sinusoidal position
     embeddings and attention weights under which every head starts out looking at nearby tokens
-    (bertkit/initialization.py). `local` leaves the early plateau of a small BERT in hundreds of steps instead
+    (bertkit/modeling/initialization.py). `local` leaves the early plateau of a small BERT in hundreds of steps instead
     of thousands; the weights are ordinary BERT weights. Ignored with init_from."""
     type: Literal["bert", "bilstm"] = "bert"
     """`bilstm`: fine-tune a BiLSTM baseline (random embeddings over the same vocabulary) instead of BERT, for
@@ -267,7 +268,7 @@ class PhaseConfig(Section):
 
 
 class TrainConfig(Section):
-    """The optimisation loop, fit() in bertkit/loop.py: `finetune.train` of fine-tuning, and the base of
+    """The optimisation loop, fit() in bertkit/training/loop.py: `finetune.train` of fine-tuning, and the base of
     pretraining's `train`."""
 
     batch_size: int = Field(32, ge=1)
@@ -491,6 +492,9 @@ class EvalConfig(Section):
     """Where report.json and predictions go; default `<output_dir>/eval/<model dir name>`."""
     seed: int = 0
     """Seed of the evaluation masking, so MLM numbers are comparable between runs."""
+    precision: Literal["no", "bf16", "fp16", "auto"] = "no"
+    """Mixed precision of the forward passes: bf16 autocast, `auto` (bf16 where the hardware runs it fast), or no."""
+    _precision_off = _off_means("precision", "no")
 
 
 class EmbedConfig(Section):
@@ -510,6 +514,9 @@ class EmbedConfig(Section):
     """Tokens per text, [CLS] and [SEP] included; longer texts are truncated. At most the model's positions,
     which null takes."""
     batch_size: int = Field(32, ge=1)
+    precision: Literal["no", "bf16", "fp16", "auto"] = "no"
+    """Mixed precision of the forward passes: bf16 autocast, `auto` (bf16 where the hardware runs it fast), or no."""
+    _precision_off = _off_means("precision", "no")
     output_dir: Path | None = None
     """Default `<output_dir>/embed`."""
 
@@ -637,7 +644,12 @@ def _all_but(section: str, model: type[Section], *unread: str) -> tuple[str, ...
 
 
 _BILSTM = ("type", "bilstm_embedding_dim", "bilstm_hidden_size", "bilstm_layers", "bilstm_lr")  # the BiLSTM's only
-_FEATURES = ("embed.pooling", "embed.max_seq_length", "embed.batch_size")  # of the probe's frozen features
+_FEATURES = (
+    "embed.pooling",
+    "embed.max_seq_length",
+    "embed.batch_size",
+    "embed.precision",
+)  # of the probe's frozen features
 _OUTPUTS = ("output_dir", "overwrite", "allow_pickle_weights")
 _EXPORT_TASK = (
     "type",
@@ -687,15 +699,13 @@ COMMAND_SECTIONS: dict[str, tuple[str, ...]] = {
         ),  # name: eval.model_dir's default
         "data.dataset_dir",  # of a pretraining model
         "masking",
-        "train.precision",
     ),
-    "embed": (*_OUTPUTS, "embed", "train.precision"),
+    "embed": (*_OUTPUTS, "embed"),
     "probe": (
         *_OUTPUTS,
         *_all_but("probe", ProbeConfig, "during_pretraining"),
         "embed.model_dir",
         *_FEATURES,
-        "train.precision",
     ),
     # The task's files and columns score an int8 classifier (export.quantize); name: export.model_dir's default.
     "export": (*_OUTPUTS, "export", *(f"finetune.task.{key}" for key in _EXPORT_TASK)),
@@ -888,8 +898,11 @@ def load_recipe(path: Path | str | None, overrides: list[str] | None = None, com
         raise BertkitError(_one_line(e, source, overridden)) from None
 
 
-def save_config(cfg: RunConfig, directory: Path) -> Path:
-    """Write the effective config next to a command's outputs."""
+def save_config(cfg: RunConfig, directory: Path, resolved: dict | None = None) -> Path:
+    """Write the effective config next to a command's outputs, and what its `auto` values became on this
+    machine (`resolved`, bertkit.training.runtime.run_state) as resolved.yaml beside it."""
+    if resolved:
+        write_text(directory / RESOLVED_FILE, yaml.safe_dump(resolved, sort_keys=False))
     out = directory / CONFIG_FILE
     tree = cfg.model_dump(mode="json")
     for key, pinned in cfg.hub_sources.items():

@@ -7,7 +7,7 @@ A value that is a local path stays one. Otherwise a value shaped like a Hub id (
 pinned: `owner/name@<revision>`) is fetched with huggingface_hub into its cache, so its environment applies:
 HF_HOME / HF_HUB_CACHE (where), HF_HUB_OFFLINE=1 (cache only), HF_ENDPOINT (a mirror), HF_TOKEN (private
 repos). Only what bertkit reads is downloaded: config, tokenizer files, and the weights — safetensors when the
-repo has them, else pytorch_model.bin (loaded by the weights-only unpickler: bertkit.model.load_model). The
+repo has them, else pytorch_model.bin (loaded by the weights-only unpickler: bertkit.modeling.model.load_model). The
 commit it resolved to is recorded: the saved bertkit.yaml names `owner/name@<commit>`, so a rerun of that config
 gets the same files.
 """

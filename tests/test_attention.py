@@ -3,7 +3,7 @@ import torch
 from torch import nn
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from bertkit.attention import attention, varlen_attention
+from bertkit.modeling.attention import attention, varlen_attention
 
 SEGMENTS = [[0] * 6 + [1] * 10, [0] * 16, [0] * 9 + [1] * 5 + [2] * 2]
 

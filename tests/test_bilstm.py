@@ -9,8 +9,8 @@ from conftest import ROOT, recipe_edits, run_cli
 from safetensors.torch import save_file
 from torch import nn
 
-from bertkit.bilstm import BiLSTMClassifier, load_bilstm, reverse_index, reverse_within_length
 from bertkit.config import ModelConfig, load_recipe
+from bertkit.modeling.bilstm import BiLSTMClassifier, load_bilstm, reverse_index, reverse_within_length
 from bertkit.tokenizer.train import load_tokenizer
 
 NER = ROOT / "recipes" / "finetune" / "zh-ner.yaml"
@@ -128,7 +128,7 @@ def test_bilstm_from_a_tokenizer_dir_at_its_own_lr(tiny_run, tmp_path):
 
 
 def test_bilstm_lr_replaces_finetune_train_lr_in_the_optimizer(tiny_run, tmp_path):
-    from bertkit.finetune import setup
+    from bertkit.commands.finetune import setup
 
     overrides = [
         f"output_dir={tmp_path}",

@@ -268,7 +268,7 @@ def test_help_shows_what_each_command_reads_and_nothing_else():
     assert not {"train.lr", "finetune.train.resume", "model.hidden_size"} & keys["finetune"]
     assert {"train.resume", "train.phases", "probe.during_pretraining", "embed.pooling"} <= keys["pretrain"]
     assert not {"model.type", "finetune.train.lr", "embed.file"} & keys["pretrain"]
-    assert {"train.precision", "finetune.task.test_file", "masking.rate"} <= keys["eval"]
+    assert {"eval.precision", "finetune.task.test_file", "masking.rate"} <= keys["eval"]
     assert not {"train.lr", "finetune.train.lr"} & keys["eval"]
     assert "probe.during_pretraining" not in keys["probe"] and "embed.model_dir" in keys["probe"]
     assert not {"train.lr", "allow_pickle_weights"} & keys["tokenize"]

@@ -12,7 +12,7 @@ import torch
 from conftest import RECIPE, ROOT, run_cli
 from transformers import AutoTokenizer, BertForPreTraining
 
-from bertkit.convert import hf_name, read_tf_checkpoint
+from bertkit.commands.convert import hf_name, read_tf_checkpoint
 
 ASSET = ROOT / "tests" / "assets" / "tf-bert"
 

@@ -10,9 +10,9 @@ import torch
 from conftest import ROOT, recipe_edits, run_cli
 from transformers import BertConfig, BertForTokenClassification
 
-from bertkit.bilstm import load_bilstm
-from bertkit.crf import CRF, gather_words
 from bertkit.data.padding import IGNORE_INDEX
+from bertkit.modeling.bilstm import load_bilstm
+from bertkit.modeling.crf import CRF, gather_words
 from bertkit.tasks.tagging import BertCrfForTokenClassification
 
 NER = ROOT / "recipes" / "finetune" / "zh-ner.yaml"
@@ -157,7 +157,7 @@ def test_crf_is_a_tagging_key(tiny_run, tmp_path):
 
 def test_the_crf_learns_at_its_own_rate():
     from bertkit.config import TrainConfig
-    from bertkit.optim import make_optimizer
+    from bertkit.training.optim import make_optimizer
 
     model = BertCrfForTokenClassification(
         BertConfig(

@@ -7,8 +7,8 @@ import pytest
 import torch
 from conftest import DATA, ROOT, run_cli
 
-from bertkit.features import pool
-from bertkit.probe import probe_layers
+from bertkit.evaluation.features import pool
+from bertkit.evaluation.probe import probe_layers
 
 RECIPE = ROOT / "recipes" / "demo-zh.yaml"
 
@@ -56,14 +56,14 @@ def test_embed_per_text_and_per_token(tiny_run, tmp_path):
 
 
 def test_embed_runs_in_the_recipes_precision(tiny_run, tmp_path):
-    """train.precision=bf16: the model runs under bf16 autocast (vectors close to fp32's, not equal to them)."""
+    """embed.precision=bf16: the model runs under bf16 autocast (vectors close to fp32's, not equal to them)."""
     out, overrides = tiny_run
     texts = tmp_path / "texts.txt"
     texts.write_text("北京是中国的首都。\n今天天气很好，我们去公园散步吧。\n", encoding="utf-8")
     common = ["embed", RECIPE, *overrides, f"embed.model_dir={out / 'pretrain'}", f"embed.file={texts}"]
     vectors = {}
     for precision in ("no", "bf16"):
-        result = run_cli(*common, f"embed.output_dir={tmp_path / precision}", f"train.precision={precision}")
+        result = run_cli(*common, f"embed.output_dir={tmp_path / precision}", f"embed.precision={precision}")
         assert result.exit_code == 0, result.output
         vectors[precision] = np.load(tmp_path / precision / "embeddings.npy")
     assert vectors["bf16"].dtype == np.float32 and not np.array_equal(vectors["bf16"], vectors["no"])
@@ -94,7 +94,7 @@ def test_word_features_take_each_words_first_piece(tiny_run):
     from transformers import BertModel
 
     from bertkit.config import RunConfig
-    from bertkit.features import word_features
+    from bertkit.evaluation.features import word_features
     from bertkit.tokenizer.train import load_tokenizer
 
     out, _ = tiny_run
@@ -176,7 +176,7 @@ def test_length_grouped_batches_keep_each_texts_vectors_in_order(tiny_run):
     """Texts are batched longest first; every vector is still its own text's, at its text's place."""
     from transformers import BertModel
 
-    from bertkit.features import embed_texts
+    from bertkit.evaluation.features import embed_texts
     from bertkit.tokenizer.train import load_tokenizer
 
     out, _ = tiny_run

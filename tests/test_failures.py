@@ -17,9 +17,9 @@ from conftest import DATA, RECIPE, ROOT, SMALL, read_by, recipe_edits, run_cli
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-import bertkit.checkpoint
-import bertkit.model
-import bertkit.pretrain
+import bertkit.commands.pretrain
+import bertkit.modeling.model
+import bertkit.training.checkpoint
 from bertkit.cli import app
 from bertkit.config import load_recipe
 from bertkit.errors import BertkitError
@@ -91,18 +91,18 @@ def test_full_disk_during_a_checkpoint_keeps_the_last_good_one(run, tmp_path, mo
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(obj, path, *args, **kwargs)
 
-    monkeypatch.setattr(bertkit.checkpoint.torch, "save", save)
+    monkeypatch.setattr(bertkit.training.checkpoint.torch, "save", save)
     message = _one_line_error(_pretrain(tmp_path, run, "train.max_steps=6", "train.save_every=2"))
     assert "no space left on device" in message and "checkpoints are intact" in message
     checkpoints = tmp_path / "pretrain" / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["step-2"]  # no half-written step-4, no temp dir
-    monkeypatch.setattr(bertkit.checkpoint.torch, "save", real_save)
+    monkeypatch.setattr(bertkit.training.checkpoint.torch, "save", real_save)
     result = _pretrain(tmp_path, run, "train.max_steps=6", "train.save_every=2", "train.resume=auto")
     assert result.exit_code == 0 and "at step 2" in result.output
 
 
 def test_nan_loss_stops_before_writing_nan_weights(run, tmp_path, monkeypatch):
-    forward = bertkit.model.PretrainingObjective.forward
+    forward = bertkit.modeling.model.PretrainingObjective.forward
     calls = {"n": 0}
 
     def poisoned(self, *args, **kwargs):
@@ -112,7 +112,7 @@ def test_nan_loss_stops_before_writing_nan_weights(run, tmp_path, monkeypatch):
             out["loss"] = out["loss"] * float("nan")
         return out
 
-    monkeypatch.setattr(bertkit.model.PretrainingObjective, "forward", poisoned)
+    monkeypatch.setattr(bertkit.modeling.model.PretrainingObjective, "forward", poisoned)
     message = _one_line_error(_pretrain(tmp_path, run, "train.max_steps=8", "train.save_every=2"))
     assert "NaN or infinite by step 3" in message  # the third step's loss
     checkpoints = tmp_path / "pretrain" / "checkpoints"
@@ -265,7 +265,7 @@ def test_resume_with_another_batch_size_accumulation_or_seed_is_refused(run, tmp
 def test_non_finite_weights_never_reach_a_checkpoint(run, tmp_path, monkeypatch):
     """The update of step 4 makes a weight NaN; every loss so far was finite: what is saved is checked, not only
     the loss."""
-    real = bertkit.pretrain.make_optimizer
+    real = bertkit.commands.pretrain.make_optimizer
     calls = {"n": 0}
 
     def poisoning(model, cfg):
@@ -283,7 +283,7 @@ def test_non_finite_weights_never_reach_a_checkpoint(run, tmp_path, monkeypatch)
         optimizer.step = poisoned_step
         return optimizer
 
-    monkeypatch.setattr(bertkit.pretrain, "make_optimizer", poisoning)
+    monkeypatch.setattr(bertkit.commands.pretrain, "make_optimizer", poisoning)
     message = _one_line_error(_pretrain(tmp_path, run, "train.max_steps=6", "train.save_every=2"))
     assert "step-4: the weights became NaN or infinite (bert.embeddings.word_embeddings.weight)" in message
     checkpoints = tmp_path / "pretrain" / "checkpoints"
@@ -300,7 +300,7 @@ def test_torch_save_failing_on_a_full_disk_is_one_line(run, tmp_path, monkeypatc
             "file write failed"
         )
 
-    monkeypatch.setattr(bertkit.checkpoint.torch, "save", save)
+    monkeypatch.setattr(bertkit.training.checkpoint.torch, "save", save)
     message = _one_line_error(_pretrain(tmp_path, run, "train.max_steps=2", "train.save_every=2"))
     assert "no space left on device (or over the file size limit)" in message
     assert list((tmp_path / "pretrain" / "checkpoints").iterdir()) == []

@@ -10,8 +10,8 @@ from transformers import BertConfig, BertForPreTraining
 from bertkit.config import MaskingConfig
 from bertkit.data.masking import PretrainingCollator
 from bertkit.data.packing import pack_batch
-from bertkit.dropout import use_fast_dropout
-from bertkit.model import PretrainingObjective, checkpoint_layers
+from bertkit.modeling.dropout import use_fast_dropout
+from bertkit.modeling.model import PretrainingObjective, checkpoint_layers
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -58,4 +58,4 @@ def test_cli_pretrains_on_the_gpu_in_bf16(tmp_path):
     assert result.exit_code == 0, result.output
     major, _ = torch.cuda.get_device_capability()
     assert ("precision: bf16" if major >= 8 else "precision: fp32") in result.output
-    assert "packed_attention: varlen" in (tmp_path / "pretrain" / "bertkit.yaml").read_text()
+    assert "packed_attention: varlen" in (tmp_path / "pretrain" / "resolved.yaml").read_text()

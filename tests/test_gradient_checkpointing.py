@@ -4,8 +4,8 @@ gradients stay the same, dropout included (its masks are replayed in the recompu
 import torch
 from transformers import BertConfig, BertForPreTraining
 
-from bertkit.dropout import use_fast_dropout
-from bertkit.model import PretrainingObjective, checkpoint_layers
+from bertkit.modeling.dropout import use_fast_dropout
+from bertkit.modeling.model import PretrainingObjective, checkpoint_layers
 
 
 def _step(checkpointing: bool) -> tuple[int, dict]:

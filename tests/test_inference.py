@@ -35,7 +35,7 @@ def test_eval_in_bf16_agrees_with_fp32_and_reports_its_speed(tiny_run, tmp_path)
     reports, predictions = {}, {}
     for precision in ("no", "bf16"):
         where = tmp_path / precision
-        result = run_cli("eval", RECIPE, *overrides, f"train.precision={precision}", f"eval.output_dir={where}")
+        result = run_cli("eval", RECIPE, *overrides, f"eval.precision={precision}", f"eval.output_dir={where}")
         assert result.exit_code == 0, result.output
         assert "predicted 100 examples in" in result.output
         reports[precision] = json.loads((where / "report.json").read_text())

@@ -1,4 +1,4 @@
-"""model.init=local: sinusoidal positions and mimetic attention weights (bertkit/initialization.py)."""
+"""model.init=local: sinusoidal positions and mimetic attention weights (bertkit/modeling/initialization.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from conftest import RECIPE, recipe_edits, run_cli, tiny_overrides
 from transformers import BertConfig, BertForMaskedLM, BertForPreTraining
 
 from bertkit.config import load_recipe
-from bertkit.initialization import (
+from bertkit.modeling.initialization import (
     POSITION_SCALE,
     QK_IDENTITY,
     VO_IDENTITY,
     local_attention_init,
     sinusoidal_positions,
 )
-from bertkit.model import build_pretraining_model
+from bertkit.modeling.model import build_pretraining_model
 
 
 def tiny_bert(hidden: int = 128, heads: int = 2, layers: int = 2) -> BertForPreTraining:

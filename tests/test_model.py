@@ -5,9 +5,9 @@ from transformers import BertForPreTraining
 from bertkit.config import MaskingConfig, ModelConfig
 from bertkit.data.masking import PretrainingCollator
 from bertkit.data.packing import pack_batch
-from bertkit.dropout import use_fast_dropout
 from bertkit.errors import BertkitError
-from bertkit.model import PretrainingObjective, bert_config, build_pretraining_model
+from bertkit.modeling.dropout import use_fast_dropout
+from bertkit.modeling.model import PretrainingObjective, bert_config, build_pretraining_model
 
 
 @pytest.mark.parametrize(

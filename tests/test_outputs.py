@@ -12,7 +12,7 @@ import shutil
 import pytest
 from conftest import DATA, RECIPE, ROOT, run_cli
 
-import bertkit.finetune
+import bertkit.commands.finetune
 from bertkit.atomic import MARKER
 from bertkit.errors import BertkitError
 
@@ -161,13 +161,13 @@ def test_a_failed_finetune_rerun_leaves_the_earlier_model_config_and_metrics(tin
     assert run_cli("finetune", RECIPE, *ft).exit_code == 0
     model = out / "finetune" / "topic"
     before = _snapshot(model)
-    real_fit = bertkit.finetune.fit
+    real_fit = bertkit.commands.finetune.fit
 
     def failing_fit(*args, **kwargs):
         real_fit(*args, **kwargs)  # trains, saves its best model and metrics into the staging dir …
         raise BertkitError("disk trouble")  # … and then fails
 
-    monkeypatch.setattr(bertkit.finetune, "fit", failing_fit)
+    monkeypatch.setattr(bertkit.commands.finetune, "fit", failing_fit)
     _refused(run_cli("finetune", RECIPE, *ft, "overwrite=true", "finetune.train.lr=1e-3"), "disk trouble")
     assert _snapshot(model) == before
     assert sorted(p.name for p in model.parent.iterdir()) == ["topic"]  # the staging dir is gone

@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 from bertkit.config import MaskingConfig, TrainConfig
 from bertkit.data.loader import KeyedDataset
 from bertkit.data.masking import IGNORE_INDEX, PretrainingCollator
-from bertkit.optim import Lamb, lr_factor, make_optimizer
 from bertkit.tokenizer.train import load_tokenizer
+from bertkit.training.optim import Lamb, lr_factor, make_optimizer
 
 # Without dropout, so that runs can be compared number for number.
 SMALL = [*SMALL, *recipe_edits(["model.hidden_dropout_prob=0", "model.attention_probs_dropout_prob=0"])]
@@ -194,8 +194,8 @@ def test_fp16_without_a_gpu_is_an_error_not_silent_fp32(data_dir, tmp_path):
     )
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
-        "error: precision=fp16 needs a GPU: on a CPU it would silently run in fp32; use precision=bf16 (the CPU's "
-        "mixed precision) or precision=no"
+        "error: train.precision=fp16 needs a GPU: on a CPU it would silently run in fp32; use train.precision=bf16 "
+        "(the CPU's mixed precision) or train.precision=no"
     ]
 
 
@@ -294,7 +294,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(data_dir, tmp_path):
 
 def test_no_weight_decay_on_biases_and_layer_norm(tokenizer):
     from bertkit.config import ModelConfig
-    from bertkit.model import build_pretraining_model
+    from bertkit.modeling.model import build_pretraining_model
 
     model = build_pretraining_model(ModelConfig(hidden_size=64, num_hidden_layers=1), tokenizer)
     decay, no_decay = make_optimizer(model, TrainConfig(weight_decay=0.01)).param_groups
@@ -306,7 +306,7 @@ def test_no_weight_decay_on_biases_and_layer_norm(tokenizer):
 
 def test_layer_wise_lr_decay(tokenizer):
     from bertkit.config import ModelConfig
-    from bertkit.model import build_pretraining_model
+    from bertkit.modeling.model import build_pretraining_model
 
     model = build_pretraining_model(ModelConfig(hidden_size=64, num_hidden_layers=2), tokenizer)
     names = {id(p): n for n, p in model.named_parameters()}
@@ -358,7 +358,10 @@ def test_varlen_packing_trains_the_same(data_dir, tmp_path):
 
     _pretrain(tmp_path / "auto", data_dir, "train.max_steps=2")
     saved = yaml.safe_load((tmp_path / "auto" / "pretrain" / "bertkit.yaml").read_text())
-    assert saved["train"]["packed_attention"] == ("varlen" if torch.cuda.is_available() else "mask")
+    assert saved["train"]["packed_attention"] == "auto"  # the recipe as given; resolved.yaml says what ran
+    resolved = yaml.safe_load((tmp_path / "auto" / "pretrain" / "resolved.yaml").read_text())
+    assert resolved["packed_attention"] == ("varlen" if torch.cuda.is_available() else "mask")
+    assert resolved["precision"] == "no" and resolved["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
     _pretrain(tmp_path / "varlen", data_dir, "train.max_steps=2", "train.packed_attention=varlen")
     assert _losses(tmp_path / "varlen") == pytest.approx(FP32_LOSSES, rel=1e-5)
     checkpointed = ("train.packed_attention=varlen", "train.gradient_checkpointing=true")

@@ -2,6 +2,7 @@ import random
 
 import pytest
 
+from bertkit.commands.tokenize import split_documents
 from bertkit.data.pretraining import (
     BUILDERS,
     LABELLED,
@@ -13,7 +14,6 @@ from bertkit.data.pretraining import (
     truncate_pair,
     word_ids_from_starts,
 )
-from bertkit.prepare import split_documents
 
 CLS, SEP = 2, 3
 SPECIAL = Special(cls=CLS, sep=SEP)

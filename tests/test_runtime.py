@@ -1,20 +1,21 @@
-"""train.precision=auto: bf16 only where the hardware runs it fast, the choice printed and kept in the config."""
+"""precision=auto: bf16 only where the hardware runs it fast, the choice printed; the recipe is left as given."""
 
 import pytest
 import torch
 
-import bertkit.loop as loop
+import bertkit.training.runtime as runtime
 from bertkit.config import TrainConfig
 from bertkit.errors import BertkitError
-from bertkit.runtime import cpu_flags, fast_bf16, launch
+from bertkit.training.runtime import cpu_flags, fast_bf16, launch
 
 
 @pytest.mark.parametrize("reason, chosen, mixed", [("the CPU has AMX", "bf16", "bf16"), (None, "no", "no")])
 def test_auto_precision_follows_the_hardware(monkeypatch, capsys, reason, chosen, mixed):
-    monkeypatch.setattr(loop, "fast_bf16", lambda: reason)
+    monkeypatch.setattr(runtime, "fast_bf16", lambda: reason)
     train = TrainConfig(precision="auto")
-    accelerator = loop.make_accelerator(train)
-    assert train.precision == chosen and accelerator.mixed_precision == mixed  # saved as what ran
+    accelerator = runtime.make_accelerator(train.precision, "train.precision")
+    assert accelerator.mixed_precision == mixed and train.precision == "auto"  # resolved.yaml keeps what ran
+    assert runtime.run_state(accelerator)["precision"] == chosen
     said = capsys.readouterr().out
     assert (f"precision: bf16 (train.precision=auto: {reason})" if reason else "precision: fp32") in said
 
@@ -43,7 +44,7 @@ def test_a_broken_launch_environment_is_one_line(monkeypatch, env, message):
     with pytest.raises(BertkitError, match=message):
         launch()
     with pytest.raises(BertkitError, match=message):
-        loop.make_accelerator(TrainConfig())
+        runtime.make_accelerator("no", "train.precision")
 
 
 def test_a_plain_run_is_rank_0_of_1(monkeypatch):

@@ -306,7 +306,7 @@ def test_bilstm_baseline_through_finetune_and_eval(tiny_run, tmp_path, recipe, t
     }[task]
     assert _last_loss(tmp_path) == pytest.approx(loss, rel=1e-4)
     assert report[metric] == pytest.approx(value, abs=0.017 if task == "classification" else 0.005)
-    from bertkit.bilstm import load_bilstm
+    from bertkit.modeling.bilstm import load_bilstm
 
     model = load_bilstm(_model_dir(tmp_path))
     assert model.config.per_token == (task == "token-classification")

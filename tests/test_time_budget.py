@@ -10,10 +10,11 @@ import torch
 from conftest import RECIPE, SMALL, ListLoader, TinyRegression, recipe_edits, run_cli
 from torch.optim.lr_scheduler import LambdaLR
 
-import bertkit.loop
+import bertkit.training.loop
 from bertkit.config import TrainConfig
-from bertkit.loop import Stopper, TrainState, fit, make_accelerator
-from bertkit.optim import BudgetLR, describe_schedule, lr_factor, make_schedule, schedule_position
+from bertkit.training.loop import Stopper, TrainState, fit
+from bertkit.training.optim import BudgetLR, describe_schedule, lr_factor, make_schedule, schedule_position
+from bertkit.training.runtime import make_accelerator
 
 SMALL = [*SMALL, *recipe_edits(["model.hidden_dropout_prob=0", "model.attention_probs_dropout_prob=0"])]
 
@@ -103,9 +104,9 @@ class _FakeClock:
 
 def test_fit_stops_at_the_budget_with_the_lr_at_0_evaluation_not_counted(monkeypatch, tmp_path):
     clock = _FakeClock()
-    monkeypatch.setattr(bertkit.loop, "clock", clock)
+    monkeypatch.setattr(bertkit.training.loop, "clock", clock)
     train = TrainConfig(max_time_minutes=10 / 60, warmup_ratio=0.2, log_every=1, eval_every=3, grad_accum=2)
-    accelerator = make_accelerator(train)
+    accelerator = make_accelerator(train.precision, "train.precision", train.grad_accum)
     torch.manual_seed(0)
     model = TinyRegression(clock)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
@@ -142,14 +143,14 @@ def test_fit_stops_at_the_budget_with_the_lr_at_0_evaluation_not_counted(monkeyp
 
 def test_early_stopping_is_asked_after_an_evaluation(monkeypatch):
     clock = _FakeClock()
-    monkeypatch.setattr(bertkit.loop, "clock", clock)
+    monkeypatch.setattr(bertkit.training.loop, "clock", clock)
     train = TrainConfig(log_every=100, eval_every=2)
     model = TinyRegression(clock)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     batch = {"x": torch.ones(2, 2), "y": torch.zeros(2), "attention_mask": torch.ones(2, 1, dtype=torch.long)}
     saved = []
     state = fit(
-        make_accelerator(train),
+        make_accelerator(train.precision, "train.precision", train.grad_accum),
         model,
         optimizer,
         make_schedule(optimizer, train, total_steps=10),
@@ -199,7 +200,7 @@ def test_the_progress_bar_counts_to_where_the_budget_ends():
 # and once when its evaluation and checkpoint are done, so each optimizer step takes exactly 1 s.
 def _tick(monkeypatch):
     ticks = itertools.count()
-    monkeypatch.setattr(bertkit.loop, "clock", lambda: float(next(ticks)))
+    monkeypatch.setattr(bertkit.training.loop, "clock", lambda: float(next(ticks)))
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from conftest import DATA, RECIPE, ROOT, recipe_edits, run_cli
 from datasets import load_from_disk
 from transformers import BertTokenizerFast
 
-import bertkit.prepare as prepare
+import bertkit.commands.tokenize as prepare
 from bertkit.config import load_recipe
 from bertkit.errors import BertkitError
 

@@ -8,13 +8,14 @@ import torch
 from conftest import RECIPE, ListLoader, TinyRegression, run_cli
 from transformers import BertConfig, BertModel
 
-from bertkit.bilstm import BiLSTMClassifier
 from bertkit.config import ModelConfig, ProbeConfig, TrainConfig, load_recipe
 from bertkit.errors import BertkitError
-from bertkit.features import layer_indices
-from bertkit.loop import TrainState, fit, make_accelerator
-from bertkit.model import check_fits
-from bertkit.probe import read_probe_data
+from bertkit.evaluation.features import layer_indices
+from bertkit.evaluation.probe import read_probe_data
+from bertkit.modeling.bilstm import BiLSTMClassifier
+from bertkit.modeling.model import check_fits
+from bertkit.training.loop import TrainState, fit
+from bertkit.training.runtime import make_accelerator
 
 FINITE = "Input should be a finite number"
 DIR_NAME = "must be a plain directory name"
@@ -145,7 +146,7 @@ def test_duplicate_keys_name_file_line_and_key(tmp_path):
 def test_fit_evaluates_and_saves_every_n_steps_or_only_at_the_end(every, expected):
     torch.manual_seed(0)
     train = TrainConfig(eval_every=every, log_every=100)
-    accelerator = make_accelerator(train)
+    accelerator = make_accelerator(train.precision, "train.precision", train.grad_accum)
     model = TinyRegression()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)

@@ -10,7 +10,7 @@ from conftest import DATA, RECIPE, recipe_edits, run_cli
 from transformers import BertConfig, BertForPreTraining
 
 from bertkit.tokenizer.train import load_tokenizer
-from bertkit.vocabulary import add_words, extend_embeddings, extends, frequent_split_words
+from bertkit.tokenizer.vocabulary import add_words, extend_embeddings, extends, frequent_split_words
 
 OLD_TEXT = ["北京是中国的首都。", "Tokenization matters."]
 

@@ -12,7 +12,7 @@ The NSP/SOP head reads each sequence's [CLS] at `cls_positions`. How attention k
   mask keeps SDPA off its flash kernel;
 - `varlen`: every sequence in one row and `cu_seq_lens` (int32 boundaries over the row, as flash-attention's
   varlen functions take them) instead of a mask: only each sequence's own n² scores, on the GPU's flash /
-  memory-efficient kernels (bertkit/attention.py).
+  memory-efficient kernels (bertkit/modeling/attention.py).
 """
 
 from __future__ import annotations

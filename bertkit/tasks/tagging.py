@@ -10,7 +10,7 @@ model's config.json as `tag_scheme`. BIO/BIOES tags are scored entity by entity 
 strict), plain tags word by word (accuracy, per-tag and micro/macro F1; the dev metric `f1` is the micro F1).
 
 With `task.crf=true` the head is BertCrfForTokenClassification: the same model plus a CRF over the words' tags
-(bertkit/crf.py), trained on the sequence likelihood and decoded with Viterbi. It still loads in plain
+(bertkit/modeling/crf.py), trained on the sequence likelihood and decoded with Viterbi. It still loads in plain
 transformers as a BertForTokenClassification (the CRF's three tensors are left out: per-word argmax).
 """
 
@@ -26,10 +26,10 @@ from transformers import BertForTokenClassification
 from transformers.modeling_outputs import TokenClassifierOutput
 
 from bertkit.config import TaskConfig
-from bertkit.crf import CRF
 from bertkit.data.padding import IGNORE_INDEX
 from bertkit.errors import BertkitError
 from bertkit.metrics import entity_metrics, tag_metrics
+from bertkit.modeling.crf import CRF
 from bertkit.tasks.common import (
     Task,
     collate_inputs,

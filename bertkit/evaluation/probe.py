@@ -4,7 +4,8 @@
     report = probe_model(bert, tokenizer, cfg, data)     # {"accuracy_by_layer": [...], "majority_baseline": …}
 
 Features are mean-pooled per sentence, or per word (its first piece) for word labels such as POS tags
-(bertkit/features.py). `bertkit probe` runs it once; `probe.during_pretraining` at every pretraining evaluation.
+(bertkit/evaluation/features.py). `bertkit probe` runs it once; `probe.during_pretraining` at every pretraining
+evaluation.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 
 from bertkit.config import ProbeConfig, RunConfig
 from bertkit.errors import BertkitError
-from bertkit.features import sentence_features, word_features
+from bertkit.evaluation.features import sentence_features, word_features
 from bertkit.tasks.common import check_labels, column, label_set, read_rows
 
 

@@ -17,12 +17,11 @@ from pathlib import Path
 from transformers import BertForPreTraining
 
 from bertkit.atomic import atomic_dir, check_apart, check_output, write_text
-from bertkit.bilstm import HEADS, is_bilstm, load_bilstm
 from bertkit.config import RunConfig, save_config
 from bertkit.errors import BertkitError
-from bertkit.loop import make_accelerator
 from bertkit.metrics import format_table
-from bertkit.model import (
+from bertkit.modeling.bilstm import HEADS, is_bilstm, load_bilstm
+from bertkit.modeling.model import (
     PretrainingObjective,
     check_fits,
     check_model_dir,
@@ -34,13 +33,14 @@ from bertkit.model import (
 from bertkit.tasks import get_task
 from bertkit.tasks.common import check_gold
 from bertkit.tokenizer.train import load_tokenizer
+from bertkit.training.runtime import make_accelerator, run_state
 
 REPORT_FILE = "report.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 CONFUSION_FILE = "confusion.png"
 
 
-def eval_task(model, tokenizer, cfg: RunConfig, path: Path, out_dir: Path) -> dict:
+def eval_task(model, tokenizer, cfg: RunConfig, path: Path, out_dir: Path, precision: str) -> dict:
     """Metrics of a fine-tuned model on a file (predictions only when it has no gold labels)."""
     task_cfg = cfg.finetune.task
     task = get_task(task_cfg.type)
@@ -56,7 +56,7 @@ def eval_task(model, tokenizer, cfg: RunConfig, path: Path, out_dir: Path) -> di
     speed = {
         "seconds": round(seconds, 3),
         "examples_per_s": round(len(examples) / max(seconds, 1e-9), 1),
-        "precision": "fp32" if cfg.train.precision == "no" else cfg.train.precision,
+        "precision": "fp32" if precision == "no" else precision,  # what ran (eval.precision=auto resolved)
     }
     rate = f"{speed['examples_per_s']:,.0f}/s, {speed['precision']}"
     print(f"predicted {len(examples)} examples in {seconds:.1f} s ({rate})")
@@ -74,7 +74,7 @@ def _pretraining_report(cfg: RunConfig, model_dir: Path, tokenizer, accelerator,
     dataset; (report, data)."""
     # datasets (~1 s of start-up) only for a pretrained model's data
     from bertkit.data.dataset import TOKENIZER_SUBDIR, load_pretraining_data, pair_objective
-    from bertkit.pretraining_eval import evaluate_pretraining
+    from bertkit.evaluation.pretraining import evaluate_pretraining
 
     dataset_dir = cfg.eval.file or cfg.dataset_dir
     splits, meta = load_pretraining_data(dataset_dir)
@@ -121,9 +121,9 @@ def run_eval(cfg: RunConfig) -> dict:
     check_output(out_dir, "eval.output_dir", cfg.overwrite)
     architectures = model_architectures(model_dir)
     tokenizer = load_tokenizer(model_dir)
-    accelerator = make_accelerator(cfg.train)
+    accelerator = make_accelerator(cfg.eval.precision, "eval.precision")
     # Report, predictions and config are written into a temporary sibling that replaces out_dir as a whole; the
-    # model runs in the recipe's precision (train.precision: bf16 autocast, or auto), as in training.
+    # model runs in eval.precision (bf16 autocast, or auto).
     with atomic_dir(out_dir) as tmp, accelerator.autocast():
         if {"BertForPreTraining", "BertForMaskedLM"} & set(architectures):
             pair_head = "BertForPreTraining" in architectures
@@ -134,10 +134,11 @@ def run_eval(cfg: RunConfig) -> dict:
             task = get_task(cfg.finetune.task.type)
             model = _load_task_model(cfg, model_dir, architectures, task).to(accelerator.device)
             check_fits(model, tokenizer, model_dir, cfg.finetune.task.max_seq_length, "finetune.task.max_seq_length")
-            report, data = eval_task(model, tokenizer, cfg, Path(path), tmp), str(path)
+            report = eval_task(model, tokenizer, cfg, Path(path), tmp, accelerator.mixed_precision)
+            data = str(path)
         report = {"model": str(model_dir), "data": data, **report}
         write_text(tmp / REPORT_FILE, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-        save_config(cfg, tmp)
+        save_config(cfg, tmp, run_state(accelerator))
     print(f"\n{model_dir} on {data}\n")
     print(format_table(report))
     print(f"\nreport: {out_dir / REPORT_FILE}")

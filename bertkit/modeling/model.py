@@ -23,11 +23,11 @@ from torch import nn
 from transformers import BertConfig, BertForPreTraining, PreTrainedModel, PreTrainedTokenizerBase
 from transformers import logging as hf_logging
 
-from bertkit.attention import VARLEN
 from bertkit.config import ModelConfig
 from bertkit.data.padding import IGNORE_INDEX
 from bertkit.errors import BertkitError
-from bertkit.initialization import local_attention_init
+from bertkit.modeling.attention import VARLEN
+from bertkit.modeling.initialization import local_attention_init
 
 # (layers, hidden size) of google-research/bert's released sizes; heads = H/64, FFN = 4H.
 SIZES = {
@@ -170,7 +170,7 @@ def build_pretraining_model(
     """A fresh BERT of the recipe's size, or `init_from` for continued pretraining."""
     if cfg.init_from:
         from bertkit.tokenizer.train import has_tokenizer, load_tokenizer
-        from bertkit.vocabulary import extend_embeddings, extends
+        from bertkit.tokenizer.vocabulary import extend_embeddings, extends
 
         model = load_model(BertForPreTraining, cfg.init_from, allow_pickle)
         released = load_tokenizer(cfg.init_from) if has_tokenizer(cfg.init_from) else None
@@ -225,7 +225,7 @@ class PretrainingObjective(nn.Module):
             if implementation not in VARLEN:  # any other would let the row's sequences see each other
                 raise BertkitError(
                     f"varlen packed batches need a varlen attention implementation ({', '.join(sorted(VARLEN))}), "
-                    f"the model has {implementation!r}; call bertkit.dropout.use_fast_dropout(model) first"
+                    f"the model has {implementation!r}; call bertkit.modeling.dropout.use_fast_dropout(model) first"
                 )
             varlen = {"cu_seq_lens_q": cu_seq_lens, "cu_seq_lens_k": cu_seq_lens}
             varlen |= {"max_length_q": max_length, "max_length_k": max_length}

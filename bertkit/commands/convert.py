@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from bertkit.atomic import atomic_dir, check_output
-from bertkit.checkpoint import write_model
 from bertkit.config import RunConfig
 from bertkit.errors import BertkitError
+from bertkit.training.checkpoint import write_model
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48  # two block handles padded to 40 bytes, then the magic number

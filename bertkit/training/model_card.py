@@ -64,7 +64,13 @@ def _data(cfg: RunConfig, pretraining: bool) -> list[str]:
 
 def _use(architecture: str) -> list[str]:
     if architecture.startswith("BiLSTM"):
-        return ["```python", "from bertkit.bilstm import load_bilstm", "", 'model = load_bilstm("<this dir>")', "```"]
+        return [
+            "```python",
+            "from bertkit.modeling.bilstm import load_bilstm",
+            "",
+            'model = load_bilstm("<this dir>")',
+            "```",
+        ]
     loads = "BertForTokenClassification" if architecture == "BertCrfForTokenClassification" else architecture
     lines = [
         "```python",

@@ -3,6 +3,7 @@
     tune_allocator()   # once, before training: keep freed memory in the process (glibc)
     fast_bf16()        # "the CPU has AMX" (why bf16 is fast here), or None: train.precision=auto's choice
     launch()           # (rank, world size) of a torchrun / accelerate launch process, its environment checked
+    accelerator = make_accelerator("auto", "train.precision")   # auto resolved: accelerator.mixed_precision
 
 glibc returns large freed blocks (above the mmap threshold, e.g. the MLM logits of every step) to the kernel
 and maps them again on the next step: page faults and zeroing that took 30–47% of CPU time on a stock BERT
@@ -14,9 +15,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib.util
 import os
 from functools import cache
 from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 
 from bertkit.errors import BertkitError
 
@@ -94,3 +100,39 @@ def launch() -> tuple[int, int]:
             "launch the processes with torchrun or accelerate launch (they set the rendezvous), or unset WORLD_SIZE"
         )
     return rank, world
+
+
+def make_accelerator(precision: str, key: str, grad_accum: int = 1, project_dir: Path | None = None) -> Accelerator:
+    """An Accelerator in `precision` (the recipe's value of `key`; `auto` resolved here, and what it became is
+    `accelerator.mixed_precision`, never written back into the recipe), with gradient accumulation and TensorBoard
+    logs under `project_dir` when tensorboard is installed. Without a GPU, Accelerate must be told `cpu=True` to
+    run several processes (gloo) under `torchrun` or `accelerate launch`; otherwise each would train alone."""
+    launch()  # a broken launch environment as one line, before Accelerate meets it
+    accelerated = torch.cuda.is_available() or torch.backends.mps.is_available()
+    reason = fast_bf16() if precision == "auto" else None
+    resolved = ("bf16" if reason else "no") if precision == "auto" else precision
+    if resolved == "fp16" and not accelerated:  # Accelerate would run it in fp32 without a word
+        raise BertkitError(
+            f"{key}=fp16 needs a GPU: on a CPU it would silently run in fp32; use {key}=bf16 (the CPU's "
+            f"mixed precision) or {key}=no"
+        )
+    # Accelerate keeps one global state per process; a second run in the same process (a notebook, the tests)
+    # may ask for another precision. The process group (PartialState) is kept.
+    AcceleratorState._reset_state()
+    tensorboard = project_dir is not None and importlib.util.find_spec("tensorboard") is not None
+    accelerator = Accelerator(
+        cpu=not accelerated,
+        mixed_precision=resolved,
+        gradient_accumulation_steps=grad_accum,
+        log_with="tensorboard" if tensorboard else None,
+        project_dir=str(project_dir) if project_dir else None,
+    )
+    if precision == "auto":
+        accelerator.print(f"precision: {'bf16' if reason else 'fp32'} ({key}=auto: {reason or 'no fast bf16 here'})")
+    return accelerator
+
+
+def run_state(accelerator: Accelerator, **resolved: str) -> dict:
+    """What a run's `auto` settings became on this machine (saved as resolved.yaml beside the recipe, which keeps
+    what the user asked for): the device, the precision, and the caller's own (`packed_attention="mask"`)."""
+    return {"device": str(accelerator.device), "precision": accelerator.mixed_precision, **resolved}

@@ -25,15 +25,15 @@ from torch.utils.data import DataLoader
 from transformers import BertForPreTraining, PreTrainedTokenizerBase
 
 from bertkit.atomic import check_apart, check_output, is_ours, mark_output, remove_output, write_text
-from bertkit.checkpoint import checkpoint_dirs, load_checkpoint, resolve_resume, save_checkpoint, save_model
-from bertkit.config import RunConfig, save_config
+from bertkit.config import RESOLVED_FILE, RunConfig, save_config
 from bertkit.data.dataset import TOKENIZER_SUBDIR, load_pretraining_data, pair_objective
 from bertkit.data.loader import EpochSampler, KeyedDataset
 from bertkit.data.masking import PretrainingCollator
-from bertkit.dropout import use_fast_dropout
 from bertkit.errors import BertkitError, Interrupted
-from bertkit.loop import TrainState, fit, make_accelerator, total_steps
-from bertkit.model import (
+from bertkit.evaluation.pretraining import evaluate_pretraining
+from bertkit.evaluation.probe import probe_model, read_probe_data, require_probe_files
+from bertkit.modeling.dropout import use_fast_dropout
+from bertkit.modeling.model import (
     PretrainingObjective,
     build_pretraining_model,
     check_vocabulary,
@@ -42,12 +42,12 @@ from bertkit.model import (
     parameter_count,
     quiet_transformers,
 )
-from bertkit.optim import describe_schedule, make_optimizer, make_schedule
 from bertkit.plots import plot_curves, plot_probe_history, read_metrics
-from bertkit.pretraining_eval import evaluate_pretraining
-from bertkit.probe import probe_model, read_probe_data, require_probe_files
-from bertkit.runtime import tune_allocator
 from bertkit.tokenizer.train import load_tokenizer
+from bertkit.training.checkpoint import checkpoint_dirs, load_checkpoint, resolve_resume, save_checkpoint, save_model
+from bertkit.training.loop import TrainState, fit, total_steps
+from bertkit.training.optim import describe_schedule, make_optimizer, make_schedule
+from bertkit.training.runtime import make_accelerator, run_state, tune_allocator
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -186,11 +186,8 @@ def setup(cfg: RunConfig) -> Setup:
     )
     resume_from = resolve_resume(cfg.train.resume, out_dir / "checkpoints")
     fresh = _claim_output(out_dir, cfg, resume_from)
-    accelerator = make_accelerator(cfg.train, project_dir=out_dir)
-    if cfg.train.packed_attention == "auto":  # resolved here, so that the saved config says what ran
-        # Not with checkpointing: saving the GPU's nested tensors for recomputation has not been tried on one.
-        gpu = accelerator.device.type == "cuda" and not cfg.train.gradient_checkpointing
-        cfg.train.packed_attention = "varlen" if gpu and cfg.train.pack_sequences else "mask"
+    accelerator = make_accelerator(cfg.train.precision, "train.precision", cfg.train.grad_accum, out_dir)
+    attention = _packed_attention(cfg, accelerator)
     set_seed(cfg.train.seed)
     if accelerator.is_main_process:
         if fresh:
@@ -202,7 +199,7 @@ def setup(cfg: RunConfig) -> Setup:
     objective = PretrainingObjective(model, global_sum, accelerator.num_processes)
     optimizer = make_optimizer(objective, cfg.train)
     objective, optimizer = accelerator.prepare(objective, optimizer)
-    loaders = [accelerator.prepare(_loader(cfg, phase, tokenizer)) for phase in phases]
+    loaders = [accelerator.prepare(_loader(cfg, phase, tokenizer, attention)) for phase in phases]
     ends = list(
         itertools.accumulate(
             phase.max_steps or total_steps(cfg.train, len(loader))
@@ -214,7 +211,7 @@ def setup(cfg: RunConfig) -> Setup:
     layout = _layout(cfg, phases)
     state = load_checkpoint(accelerator, resume_from, optimizer, scheduler, layout) if resume_from else TrainState()
     if accelerator.is_main_process:
-        save_config(cfg, out_dir)
+        save_config(cfg, out_dir, run_state(accelerator, packed_attention=attention))
         if resume_from:
             _trim_metrics(out_dir / METRICS_FILE, state.step)
             print(f"resuming from {resume_from} at step {state.step}")
@@ -261,7 +258,16 @@ def _model(cfg: RunConfig, tokenizer, phases: list[Phase], resume_from: Path | N
     return use_fast_dropout(model)
 
 
-def _loader(cfg: RunConfig, phase: Phase, tokenizer) -> DataLoader:
+def _packed_attention(cfg: RunConfig, accelerator: Accelerator) -> str:
+    """What train.packed_attention=auto becomes here: varlen on a CUDA GPU, else the mask."""
+    if cfg.train.packed_attention != "auto":
+        return cfg.train.packed_attention
+    # Not with checkpointing: saving the GPU's nested tensors for recomputation has not been tried on one.
+    gpu = accelerator.device.type == "cuda" and not cfg.train.gradient_checkpointing
+    return "varlen" if gpu and cfg.train.pack_sequences else "mask"
+
+
+def _loader(cfg: RunConfig, phase: Phase, tokenizer, attention: str) -> DataLoader:
     """Batches of a phase's examples in the epoch sampler's order, masked (and packed) by the collator."""
     return DataLoader(
         KeyedDataset(phase.splits["train"], cfg.train.seed),
@@ -271,7 +277,7 @@ def _loader(cfg: RunConfig, phase: Phase, tokenizer) -> DataLoader:
             tokenizer,
             cfg.masking,
             pack_to=phase.meta["max_seq_length"] if cfg.train.pack_sequences else None,
-            varlen=cfg.train.packed_attention == "varlen",
+            varlen=attention == "varlen",
         ),
         generator=torch.Generator(),  # the loader's own base-seed draw must not touch the global RNG
     )
@@ -366,7 +372,7 @@ def finish(cfg: RunConfig, run: Setup, state: TrainState) -> Path:
         evaluations = [r for r in read_metrics(out_dir / METRICS_FILE) if "eval/mlm_accuracy" in r]
         last = evaluations[-1] if evaluations else {}
         scores = {k.removeprefix("eval/"): v for k, v in last.items() if k.startswith("eval/")}
-        keep = ("checkpoints", METRICS_FILE, "tensorboard")
+        keep = ("checkpoints", METRICS_FILE, "tensorboard", RESOLVED_FILE)
         save_model(final, run.tokenizer, out_dir, cfg, keep=keep, metrics=scores)
         # The objective of the phase training stopped in.
         phase = run.phases[next(i for i, end in enumerate(run.ends) if state.step <= end)]

@@ -44,10 +44,10 @@ from bertkit.data.dataset import METADATA_FILE, STATISTICS_FILE, TOKENIZER_SUBDI
 from bertkit.data.pretraining import BUILDERS, LABELLED, Sentence, Special, word_ids_from_starts
 from bertkit.errors import BertkitError
 from bertkit.progress import progress
-from bertkit.runtime import launch
 from bertkit.tokenizer.train import load_tokenizer, save_tokenizer, train_wordpiece
+from bertkit.tokenizer.vocabulary import add_words, frequent_split_words
 from bertkit.tokenizer.words import encode_with_words, segmenter
-from bertkit.vocabulary import add_words, frequent_split_words
+from bertkit.training.runtime import launch
 
 SPLITS = ("train", "validation")
 ENCODE_BATCH = 4000  # sentences per call into the Rust tokenizer
@@ -272,7 +272,8 @@ def _training_sentences(files: list[Path], cfg: RunConfig) -> Iterator[str]:
 
 
 def _extended(tokenizer, files, cfg: RunConfig):
-    """The tokenizer with tokenizer.add_words, add_words_file and add_frequent_words added (bertkit/vocabulary.py)."""
+    """The tokenizer with tokenizer.add_words, add_words_file and add_frequent_words added
+    (bertkit/tokenizer/vocabulary.py)."""
     t = cfg.tokenizer
     words = list(t.add_words)
     if t.add_words_file:

@@ -29,10 +29,10 @@ from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
 
 from bertkit.config import ModelConfig
-from bertkit.crf import CRF
 from bertkit.data.padding import IGNORE_INDEX
 from bertkit.errors import BertkitError
-from bertkit.model import UNREADABLE
+from bertkit.modeling.crf import CRF
+from bertkit.modeling.model import UNREADABLE
 
 # A task family's bilstm_head → the architecture saved in config.json.
 HEADS = {"sequence": "BiLSTMForSequenceClassification", "token": "BiLSTMForTokenClassification"}

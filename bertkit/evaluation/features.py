@@ -3,19 +3,36 @@
     vectors, index = embed_texts(model, tokenizer, texts, layers=[-1], pooling="mean")   # (N, H)
     matrix = sentence_features(model, tokenizer, texts, cfg)                          # (layers + 1, N, H)
 
+    model, tokenizer, accelerator = load_encoder(model_dir, cfg.embed, allow_pickle=False)
+
 Layer 0 is the embedding layer, L the last; negative indices count from the end. Used by `bertkit embed` and by
-the probe (bertkit/probe.py).
+the probe (bertkit/evaluation/probe.py).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import BertModel
 
-from bertkit.config import RunConfig
+from bertkit.config import EmbedConfig, RunConfig
 from bertkit.errors import BertkitError
+from bertkit.modeling.model import check_fits, load_model, quiet_transformers
 from bertkit.progress import progress
+from bertkit.tokenizer.train import load_tokenizer
+from bertkit.training.runtime import make_accelerator
+
+
+def load_encoder(model_dir: Path, embed: EmbedConfig, allow_pickle: bool):
+    """The BertModel of `model_dir` on the accelerator's device, its tokenizer, and the accelerator, whose
+    autocast() runs it in embed.precision (as eval runs in eval.precision)."""
+    quiet_transformers()
+    model, tokenizer = load_model(BertModel, model_dir, allow_pickle), load_tokenizer(model_dir)
+    check_fits(model, tokenizer, model_dir, embed.max_seq_length, "embed.max_seq_length")
+    accelerator = make_accelerator(embed.precision, "embed.precision")
+    return model.to(accelerator.device), tokenizer, accelerator
 
 
 @torch.no_grad()

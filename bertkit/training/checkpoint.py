@@ -23,10 +23,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from bertkit.atomic import atomic_dir, is_ours
 from bertkit.config import RunConfig, save_config
 from bertkit.errors import BertkitError
-from bertkit.loop import TrainState
-from bertkit.model import UNREADABLE
-from bertkit.model_card import write_model_card
+from bertkit.modeling.model import UNREADABLE
 from bertkit.tokenizer.train import save_tokenizer
+from bertkit.training.loop import TrainState
+from bertkit.training.model_card import write_model_card
 
 STATE_FILE = "training_state.pt"
 RNG_FILE = "rng_states.pt"

@@ -9,7 +9,7 @@ unchanged. The bits come from torch's default generator, so `torch.manual_seed` 
 reproduce them. On GPUs torch's fused dropout is already fast and is used as it is.
 
 The attention-probability dropout happens inside SDPA, so `use_fast_dropout` also switches the model's
-attention to bertkit's own (bertkit/attention.py), which applies this dropout to the probabilities.
+attention to bertkit's own (bertkit/modeling/attention.py), which applies this dropout to the probabilities.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class FastDropout(nn.Dropout):
 
 def use_fast_dropout(model: nn.Module) -> nn.Module:
     """Swap every nn.Dropout of `model` for FastDropout and its BERT attention for "bertkit", in place."""
-    from bertkit import attention  # it uses this module's dropout
+    from bertkit.modeling import attention  # it uses this module's dropout
 
     attention.register()
     for parent in model.modules():

@@ -16,7 +16,6 @@ summed over resumed runs; `clock` measures it (tests replace it with a fake cloc
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import signal
@@ -28,15 +27,13 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
 from torch.optim.lr_scheduler import LambdaLR
 
 from bertkit.config import TrainConfig
 from bertkit.data.packing import real_tokens
 from bertkit.errors import BertkitError
-from bertkit.optim import BudgetLR
 from bertkit.progress import progress
-from bertkit.runtime import fast_bf16, launch
+from bertkit.training.optim import BudgetLR
 
 clock = time.perf_counter  # the clock of training time; read through the module, so a test can replace it
 
@@ -152,39 +149,6 @@ class Window:
         self.tokens.zero_()
         self.count, self.start = 0, time.perf_counter()
         return mean_loss, tok_s
-
-
-def make_accelerator(train: TrainConfig, project_dir: Path | None = None) -> Accelerator:
-    """Mixed precision (train.precision=auto resolved in `train`) and accumulation from the recipe; TensorBoard
-    logs under `project_dir` when tensorboard is installed. Without a GPU, Accelerate must be told `cpu=True` to
-    run several processes (gloo) under `torchrun` or `accelerate launch`; otherwise each would train alone."""
-    launch()  # a broken launch environment as one line, before Accelerate meets it
-    accelerated = torch.cuda.is_available() or torch.backends.mps.is_available()
-    auto = train.precision == "auto"
-    if auto:  # resolved here, so that the saved config says what ran
-        reason = fast_bf16()
-        train.precision = "bf16" if reason else "no"
-    if train.precision == "fp16" and not accelerated:  # Accelerate would run it in fp32 without a word
-        raise BertkitError(
-            "precision=fp16 needs a GPU: on a CPU it would silently run in fp32; use precision=bf16 (the CPU's "
-            "mixed precision) or precision=no"
-        )
-    # Accelerate keeps one global state per process; a second run in the same process (a notebook, the tests)
-    # may ask for another precision. The process group (PartialState) is kept.
-    AcceleratorState._reset_state()
-    tensorboard = project_dir is not None and importlib.util.find_spec("tensorboard") is not None
-    accelerator = Accelerator(
-        cpu=not accelerated,
-        mixed_precision=train.precision,
-        gradient_accumulation_steps=train.grad_accum,
-        log_with="tensorboard" if tensorboard else None,
-        project_dir=str(project_dir) if project_dir else None,
-    )
-    if auto:
-        accelerator.print(
-            f"precision: {'bf16' if reason else 'fp32'} (train.precision=auto: {reason or 'no fast bf16 here'})"
-        )
-    return accelerator
 
 
 def total_steps(train: TrainConfig, batches_per_epoch: int) -> int:

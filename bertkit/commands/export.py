@@ -33,7 +33,7 @@ from transformers import (
 from bertkit.atomic import atomic_dir, check_apart, check_output, write_text
 from bertkit.config import RunConfig, save_config
 from bertkit.errors import BertkitError
-from bertkit.model import check_fits, check_model_dir, load_model, model_architectures, quiet_transformers
+from bertkit.modeling.model import check_fits, check_model_dir, load_model, model_architectures, quiet_transformers
 from bertkit.tokenizer.train import load_tokenizer, save_tokenizer
 
 # Architecture in config.json → the class exported. A pretraining model is exported as a masked LM (fill-mask).

@@ -24,18 +24,18 @@ from transformers import PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from bertkit.atomic import atomic_dir, check_apart, check_output
-from bertkit.bilstm import BiLSTMClassifier
-from bertkit.checkpoint import write_model
 from bertkit.config import RunConfig, TrainConfig
-from bertkit.dropout import use_fast_dropout
 from bertkit.errors import BertkitError, Interrupted
-from bertkit.loop import TrainState, fit, make_accelerator, total_steps
-from bertkit.model import check_fits, check_model_dir, checkpoint_layers, load_model, quiet_transformers
-from bertkit.optim import describe_schedule, make_optimizer, make_schedule
-from bertkit.runtime import tune_allocator
+from bertkit.modeling.bilstm import BiLSTMClassifier
+from bertkit.modeling.dropout import use_fast_dropout
+from bertkit.modeling.model import check_fits, check_model_dir, checkpoint_layers, load_model, quiet_transformers
 from bertkit.tasks import TASKS, get_task
 from bertkit.tasks.common import Task, check_gold
 from bertkit.tokenizer.train import has_tokenizer, load_tokenizer
+from bertkit.training.checkpoint import write_model
+from bertkit.training.loop import TrainState, fit, total_steps
+from bertkit.training.optim import describe_schedule, make_optimizer, make_schedule
+from bertkit.training.runtime import make_accelerator, tune_allocator
 
 OUTPUT_KEY = "finetune.task.name"  # the output dir is <output_dir>/finetune/<task.name>
 
@@ -111,7 +111,7 @@ def setup(cfg: RunConfig) -> Setup:
     if labels and dev_examples:
         check_gold(dev_examples, labels, task_cfg.validation_file)
 
-    accelerator = make_accelerator(train_cfg)
+    accelerator = make_accelerator(train_cfg.precision, "finetune.train.precision", train_cfg.grad_accum)
     set_seed(train_cfg.seed)
     model = _model(cfg, task, tokenizer, model_dir, labels, task.model_settings(train_examples, task_cfg))
     features = task.encode(tokenizer, train_examples, labels, task_cfg, train=True)
@@ -273,7 +273,7 @@ def finish(cfg: RunConfig, run: Setup, best: Best, state: TrainState) -> Path:
             budget = run.train.max_time_minutes
             print(f"stopped at step {state.step} of {run.steps}: the {budget:g}-minute budget is used up")
         loads = (
-            "bertkit.bilstm.load_bilstm"
+            "bertkit.modeling.bilstm.load_bilstm"
             if cfg.model.type == "bilstm"
             else f"{run.task.head(cfg.finetune.task).__name__}.from_pretrained"
         )
