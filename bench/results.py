@@ -237,8 +237,8 @@ def model_args(work: Path) -> dict[str, list[str]]:
         "BERT pretrained by bertkit": [f"finetune.model_dir={work / 'pretrain'}", BERT_LR],
         TRAINER_ROW: [f"finetune.model_dir={work / 'trainer'}", BERT_LR],
         "BERT from random init": [f"finetune.model_dir={work / 'random-init' / 'pretrain'}", BERT_LR],
-        # Only the tokenizer (the same vocabulary); it trains at its own model.bilstm_lr (2e-3), not BERT's 5e-4.
-        "BiLSTM baseline": [f"finetune.model_dir={work / 'tokenizer'}", "model.type=bilstm"],
+        # Only the tokenizer (the same vocabulary); it trains at its own finetune.bilstm.lr (2e-3), not BERT's 5e-4.
+        "BiLSTM baseline": [f"finetune.model_dir={work / 'tokenizer'}", "finetune.model_type=bilstm"],
     }
 
 

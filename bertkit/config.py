@@ -195,18 +195,6 @@ class ModelConfig(Section):
     embeddings and attention weights under which every head starts out looking at nearby tokens
     (bertkit/modeling/initialization.py). `local` leaves the early plateau of a small BERT in hundreds of steps instead
     of thousands; the weights are ordinary BERT weights. Ignored with init_from."""
-    type: Literal["bert", "bilstm"] = "bert"
-    """`bilstm`: fine-tune a BiLSTM baseline (random embeddings over the same vocabulary) instead of BERT, for
-    classification and token classification — the same data, loop and metrics. It needs only a tokenizer:
-    finetune.model_dir may be a BERT dir (its weights are not used) or a tokenizer dir (`bertkit tokenize`'s
-    `<output_dir>/tokenizer`)."""
-    bilstm_embedding_dim: int = Field(128, ge=1)
-    bilstm_hidden_size: int = Field(256, ge=1)
-    """Per direction."""
-    bilstm_layers: int = Field(1, ge=1)
-    bilstm_lr: float = Field(2e-3, gt=0)
-    """Peak learning rate of the BiLSTM, used instead of finetune.train.lr (BERT's, typically 2e-5 to 5e-4):
-    a network trained from scratch wants a far larger one."""
 
 
 class MaskingConfig(Section):
@@ -430,10 +418,32 @@ class TaskConfig(Section):
     when the tag set has no O)."""
 
 
+class BiLSTMConfig(Section):
+    """`bertkit finetune` with finetune.model_type=bilstm: the BiLSTM baseline's shape and learning rate."""
+
+    embedding_dim: int = Field(128, ge=1)
+    hidden_size: int = Field(256, ge=1)
+    """Per direction."""
+    layers: int = Field(1, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    """Dropout on the embeddings and the LSTM's outputs."""
+    lr: float = Field(2e-3, gt=0)
+    """Peak learning rate of the BiLSTM, used instead of finetune.train.lr (BERT's, typically 2e-5 to 5e-4):
+    a network trained from scratch wants a far larger one."""
+
+
 class FinetuneConfig(Section):
+    """`bertkit finetune`: the model to start from, the task, and the loop."""
+
     model_dir: Path | None = None
     """Start from this BERT dir (bertkit pretrain output or any local Hugging Face BERT); default
     `<output_dir>/pretrain`."""
+    model_type: Literal["bert", "bilstm"] = "bert"
+    """`bilstm`: fine-tune a BiLSTM baseline (random embeddings over the same vocabulary, finetune.bilstm) instead
+    of BERT, for classification and token classification — the same data, loop and metrics. It needs only a
+    tokenizer: model_dir may be a BERT dir (its weights are not used) or a tokenizer dir (`bertkit tokenize`'s
+    `<output_dir>/tokenizer`)."""
+    bilstm: BiLSTMConfig = BiLSTMConfig()
     task: TaskConfig = TaskConfig()
     train: TrainConfig = TrainConfig(lr=5e-5, epochs=3, batch_size=32, warmup_ratio=0.1)
     early_stopping_patience: int | None = Field(None, ge=1)
@@ -643,7 +653,6 @@ def _all_but(section: str, model: type[Section], *unread: str) -> tuple[str, ...
     return tuple(f"{section}.{name}" for name in model.model_fields if name not in unread)
 
 
-_BILSTM = ("type", "bilstm_embedding_dim", "bilstm_hidden_size", "bilstm_layers", "bilstm_lr")  # the BiLSTM's only
 _FEATURES = (
     "embed.pooling",
     "embed.max_seq_length",
@@ -677,7 +686,7 @@ COMMAND_SECTIONS: dict[str, tuple[str, ...]] = {
         *_OUTPUTS,
         "data.dataset_dir",
         "data.more_dataset_dirs",
-        *_all_but("model", ModelConfig, *_BILSTM),
+        "model",
         "masking",
         "train",
         "eval.batch_size",
@@ -689,7 +698,6 @@ COMMAND_SECTIONS: dict[str, tuple[str, ...]] = {
         *_OUTPUTS,
         "finetune",
         "eval.batch_size",
-        *(f"model.{key}" for key in (*_BILSTM, "hidden_dropout_prob")),
     ),
     "eval": (
         *_OUTPUTS,

@@ -9,7 +9,7 @@ from conftest import ROOT, recipe_edits, run_cli
 from safetensors.torch import save_file
 from torch import nn
 
-from bertkit.config import ModelConfig, load_recipe
+from bertkit.config import BiLSTMConfig, load_recipe
 from bertkit.modeling.bilstm import BiLSTMClassifier, load_bilstm, reverse_index, reverse_within_length
 from bertkit.tokenizer.train import load_tokenizer
 
@@ -17,7 +17,7 @@ NER = ROOT / "recipes" / "finetune" / "zh-ner.yaml"
 
 
 def _model(layers: int, head: str = "token") -> BiLSTMClassifier:
-    cfg = ModelConfig(bilstm_embedding_dim=8, bilstm_hidden_size=12, bilstm_layers=layers, hidden_dropout_prob=0)
+    cfg = BiLSTMConfig(embedding_dim=8, hidden_size=12, layers=layers, dropout=0)
     return BiLSTMClassifier.build(50, 0, {0: "O", 1: "B-PER", 2: "I-PER"}, head, cfg).eval()
 
 
@@ -100,9 +100,9 @@ def _finetune(tiny_run, tmp_path, model_dir, *extra):
                 "finetune.train.lr=1e-7",  # BERT's: not the BiLSTM's
                 "finetune.task.max_seq_length=64",
                 "finetune.task.stride=16",
-                "model.type=bilstm",
-                "model.bilstm_hidden_size=16",
-                "model.bilstm_embedding_dim=16",
+                "finetune.model_type=bilstm",
+                "finetune.bilstm.hidden_size=16",
+                "finetune.bilstm.embedding_dim=16",
                 *extra,
             ]
         ),
@@ -113,9 +113,9 @@ def _finetune(tiny_run, tmp_path, model_dir, *extra):
 def test_bilstm_from_a_tokenizer_dir_at_its_own_lr(tiny_run, tmp_path):
     tokenizer_dir = tiny_run[0] / "tokenizer"  # `bertkit tokenize`'s tokenizer: no config.json, no weights
     assert not (tokenizer_dir / "config.json").exists()
-    args, result = _finetune(tiny_run, tmp_path, tokenizer_dir, "model.bilstm_lr=0.01")
+    args, result = _finetune(tiny_run, tmp_path, tokenizer_dir, "finetune.bilstm.lr=0.01")
     assert result.exit_code == 0, result.output
-    assert f"training a BiLSTM baseline (tokenizer of {tokenizer_dir}; lr 0.01 from model.bilstm_lr" in result.output
+    assert f"training a BiLSTM baseline (tokenizer of {tokenizer_dir}; lr 0.01 from finetune.bilstm.lr" in result.output
     out = tmp_path / "finetune" / "ner"
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     lrs = [r["lr"] for r in log if "lr" in r]
@@ -135,8 +135,8 @@ def test_bilstm_lr_replaces_finetune_train_lr_in_the_optimizer(tiny_run, tmp_pat
         f"finetune.model_dir={tiny_run[0] / 'pretrain'}",  # a BERT dir: only its tokenizer is read
         "finetune.train.lr=5e-5",
         "finetune.train.layer_lr_decay=0.5",  # BERT's, by layer: not applied to the BiLSTM
-        "model.type=bilstm",
-        "model.bilstm_lr=3e-3",
+        "finetune.model_type=bilstm",
+        "finetune.bilstm.lr=3e-3",
     ]
     run = setup(load_recipe(NER, overrides, command="finetune"))
     assert run.train.lr == 3e-3
@@ -148,5 +148,8 @@ def test_a_dir_without_tokenizer_is_one_clear_error(tiny_run, tmp_path):
     empty.mkdir()
     _, result = _finetune(tiny_run, tmp_path / "out", empty)
     assert result.exit_code != 0
-    assert f"{empty}: no tokenizer (vocab.txt or tokenizer.json); model.type=bilstm needs only that" in result.output
+    assert (
+        f"{empty}: no tokenizer (vocab.txt or tokenizer.json); finetune.model_type=bilstm needs only that"
+        in result.output
+    )
     assert "Traceback" not in result.output

@@ -120,7 +120,7 @@ def test_crf_tagger_through_finetune_and_eval(tiny_run, tmp_path, model):
                 "finetune.task.max_seq_length=64",
                 "finetune.task.stride=16",
                 *(
-                    ["model.type=bilstm", "model.bilstm_hidden_size=16", "model.bilstm_embedding_dim=16"]
+                    ["finetune.model_type=bilstm", "finetune.bilstm.hidden_size=16", "finetune.bilstm.embedding_dim=16"]
                     * (model == "bilstm")
                 ),
             ]

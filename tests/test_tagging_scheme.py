@@ -99,7 +99,10 @@ def test_pos_tagging_end_to_end(tiny_run, tmp_path, model):
         "finetune.train.max_steps=2",
         "finetune.train.batch_size=8",
         "finetune.task.stride=8",
-        *(["model.type=bilstm", "model.bilstm_hidden_size=16", "model.bilstm_embedding_dim=16"] * (model == "bilstm")),
+        *(
+            ["finetune.model_type=bilstm", "finetune.bilstm.hidden_size=16", "finetune.bilstm.embedding_dim=16"]
+            * (model == "bilstm")
+        ),
     ]
     result = run_cli("finetune", *args)
     assert result.exit_code == 0, result.output
@@ -110,7 +113,7 @@ def test_pos_tagging_end_to_end(tiny_run, tmp_path, model):
     assert report["examples"] == 8 and set(report["per_tag"]) == {"NN", "NR", "PN", "PU", "VV"}
     assert report["f1"] == pytest.approx(report["accuracy"])  # no O in the set
     # 2 steps at the tiny run's lr (5e-3): BERT gets 25 of the 32 words right; the BiLSTM from random init, at its
-    # own model.bilstm_lr (2e-3), 7 (±1).
+    # own finetune.bilstm.lr (2e-3), 7 (±1).
     loss, right = {"bert": (1.493131, 25), "bilstm": (1.595603, 7)}[model]
     log = [json.loads(line) for line in (tmp_path / "finetune" / "pos" / "metrics.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in log if "loss" in r] == pytest.approx([loss], rel=1e-4)

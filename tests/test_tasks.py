@@ -293,12 +293,12 @@ def test_bilstm_baseline_through_finetune_and_eval(tiny_run, tmp_path, recipe, t
         recipe,
         tiny_run[0] / "pretrain",
         tmp_path,
-        "model.type=bilstm",
-        "model.bilstm_hidden_size=32",
-        "model.bilstm_embedding_dim=32",
+        "finetune.model_type=bilstm",
+        "finetune.bilstm.hidden_size=32",
+        "finetune.bilstm.embedding_dim=32",
     )
     assert len(predictions) == 60
-    # 4 steps of a BiLSTM from random init at its own lr (model.bilstm_lr, 2e-3; the recipes' 5e-4 is BERT's): pairs
+    # 4 steps of a BiLSTM from random init at its own lr (finetune.bilstm.lr, 2e-3; the recipes' 5e-4 is BERT's): pairs
     # 30 of 60 right; NER 2 of 70 gold entities among 486 predicted.
     loss, metric, value = {
         "classification": (0.680737, "accuracy", 30 / 60),

@@ -86,9 +86,9 @@ def setup(cfg: RunConfig) -> Setup:
     quiet_transformers()
     tune_allocator()
     task_cfg, train_cfg = cfg.finetune.task, cfg.finetune.train
-    bilstm = cfg.model.type == "bilstm"
+    bilstm = cfg.finetune.model_type == "bilstm"
     if bilstm:  # trained from scratch: its own LR, not BERT's fine-tuning one (nor BERT's layer-wise decay)
-        train_cfg = train_cfg.model_copy(update={"lr": cfg.model.bilstm_lr, "layer_lr_decay": None})
+        train_cfg = train_cfg.model_copy(update={"lr": cfg.finetune.bilstm.lr, "layer_lr_decay": None})
     task = get_task(task_cfg.type)
     if task_cfg.train_file is None:
         raise BertkitError("finetune.task.train_file is not set; point it at the training file")
@@ -135,7 +135,7 @@ def setup(cfg: RunConfig) -> Setup:
     if accelerator.is_main_process:
         what = f" with {len(labels)} labels" if labels else ""
         start = (
-            f"training a BiLSTM baseline (tokenizer of {model_dir}; lr {train_cfg.lr:g} from model.bilstm_lr, "
+            f"training a BiLSTM baseline (tokenizer of {model_dir}; lr {train_cfg.lr:g} from finetune.bilstm.lr, "
             "not finetune.train.lr)"
             if bilstm
             else f"fine-tuning {model_dir}"
@@ -171,18 +171,20 @@ def _tokenizer_dir(cfg: RunConfig) -> Path:
         if has_tokenizer(directory):
             return Path(directory)
     raise BertkitError(
-        f"{' or '.join(map(str, candidates))}: no tokenizer (vocab.txt or tokenizer.json); model.type=bilstm needs "
-        "only that: set finetune.model_dir to a BERT dir or to a `bertkit tokenize` output's tokenizer/ dir"
+        f"{' or '.join(map(str, candidates))}: no tokenizer (vocab.txt or tokenizer.json); "
+        "finetune.model_type=bilstm needs only that: set finetune.model_dir to a BERT dir or to a `bertkit tokenize` "
+        "output's tokenizer/ dir"
     )
 
 
 def _model(cfg: RunConfig, task: Task, tokenizer, model_dir: Path, labels, settings: dict) -> torch.nn.Module:
     """The pretrained BERT with the family's head (or the BiLSTM baseline), `settings` in its config."""
-    if cfg.model.type == "bilstm":
+    if cfg.finetune.model_type == "bilstm":
         if task.bilstm_head is None:
             with_head = ", ".join(name for name, t in TASKS.items() if t.bilstm_head)
             raise BertkitError(
-                f"model.type=bilstm is for {with_head}, not {cfg.finetune.task.type}; set model.type=bert"
+                f"finetune.model_type=bilstm is for {with_head}, not {cfg.finetune.task.type}; "
+                "set finetune.model_type=bert"
             )
         if cfg.finetune.train.gradient_checkpointing:
             raise BertkitError(
@@ -190,7 +192,7 @@ def _model(cfg: RunConfig, task: Task, tokenizer, model_dir: Path, labels, setti
             )
         id2label = task.model_kwargs(labels)["id2label"]
         model = BiLSTMClassifier.build(
-            len(tokenizer), tokenizer.pad_token_id, id2label, task.bilstm_head, cfg.model, **settings
+            len(tokenizer), tokenizer.pad_token_id, id2label, task.bilstm_head, cfg.finetune.bilstm, **settings
         )
     else:
         cls = task.head(cfg.finetune.task)
@@ -274,7 +276,7 @@ def finish(cfg: RunConfig, run: Setup, best: Best, state: TrainState) -> Path:
             print(f"stopped at step {state.step} of {run.steps}: the {budget:g}-minute budget is used up")
         loads = (
             "bertkit.modeling.bilstm.load_bilstm"
-            if cfg.model.type == "bilstm"
+            if cfg.finetune.model_type == "bilstm"
             else f"{run.task.head(cfg.finetune.task).__name__}.from_pretrained"
         )
         print(f"model: {run.out_dir} (loads with {loads})")

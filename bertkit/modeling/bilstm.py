@@ -1,6 +1,6 @@
 """A BiLSTM baseline with BERT's vocabulary, trained and scored by the same finetune/eval as BERT.
 
-    model = BiLSTMClassifier.build(vocab_size, pad_id, id2label, head="sequence", cfg=cfg.model)
+    model = BiLSTMClassifier.build(vocab_size, pad_id, id2label, head="sequence", cfg=cfg.finetune.bilstm)
     model.save_pretrained(out_dir)              # config.json (architectures: BiLSTMFor…) + model.safetensors
     model = load_bilstm(out_dir)
 
@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
 
-from bertkit.config import ModelConfig
+from bertkit.config import BiLSTMConfig
 from bertkit.data.padding import IGNORE_INDEX
 from bertkit.errors import BertkitError
 from bertkit.modeling.crf import CRF
@@ -86,7 +86,7 @@ class BiLSTMClassifier(nn.Module):
         pad_token_id: int,
         id2label: dict[int, str],
         head: str,
-        cfg: ModelConfig,
+        cfg: BiLSTMConfig,
         **settings,
     ) -> BiLSTMClassifier:
         """A fresh model; `settings` (the task's, e.g. a tagger's tag_scheme) are stored in its config."""
@@ -95,10 +95,10 @@ class BiLSTMClassifier(nn.Module):
                 "architectures": [HEADS[head]],
                 "vocab_size": vocab_size,
                 "pad_token_id": pad_token_id,
-                "embedding_dim": cfg.bilstm_embedding_dim,
-                "hidden_size": cfg.bilstm_hidden_size,
-                "num_layers": cfg.bilstm_layers,
-                "dropout": cfg.hidden_dropout_prob,
+                "embedding_dim": cfg.embedding_dim,
+                "hidden_size": cfg.hidden_size,
+                "num_layers": cfg.layers,
+                "dropout": cfg.dropout,
                 "per_token": head == "token",
                 "num_labels": len(id2label),
                 "id2label": {int(k): v for k, v in id2label.items()},
