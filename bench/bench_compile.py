@@ -38,7 +38,7 @@ def worker(variant: str, precision: str, steps: int, warmup: int) -> dict:
     from transformers import BertForPreTraining
     from transformers import logging as hf_logging
 
-    from bertkit.config import MaskingConfig, TrainConfig
+    from bertkit.config.sections import MaskingConfig, TrainConfig
     from bertkit.data.masking import PretrainingCollator
     from bertkit.modeling.dropout import use_fast_dropout
     from bertkit.modeling.model import PretrainingObjective

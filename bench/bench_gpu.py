@@ -51,7 +51,7 @@ def peak() -> float:
 def run(variant: str, length: int, steps: int, warmup: int) -> dict:
     from transformers import BertConfig, BertForPreTraining
 
-    from bertkit.config import MaskingConfig, TrainConfig
+    from bertkit.config.sections import MaskingConfig, TrainConfig
     from bertkit.data.masking import PretrainingCollator
     from bertkit.data.packing import pack_batch
     from bertkit.modeling.dropout import use_fast_dropout

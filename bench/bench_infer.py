@@ -9,7 +9,7 @@ Each runner is a fresh process, timed end to end (imports, model loading, readin
   - pipeline, its defaults: `pipeline("text-classification" | "token-classification")(texts)` — batch size 1,
     fp32, as a user calls it; the tagger with aggregation_strategy="simple" to get entity spans;
   - pipeline with batch_size=64, the setting a user who reads the docs adds;
-  - `bertkit eval` at fp32 and bf16 (train.precision): batches grouped by length, padded to their longest,
+  - `bertkit eval` at fp32 and bf16 (eval.precision): batches grouped by length, padded to their longest,
     no gradients.
 "predict s" is the prediction alone (bertkit's report speed, the pipeline call); "wall s" the whole process.
 Agreement: the same label (classifier; and the largest difference in its probability, "max Δp") or the same
@@ -58,7 +58,7 @@ def init_model(work: Path, size: str) -> Path:
     """A random-init BERT dir with a vocabulary trained on the corpus' first 20 MB."""
     from transformers import BertForPreTraining
 
-    from bertkit.config import TokenizerConfig
+    from bertkit.config.sections import TokenizerConfig
     from bertkit.tokenizer.train import save_tokenizer, train_wordpiece
 
     out = work / "init"
@@ -135,7 +135,7 @@ def bertkit_eval(recipe_path: Path, task: str, precision: str) -> dict:
             "bertkit",
             "eval",
             str(recipe_path),
-            f"train.precision={precision}",
+            f"eval.precision={precision}",
             f"finetune.task.max_seq_length={EVAL_LENGTH}",
             f"eval.output_dir={out_dir}",
         ]

@@ -130,7 +130,7 @@ def worker(variant: str, size: str, steps: int, warmup: int) -> dict:
     from transformers import BertForPreTraining
     from transformers import logging as hf_logging
 
-    from bertkit.config import MaskingConfig, TrainConfig
+    from bertkit.config.sections import MaskingConfig, TrainConfig
     from bertkit.data.masking import PretrainingCollator
     from bertkit.data.packing import pack_batch
     from bertkit.modeling.dropout import use_fast_dropout
@@ -217,7 +217,7 @@ def finetune_worker(variant: str, n_batches: int = 12) -> dict:
     from transformers import logging as hf_logging
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    from bertkit.config import TrainConfig
+    from bertkit.config.sections import TrainConfig
     from bertkit.modeling.dropout import use_fast_dropout
     from bertkit.tasks.classification import collate
     from bertkit.training.optim import make_optimizer

@@ -36,14 +36,14 @@ DEBUG = typer.Option(False, "--debug", help="Show the full traceback of an error
 
 
 def _keys(command: str) -> str:
-    """The epilog of `bertkit COMMAND --help`: every recipe key the command reads (config.COMMAND_SECTIONS)."""
+    """The epilog of `bertkit COMMAND --help`: every key of the command's recipe model (bertkit/config/recipes.py)."""
     import textwrap
 
-    from bertkit.config import command_keys, describe
+    from bertkit.config.reference import describe
 
     lines = [
         textwrap.fill(line, 100, subsequent_indent="    ", break_on_hyphens=False)
-        for line in describe(command_keys(command)).splitlines()
+        for line in describe(command).splitlines()
     ]
     # "\b" keeps click from re-flowing the paragraph into one block.
     return "Recipe keys this command reads (section.key = default):\n\n\b\n" + "\n".join(lines)
@@ -53,7 +53,7 @@ def _load(recipe: Path, overrides: list[str] | None, command: str):
     from bertkit.config import load_recipe
     from bertkit.hub import resolve_hub_ids
 
-    return resolve_hub_ids(load_recipe(recipe, overrides or [], command), command)
+    return resolve_hub_ids(load_recipe(recipe, overrides or [], command))
 
 
 @app.command(epilog=_keys("tokenize"))
@@ -92,8 +92,9 @@ def finetune(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: boo
 
 @app.command("eval", epilog=_keys("eval"))
 def evaluate(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
-    """Score eval.model_dir (default: the fine-tuned model): MLM/NSP for a pretrained model, accuracy and
-    F1 for a classifier. Prints a table; writes report.json and predictions to <output_dir>/eval/<model>."""
+    """Score eval.model_dir (default: the fine-tuned model): MLM/NSP for a pretrained model, the task family's
+    metrics for a fine-tuned one (accuracy and F1, entity F1, EM/F1, Pearson/Spearman). Prints a table; writes
+    report.json and predictions to <output_dir>/eval/<model>."""
     with reported(debug):
         cfg = _load(recipe, overrides, "eval")
         from bertkit.commands.eval import run_eval

@@ -1,7 +1,7 @@
 """Models and tokenizers by Hugging Face Hub id, wherever a recipe takes a model or tokenizer dir; data sets by
 name (`hf:name[:config]:split`, data_set_ref) where it takes a task file or a corpus.
 
-    cfg = resolve_hub_ids(cfg, "finetune")   # finetune.model_dir=hfl/chinese-roberta-wwm-ext → its cached snapshot
+    cfg = resolve_hub_ids(cfg)   # finetune.model_dir=hfl/chinese-roberta-wwm-ext → its cached snapshot
 
 A value that is a local path stays one. Otherwise a value shaped like a Hub id (`name`, `owner/name`, optionally
 pinned: `owner/name@<revision>`) is fetched with huggingface_hub into its cache, so its environment applies:
@@ -58,16 +58,12 @@ def split_hub_id(value: str) -> tuple[str, str | None] | None:
     return repo, revision or None
 
 
-def resolve_hub_ids(cfg, command: str):
-    """`cfg` with each model/tokenizer key that `command` reads and that names a Hub id (not a local path)
+def resolve_hub_ids(cfg):
+    """A command's recipe `cfg` with each model/tokenizer key it has that names a Hub id (not a local path)
     replaced by the local snapshot of that repo; the ids, pinned to the commit, are kept for save_config."""
-    from bertkit.config import reads
-
     for key in MODEL_KEYS:
-        if not reads(command, key):
-            continue
         section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
+        value = getattr(getattr(cfg, section, None), name, None)
         if value is None or Path(value).exists():
             continue
         hub_id = split_hub_id(str(value))

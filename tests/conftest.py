@@ -7,6 +7,7 @@ shared by the tests that inspect its outputs.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 # The tests never reach the network: a Hub id resolves from a cache that a test lays out, or fails at once.
@@ -14,10 +15,12 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from bertkit.cli import app
-from bertkit.config import COMMAND_SECTIONS, TokenizerConfig, reads
+from bertkit.config.loading import parse_override
+from bertkit.config.sections import TokenizerConfig
 from bertkit.tokenizer.train import train_wordpiece
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,25 +29,38 @@ RECIPE = ROOT / "recipes" / "demo-zh.yaml"
 
 
 class RecipeEdit(str):
-    """An override that stands for an edit of the recipe file, shared by the commands of a run: run_cli passes it
-    only to the commands that read its key, as a key in a recipe file is read by those only (a command-line
-    override of a key the command does not read is an error)."""
+    """An edit of the recipe file (`key=value`), shared by the commands of a run: run_cli writes it into a copy of
+    the recipe, as a user would edit the file, and each command takes from the file the keys it reads (a
+    command-line override of a key the command does not read is an error)."""
 
 
 def recipe_edits(overrides: list[str]) -> list[str]:
     return [RecipeEdit(o) for o in overrides]
 
 
-def read_by(command: str, args: list) -> list:
-    """`args` less the recipe edits that `bertkit COMMAND` does not read."""
-    return [a for a in args if not isinstance(a, RecipeEdit) or reads(command, a.partition("=")[0])]
+def edited_recipe(recipe: Path, edits: list[str]) -> Path:
+    """A copy of `recipe` with the edits applied, in a fresh temporary dir."""
+    tree = yaml.safe_load(Path(recipe).read_text(encoding="utf-8")) or {}
+    for edit in edits:
+        keys, value = parse_override(edit)
+        node = tree
+        for part in keys[:-1]:
+            node = node.setdefault(part, {})
+        node[keys[-1]] = value
+    out = Path(tempfile.mkdtemp(prefix="recipe-")) / Path(recipe).name
+    out.write_text(yaml.safe_dump(tree, allow_unicode=True), encoding="utf-8")
+    return out
 
 
-def run_cli(*args: str):
-    """Invoke the CLI in-process; returns click's Result (exit_code, output, stderr)."""
-    if args and args[0] in COMMAND_SECTIONS:
-        args = read_by(args[0], args)
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+def run_cli(*args):
+    """Invoke the CLI in-process; returns click's Result (exit_code, output, stderr). Recipe edits among the
+    arguments go into a copy of the recipe file (the first argument ending in .yaml)."""
+    edits = [a for a in args if isinstance(a, RecipeEdit)]
+    args = [str(a) for a in args if not isinstance(a, RecipeEdit)]
+    if edits:
+        at = next(i for i, a in enumerate(args) if a.endswith(".yaml"))
+        args[at] = str(edited_recipe(Path(args[at]), edits))
+    return CliRunner().invoke(app, args, catch_exceptions=False)
 
 
 # A 1-layer H64 BERT on one sample file: tokenize and pretrain in a second or two (each gets the keys it reads).

@@ -9,7 +9,8 @@ from conftest import ROOT, recipe_edits, run_cli
 from safetensors.torch import save_file
 from torch import nn
 
-from bertkit.config import BiLSTMConfig, load_recipe
+from bertkit.config import load_recipe
+from bertkit.config.sections import BiLSTMConfig
 from bertkit.modeling.bilstm import BiLSTMClassifier, load_bilstm, reverse_index, reverse_within_length
 from bertkit.tokenizer.train import load_tokenizer
 

@@ -12,7 +12,7 @@ import transformers
 from conftest import ROOT, recipe_edits, run_cli
 from datasets import Dataset, Features, List, Value
 
-from bertkit.config import TaskConfig
+from bertkit.config.sections import TaskConfig
 from bertkit.errors import BertkitError
 from bertkit.tasks import choice
 

@@ -1,14 +1,9 @@
 """The four commands end to end through the CLI on a tiny model, and their outputs in plain transformers."""
 
-import ast
-import inspect
 import json
 import math
-import re
 import subprocess
 import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,9 +18,6 @@ from transformers import (
     BertTokenizerFast,
     pipeline,
 )
-
-from bertkit.cli import app
-from bertkit.config import COMMAND_SECTIONS, RunConfig, command_keys, describe
 
 
 def test_tokenize_writes_tokenizer_and_examples(tiny_run):
@@ -204,79 +196,3 @@ def test_console_script_error_has_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: missing.txt: no such file; check data.files in the recipe"
     assert "Traceback" not in proc.stdout + proc.stderr
-
-
-COMMANDS = ("tokenize", "pretrain", "finetune", "eval", "embed", "probe", "export", "convert")
-
-
-def _help_keys(command: str) -> tuple[list[str], str]:
-    result = run_cli(command, "--help")
-    assert result.exit_code == 0 and "key=value" in result.output
-    return re.findall(r"^  (\S+) = ", result.output, re.MULTILINE), result.output
-
-
-def _attributes_read(command: str) -> set[str]:
-    """Every attribute name read in the bertkit modules that `bertkit COMMAND` imports (its run_* module and what
-    that imports, on and on), and in the RunConfig properties they read (cfg.dataset_dir reads data.dataset_dir)."""
-    callback = next(c.callback for c in app.registered_commands if (c.name or c.callback.__name__) == command)
-    todo = [n.module for n in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(callback)))) if _bertkit(n)]
-    seen, names = {"bertkit.config", "bertkit.cli"}, set()
-    while todo:
-        module = todo.pop()
-        path = ROOT / Path(*module.split("."))
-        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
-        if module in seen or not path.is_file():
-            continue
-        seen.add(module)
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        names |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load)}
-        for node in filter(_bertkit, ast.walk(tree)):
-            parts = node.module.split(".")
-            todo += [".".join(parts[:n]) for n in range(2, len(parts) + 1)]  # a package runs its __init__
-            todo += [f"{node.module}.{alias.name}" for alias in node.names]  # `from bertkit.tasks import qa`
-    config = ast.parse((ROOT / "bertkit" / "config.py").read_text(encoding="utf-8"))
-    run_config = next(c for c in config.body if isinstance(c, ast.ClassDef) and c.name == "RunConfig")
-    for prop in run_config.body:
-        if isinstance(prop, ast.FunctionDef) and prop.name in names:
-            names |= {n.attr for n in ast.walk(prop) if isinstance(n, ast.Attribute)}
-    return names
-
-
-def _bertkit(node) -> bool:
-    return isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bertkit.")
-
-
-@pytest.mark.parametrize("command", COMMANDS)
-def test_help_lists_exactly_the_keys_the_command_reads(command):
-    """The keys of COMMAND_SECTIONS, each with its default; and each of them (every part of it: `eval` and
-    `batch_size` of eval.batch_size) is read in the modules the command runs."""
-    listed, _ = _help_keys(command)
-    assert listed == command_keys(command)
-    read = _attributes_read(command)
-    assert {key for key in listed if not set(key.split(".")) <= read} == set()
-
-
-def test_every_recipe_key_is_read_by_some_command():
-    every_key = {line.split(" = ")[0] for line in describe(list(RunConfig.model_fields)).splitlines()}
-    assert every_key == {key for command in COMMANDS for key in command_keys(command)}
-    assert set(COMMAND_SECTIONS) == set(COMMANDS)
-
-
-def test_help_shows_what_each_command_reads_and_nothing_else():
-    keys = {command: set(_help_keys(command)[0]) for command in COMMANDS}
-    assert {"finetune.train.lr", "model.type", "eval.batch_size"} <= keys["finetune"]
-    assert not {"train.lr", "finetune.train.resume", "model.hidden_size"} & keys["finetune"]
-    assert {"train.resume", "train.phases", "probe.during_pretraining", "embed.pooling"} <= keys["pretrain"]
-    assert not {"model.type", "finetune.train.lr", "embed.file"} & keys["pretrain"]
-    assert {"eval.precision", "finetune.task.test_file", "masking.rate"} <= keys["eval"]
-    assert not {"train.lr", "finetune.train.lr"} & keys["eval"]
-    assert "probe.during_pretraining" not in keys["probe"] and "embed.model_dir" in keys["probe"]
-    assert not {"train.lr", "allow_pickle_weights"} & keys["tokenize"]
-
-
-def test_finetune_help_lists_every_task_type():
-    from bertkit.tasks import TASKS
-
-    _, output = _help_keys("finetune")
-    described = " ".join(output.split("finetune.task.type = ")[1].split("finetune.task.name = ")[0].split())
-    assert [name for name in TASKS if name not in described] == []

@@ -7,7 +7,7 @@ import lzma
 
 import pytest
 
-from bertkit.config import DataConfig
+from bertkit.config.sections import DataConfig
 from bertkit.data.corpus import ReadReport, read_documents, resolve_files, split_sentences
 from bertkit.errors import BertkitError
 

@@ -156,7 +156,7 @@ def test_crf_is_a_tagging_key(tiny_run, tmp_path):
 
 
 def test_the_crf_learns_at_its_own_rate():
-    from bertkit.config import TrainConfig
+    from bertkit.config.sections import TrainConfig
     from bertkit.training.optim import make_optimizer
 
     model = BertCrfForTokenClassification(

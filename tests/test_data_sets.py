@@ -11,7 +11,7 @@ import pytest
 from conftest import RECIPE, recipe_edits, run_cli
 from datasets import ClassLabel, Dataset, Features, List, Value
 
-from bertkit.config import TaskConfig
+from bertkit.config.sections import TaskConfig
 from bertkit.errors import BertkitError
 from bertkit.hub import DataSet, data_set_ref
 from bertkit.tasks import classification, qa, tagging

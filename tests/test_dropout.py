@@ -5,7 +5,8 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertForPreTraining, BertModel
 
-from bertkit.modeling.dropout import LEVELS, FastDropout, fast_dropout, use_fast_dropout
+from bertkit.modeling.dropout import FastDropout, use_fast_dropout
+from bertkit.modeling.dropout_bits import LEVELS, fast_dropout
 
 
 def test_drop_rate_and_scale_are_torchs():

@@ -93,7 +93,7 @@ def test_probe_command(tiny_run, tmp_path):
 def test_word_features_take_each_words_first_piece(tiny_run):
     from transformers import BertModel
 
-    from bertkit.config import RunConfig
+    from bertkit.config import ProbeRecipe
     from bertkit.evaluation.features import word_features
     from bertkit.tokenizer.train import load_tokenizer
 
@@ -101,7 +101,7 @@ def test_word_features_take_each_words_first_piece(tiny_run):
     model = BertModel.from_pretrained(out / "pretrain").eval()
     tokenizer = load_tokenizer(out / "pretrain")
     sentences = [["北京", "unbelievably", "。"], ["BERT", "模型", "很", "好"]]
-    features, where = word_features(model, tokenizer, sentences, RunConfig())
+    features, where = word_features(model, tokenizer, sentences, ProbeRecipe())
     assert where == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (1, 3)]
     assert features.shape == (2, 7, 64)  # (embeddings + 1 layer, words, H)
     enc = tokenizer(sentences[0], is_split_into_words=True, return_tensors="pt")

@@ -13,7 +13,7 @@ import time
 
 import pytest
 import torch
-from conftest import DATA, RECIPE, ROOT, SMALL, read_by, recipe_edits, run_cli
+from conftest import DATA, RECIPE, ROOT, SMALL, edited_recipe, recipe_edits, run_cli
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -21,7 +21,7 @@ import bertkit.commands.pretrain
 import bertkit.modeling.model
 import bertkit.training.checkpoint
 from bertkit.cli import app
-from bertkit.config import load_recipe
+from bertkit.config import RECIPES, load_recipe
 from bertkit.errors import BertkitError
 
 SMALL = [*SMALL, *recipe_edits(["train.batch_size=8"])]
@@ -59,10 +59,9 @@ def test_signal_saves_a_checkpoint_and_exits_cleanly(run, tmp_path, signum, code
         "-m",
         "bertkit",
         "pretrain",
-        str(RECIPE),
+        str(edited_recipe(RECIPE, SMALL)),
         f"output_dir={tmp_path}",
         f"data.dataset_dir={run / 'data'}",
-        *read_by("pretrain", SMALL),
         "train.max_steps=2000",
         "train.save_every=10",
     ]
@@ -198,7 +197,7 @@ def test_fuzzed_corpus_bytes_never_crash_tokenize(tmp_path):
             app,
             [
                 "tokenize",
-                str(RECIPE),
+                str(edited_recipe(RECIPE, SMALL)),
                 f"output_dir={tmp_path / str(case)}",
                 f"data.files={corpus}",
                 "tokenizer.vocab_size=100",
@@ -235,7 +234,7 @@ def test_fuzzed_recipe_values_are_clean_errors(tmp_path):
         recipe.write_bytes(bytes(rng.randrange(256) for _ in range(rng.randint(0, 40))))
         for path in (None, recipe):
             try:
-                load_recipe(path, overrides)
+                load_recipe(path, overrides, rng.choice(list(RECIPES)))
             except BertkitError as e:
                 assert "\n" not in str(e)
 
@@ -315,7 +314,7 @@ def test_a_file_size_limit_during_a_save_is_one_line(run, tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
 
     cmd = [sys.executable, "-m", "bertkit", "pretrain", str(RECIPE), f"output_dir={tmp_path}"]
-    cmd += [f"data.dataset_dir={run / 'data'}", *read_by("pretrain", SMALL), "train.max_steps=2"]
+    cmd += [f"data.dataset_dir={run / 'data'}", "train.max_steps=2"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, preexec_fn=limit, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]

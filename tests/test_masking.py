@@ -1,6 +1,6 @@
 import torch
 
-from bertkit.config import MaskingConfig
+from bertkit.config.sections import MaskingConfig
 from bertkit.data.loader import EpochSampler, KeyedDataset, mix
 from bertkit.data.masking import IGNORE_INDEX, PretrainingCollator, example_draws, mask_tokens, random_draws
 

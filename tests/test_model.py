@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import BertForPreTraining
 
-from bertkit.config import MaskingConfig, ModelConfig
+from bertkit.config.sections import MaskingConfig, ModelConfig
 from bertkit.data.masking import PretrainingCollator
 from bertkit.data.packing import pack_batch
 from bertkit.errors import BertkitError
@@ -55,7 +55,7 @@ def test_objective_equals_stock_bert_for_pretraining(tokenizer, packed):
     if packed:
         assert len(ours_batch["input_ids"]) < len(examples)  # sequences share rows
 
-    ours = PretrainingObjective(model)(**{k: v for k, v in ours_batch.items() if k != "num_tokens"})
+    ours = PretrainingObjective(model)(**ours_batch)
     ours["loss"].backward()
     ours_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
@@ -114,7 +114,6 @@ def test_varlen_batch_needs_an_attention_that_reads_boundaries(tokenizer):
     batch = PretrainingCollator(tokenizer, MaskingConfig(), pack_to=128, varlen=True)(
         [{"input_ids": [2, 10, 11, 3], "token_type_ids": [0] * 4, "word_ids": [-1, 0, 1, -1], "mask_seed": 0}] * 2
     )
-    batch.pop("num_tokens")
     with pytest.raises(BertkitError, match="varlen attention implementation"):
         PretrainingObjective(model)(**batch)
     assert PretrainingObjective(use_fast_dropout(model))(**batch)["loss"].isfinite()

@@ -8,11 +8,11 @@ import sys
 
 import pytest
 import torch
-from conftest import DATA, RECIPE, ROOT, SMALL, read_by, recipe_edits, run_cli
+from conftest import DATA, RECIPE, ROOT, SMALL, edited_recipe, recipe_edits, run_cli
 from datasets import load_from_disk
 from safetensors.torch import load_file
 
-from bertkit.config import MaskingConfig, TrainConfig
+from bertkit.config.sections import MaskingConfig, TrainConfig
 from bertkit.data.loader import KeyedDataset
 from bertkit.data.masking import IGNORE_INDEX, PretrainingCollator
 from bertkit.tokenizer.train import load_tokenizer
@@ -58,10 +58,9 @@ def test_two_processes_match_one_with_the_same_global_batch(data_dir, tmp_path):
         "-m",
         "bertkit",
         "pretrain",
-        str(RECIPE),
+        str(edited_recipe(RECIPE, SMALL)),
         f"output_dir={tmp_path / 'two'}",
         f"data.dataset_dir={data_dir}",
-        *read_by("pretrain", SMALL),
         "train.max_steps=5",
         "train.batch_size=4",
         "train.eval_every=5",
@@ -268,10 +267,9 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(data_dir, tmp_path):
         "-m",
         "bertkit",
         "pretrain",
-        str(RECIPE),
+        str(edited_recipe(RECIPE, SMALL)),
         f"output_dir={tmp_path / 'killed'}",
         f"data.dataset_dir={data_dir}",
-        *read_by("pretrain", SMALL),
         *steps,
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -293,7 +291,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(data_dir, tmp_path):
 
 
 def test_no_weight_decay_on_biases_and_layer_norm(tokenizer):
-    from bertkit.config import ModelConfig
+    from bertkit.config.sections import ModelConfig
     from bertkit.modeling.model import build_pretraining_model
 
     model = build_pretraining_model(ModelConfig(hidden_size=64, num_hidden_layers=1), tokenizer)
@@ -305,7 +303,7 @@ def test_no_weight_decay_on_biases_and_layer_norm(tokenizer):
 
 
 def test_layer_wise_lr_decay(tokenizer):
-    from bertkit.config import ModelConfig
+    from bertkit.config.sections import ModelConfig
     from bertkit.modeling.model import build_pretraining_model
 
     model = build_pretraining_model(ModelConfig(hidden_size=64, num_hidden_layers=2), tokenizer)

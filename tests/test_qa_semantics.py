@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 from conftest import DATA, ROOT, recipe_edits, run_cli
 
-from bertkit.config import TaskConfig
+from bertkit.config.sections import TaskConfig
 from bertkit.errors import BertkitError
 from bertkit.metrics import cmrc_metrics, normalize_answer, squad_em, squad_f1, squad_metrics
 from bertkit.tasks.qa import best_answer, encode, model_settings, read
@@ -147,9 +147,11 @@ UNANSWERABLE = {"id": "q2", "question": "Where is Lyon?", "answers": [], "is_imp
 def test_a_model_may_answer_no_answer_when_trained_on_squad_v2(tmp_path, questions, version, allowed):
     path = tmp_path / "train.json"
     path.write_text(json.dumps(_squad(questions, version=version)), encoding="utf-8")
-    examples = read(path, TaskConfig(), labelled=True)
-    assert model_settings(examples, TaskConfig()) == {"allow_no_answer": allowed}
-    assert model_settings(examples, TaskConfig(allow_no_answer=not allowed)) == {"allow_no_answer": not allowed}
+    qa = TaskConfig(type="question-answering")
+    examples = read(path, qa, labelled=True)
+    assert model_settings(examples, qa) == {"allow_no_answer": allowed}
+    told = TaskConfig(type="question-answering", allow_no_answer=not allowed)
+    assert model_settings(examples, told) == {"allow_no_answer": not allowed}
 
 
 @pytest.mark.parametrize(

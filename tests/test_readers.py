@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bertkit.config import DataConfig, TaskConfig
+from bertkit.config.sections import DataConfig, TaskConfig
 from bertkit.data.corpus import read_documents
 from bertkit.errors import BertkitError
 from bertkit.tasks import choice, classification

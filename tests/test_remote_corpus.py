@@ -13,7 +13,7 @@ import pytest
 from conftest import DATA, RECIPE, run_cli
 from datasets import Dataset, load_from_disk
 
-from bertkit.config import DataConfig
+from bertkit.config.sections import DataConfig
 from bertkit.data.corpus import ReadReport, read_documents, resolve_files, total_bytes
 from bertkit.errors import BertkitError
 from bertkit.tokenizer.train import save_tokenizer

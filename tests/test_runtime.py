@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import bertkit.training.runtime as runtime
-from bertkit.config import TrainConfig
+from bertkit.config.sections import TrainConfig
 from bertkit.errors import BertkitError
 from bertkit.training.runtime import cpu_flags, fast_bf16, launch
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 from conftest import RECIPE, SMALL, run_cli
 
-from bertkit.config import MaskingConfig, load_recipe
+from bertkit.config import load_recipe
+from bertkit.config.sections import MaskingConfig
 from bertkit.data.loader import KeyedDataset
 from bertkit.data.masking import (
     IGNORE_INDEX,

@@ -6,7 +6,7 @@ import json
 import pytest
 from conftest import RECIPE, recipe_edits, run_cli
 
-from bertkit.config import TaskConfig
+from bertkit.config.sections import TaskConfig
 from bertkit.errors import BertkitError
 from bertkit.metrics import tag_metrics
 from bertkit.tasks import tagging

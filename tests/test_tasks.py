@@ -209,7 +209,7 @@ def test_answer_decoding_picks_the_best_valid_span_or_no_answer():
 
 
 def test_answer_token_span_and_windows(tiny_run):
-    from bertkit.config import TaskConfig
+    from bertkit.config.sections import TaskConfig
     from bertkit.tasks.qa import encode
     from bertkit.tokenizer.train import load_tokenizer
 
@@ -228,7 +228,7 @@ def test_answer_token_span_and_windows(tiny_run):
 
 
 def test_long_token_inputs_are_windowed_and_every_word_tagged(tiny_run):
-    from bertkit.config import TaskConfig
+    from bertkit.config.sections import TaskConfig
     from bertkit.tasks.tagging import encode
 
     tok_dir = tiny_run[0] / "pretrain"

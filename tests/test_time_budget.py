@@ -11,10 +11,11 @@ from conftest import RECIPE, SMALL, ListLoader, TinyRegression, recipe_edits, ru
 from torch.optim.lr_scheduler import LambdaLR
 
 import bertkit.training.loop
-from bertkit.config import TrainConfig
-from bertkit.training.loop import Stopper, TrainState, fit
+from bertkit.config.sections import TrainConfig
+from bertkit.training.loop import Stopper, fit
 from bertkit.training.optim import BudgetLR, describe_schedule, lr_factor, make_schedule, schedule_position
 from bertkit.training.runtime import make_accelerator
+from bertkit.training.state import TrainState
 
 SMALL = [*SMALL, *recipe_edits(["model.hidden_dropout_prob=0", "model.attention_probs_dropout_prob=0"])]
 

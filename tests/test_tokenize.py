@@ -21,6 +21,7 @@ def _cfg(tmp_path, *extra):
     return load_recipe(
         RECIPE,
         [f"output_dir={tmp_path}", "tokenizer.vocab_size=1500", "data.max_seq_length=64", "data.dupe_factor=1", *extra],
+        "tokenize",
     )
 
 
@@ -43,7 +44,7 @@ def test_same_output_whatever_num_proc(tmp_path):
 
 
 def test_vocabulary_order_is_canonical(sentences):
-    from bertkit.config import TokenizerConfig
+    from bertkit.config.sections import TokenizerConfig
     from bertkit.tokenizer.train import SPECIAL_TOKENS, _vocab_order, train_wordpiece
 
     vocabs = [train_wordpiece(iter(sentences), TokenizerConfig(vocab_size=2000)).get_vocab() for _ in range(2)]
@@ -148,7 +149,7 @@ def test_a_vocab_only_tokenizer_gets_the_models_length(tiny_run, tmp_path):
 
 def test_two_ranks_write_shards_equal_to_one_process(tmp_path, tiny_run):
     """torchrun with 2 processes: each encodes a consecutive share of the chunks into its own shard of the
-    output; loaded (without copying the shards into one), the examples and statistics are one process's."""
+    output (saved as one file per rank); loaded, the examples and statistics are one process's."""
     fixed = [f"tokenizer.from_dir={tiny_run[0] / 'tokenizer'}", "data.chunk_kb=20", "data.num_proc=1"]
     common = [str(RECIPE), *fixed, "data.max_seq_length=64", "data.dupe_factor=1", f"data.files=[{ZH[0]},{ZH[1]}]"]
     assert run_cli("tokenize", *common, f"output_dir={tmp_path / 'one'}").exit_code == 0

@@ -8,14 +8,17 @@ import torch
 from conftest import RECIPE, ListLoader, TinyRegression, run_cli
 from transformers import BertConfig, BertModel
 
-from bertkit.config import ModelConfig, ProbeConfig, TrainConfig, load_recipe
+from bertkit.config import RECIPES, load_recipe
+from bertkit.config.loading import annotation, parse_override
+from bertkit.config.sections import BiLSTMConfig, ProbeConfig, TrainConfig
 from bertkit.errors import BertkitError
 from bertkit.evaluation.features import layer_indices
 from bertkit.evaluation.probe import read_probe_data
 from bertkit.modeling.bilstm import BiLSTMClassifier
 from bertkit.modeling.model import check_fits
-from bertkit.training.loop import TrainState, fit
+from bertkit.training.loop import fit
 from bertkit.training.runtime import make_accelerator
+from bertkit.training.state import TrainState
 
 FINITE = "Input should be a finite number"
 DIR_NAME = "must be a plain directory name"
@@ -79,28 +82,38 @@ RULES = [
 ]
 
 
+def _load(path, overrides: list[str]):
+    """The recipe of the first command that reads every key of the overrides."""
+    keys = [".".join(parse_override(o)[0]) for o in overrides]
+    command = next(c for c, recipe in RECIPES.items() if all(annotation(recipe, k) for k in keys))
+    return load_recipe(path, overrides, command)
+
+
 @pytest.mark.parametrize("override,expected", RULES, ids=[r[0] for r in RULES])
 def test_out_of_range_values_are_one_line_errors(override, expected):
     with pytest.raises(BertkitError) as e:
-        load_recipe(None, [override])
+        _load(None, [override])
     assert expected in str(e.value) and "\n" not in str(e.value)
 
 
 def test_values_at_the_edges_load():
-    cfg = load_recipe(
+    cfg = _load(
         None,
         [
             "masking.mask_prob=0.9",
             "masking.random_prob=0.1",  # 1.0 exactly: no token left unchanged
             "train.clip_grad_norm=null",
             "model.hidden_dropout_prob=0",
-            "finetune.task.stride=40",  # classification has no windows
-            "finetune.task.n_best=20",  # a question-answering key at its default: a saved bertkit.yaml loads
-            "finetune.task.max_seq_length=32",
         ],
     )
     assert (cfg.masking.mask_prob + cfg.masking.random_prob, cfg.train.clip_grad_norm) == (1.0, None)
-    assert load_recipe(None, ["finetune.task.name=topic-v2"]).finetune_dir.name == "topic-v2"
+    task = [
+        "finetune.task.stride=40",  # classification has no windows
+        "finetune.task.n_best=20",  # a question-answering key at its default: a saved bertkit.yaml loads
+        "finetune.task.max_seq_length=32",
+    ]
+    assert _load(None, task).finetune.task.stride == 40
+    assert _load(None, ["finetune.task.name=topic-v2"]).finetune_dir.name == "topic-v2"
 
 
 def test_a_rule_names_the_recipe_file_when_it_comes_from_there(tmp_path):
@@ -108,38 +121,40 @@ def test_a_rule_names_the_recipe_file_when_it_comes_from_there(tmp_path):
     recipe.write_text("masking:\n  mask_prob: 0.95\n", encoding="utf-8")
     rule = "masking.mask_prob + masking.random_prob = 0.95 + {} is over 1"
     with pytest.raises(BertkitError) as e:
-        load_recipe(recipe)
+        load_recipe(recipe, [], "pretrain")
     assert str(e.value).startswith(f"{recipe}: {rule.format(0.1)}")
     with pytest.raises(BertkitError) as e:
-        load_recipe(recipe, ["masking.random_prob=0.2"])
+        load_recipe(recipe, ["masking.random_prob=0.2"], "eval")
     assert str(e.value).startswith(f"command line: {rule.format(0.2)}")
 
 
 @pytest.mark.parametrize("typed", ["no", "off", "false", "null", "~"])
 def test_yaml_booleans_mean_off(typed, tmp_path):
     """YAML 1.1 reads `no` and `off` as False: the documented 'no' of train.precision must still load."""
-    cfg = load_recipe(None, [f"train.precision={typed}", f"tokenizer.segmenter={typed}", f"embed.pooling={typed}"])
-    assert (cfg.train.precision, cfg.tokenizer.segmenter, cfg.embed.pooling) == ("no", "none", "none")
-    assert load_recipe(None, [f"train.resume={typed}"]).train.resume is None
+    assert _load(None, [f"train.precision={typed}"]).train.precision == "no"
+    assert _load(None, [f"tokenizer.segmenter={typed}"]).tokenizer.segmenter == "none"
+    assert _load(None, [f"embed.pooling={typed}"]).embed.pooling == "none"
+    assert _load(None, [f"eval.precision={typed}"]).eval.precision == "no"
+    assert _load(None, [f"train.resume={typed}"]).train.resume is None
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"train:\n  precision: {typed}\nfinetune:\n  train:\n    precision: {typed}\n", encoding="utf-8")
-    cfg = load_recipe(recipe)
-    assert (cfg.train.precision, cfg.finetune.train.precision) == ("no", "no")
+    assert load_recipe(recipe, [], "pretrain").train.precision == "no"
+    assert load_recipe(recipe, [], "finetune").finetune.train.precision == "no"
 
 
 def test_duplicate_keys_name_file_line_and_key(tmp_path):
     recipe = tmp_path / "dup.yaml"
     recipe.write_text("train:\n  lr: 1.0e-3\n  batch_size: 8\n  lr: 2.0e-3\n", encoding="utf-8")
     with pytest.raises(BertkitError) as e:
-        load_recipe(recipe)
+        load_recipe(recipe, [], "pretrain")
     assert str(e.value) == f"{recipe} line 4: not valid YAML (duplicate key 'lr', first on line 2; keep one)"
     recipe.write_text("train: {lr: 1.0e-3, lr: 2.0e-3}\n", encoding="utf-8")
     with pytest.raises(BertkitError, match="line 1: not valid YAML \\(duplicate key 'lr', first on line 1"):
-        load_recipe(recipe)
+        load_recipe(recipe, [], "pretrain")
     recipe.write_text("train: &t\n  lr: 1.0e-3\nfinetune:\n  train:\n    <<: *t\n    lr: 2.0e-3\n", encoding="utf-8")
-    assert load_recipe(recipe).finetune.train.lr == 2e-3  # a key after a merge overrides it on purpose
+    assert load_recipe(recipe, [], "finetune").finetune.train.lr == 2e-3  # a key after a merge overrides it
     recipe.write_text("train:\n  lr: 1.0e-3\nfinetune:\n  train:\n    lr: 2.0e-3\n", encoding="utf-8")
-    assert load_recipe(recipe).finetune.train.lr == 2e-3  # the same key in two sections is no duplicate
+    assert load_recipe(recipe, [], "finetune").finetune.train.lr == 2e-3  # the same key in two sections: no duplicate
 
 
 @pytest.mark.parametrize("every,expected", [(0, [6]), (None, [6]), (4, [4, 6])])
@@ -225,7 +240,7 @@ def test_check_fits(tokenizer, tmp_path):
         "finetune.task.max_seq_length to 64 or less"
     )
     id2label = {0: "a", 1: "b"}
-    bilstm = BiLSTMClassifier.build(len(tokenizer), tokenizer.pad_token_id, id2label, "sequence", ModelConfig())
+    bilstm = BiLSTMClassifier.build(len(tokenizer), tokenizer.pad_token_id, id2label, "sequence", BiLSTMConfig())
     check_fits(bilstm, tokenizer, tmp_path, 100_000, "finetune.task.max_seq_length")  # no positions to exceed
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from bertkit.atomic import atomic_dir, check_output
-from bertkit.config import RunConfig
+from bertkit.config import ConvertRecipe
 from bertkit.errors import BertkitError
 from bertkit.training.checkpoint import write_model
 
@@ -216,7 +216,7 @@ def _checkpoint_files(source: Path) -> tuple[Path, Path, Path]:
     return prefix, directory / "bert_config.json", directory / "vocab.txt"
 
 
-def run_convert(cfg: RunConfig) -> Path:
+def run_convert(cfg: ConvertRecipe) -> Path:
     from transformers import BertConfig, BertForPreTraining, BertTokenizer
 
     c = cfg.convert

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bertkit.atomic import atomic_dir, check_apart, check_output, write_bytes, write_text
-from bertkit.config import RunConfig, save_config
+from bertkit.config import EmbedRecipe, save_config
 from bertkit.errors import BertkitError
 from bertkit.evaluation.features import embed_texts, load_encoder
 from bertkit.tasks.common import column, read_rows
@@ -39,7 +39,7 @@ def read_texts(path: Path, text_column: str) -> list[str]:
     return texts
 
 
-def run_embed(cfg: RunConfig) -> Path:
+def run_embed(cfg: EmbedRecipe) -> Path:
     if cfg.embed.file is None:
         raise BertkitError("embed.file is not set; give a text file (one text per line) or a JSONL/CSV file")
     out = cfg.embed.output_dir or cfg.output_dir / "embed"

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from transformers import BertForPreTraining
+from accelerate import Accelerator
+from transformers import BertForPreTraining, PreTrainedTokenizerBase
 
 from bertkit.atomic import atomic_dir, check_apart, check_output, write_text
-from bertkit.config import RunConfig, save_config
+from bertkit.config import EvalRecipe, save_config
 from bertkit.errors import BertkitError
 from bertkit.metrics import format_table
-from bertkit.modeling.bilstm import HEADS, is_bilstm, load_bilstm
 from bertkit.modeling.model import (
     PretrainingObjective,
     check_fits,
@@ -32,6 +33,7 @@ from bertkit.modeling.model import (
 )
 from bertkit.tasks import get_task
 from bertkit.tasks.common import check_gold
+from bertkit.tasks.models import load_finetuned
 from bertkit.tokenizer.train import load_tokenizer
 from bertkit.training.runtime import make_accelerator, run_state
 
@@ -40,7 +42,7 @@ PREDICTIONS_FILE = "predictions.jsonl"
 CONFUSION_FILE = "confusion.png"
 
 
-def eval_task(model, tokenizer, cfg: RunConfig, path: Path, out_dir: Path, precision: str) -> dict:
+def eval_task(model, tokenizer, cfg: EvalRecipe, path: Path, out_dir: Path, precision: str) -> dict:
     """Metrics of a fine-tuned model on a file (predictions only when it has no gold labels)."""
     task_cfg = cfg.finetune.task
     task = get_task(task_cfg.type)
@@ -69,7 +71,7 @@ def eval_task(model, tokenizer, cfg: RunConfig, path: Path, out_dir: Path, preci
     return report
 
 
-def _pretraining_report(cfg: RunConfig, model_dir: Path, tokenizer, accelerator, pair_head: bool) -> tuple[dict, str]:
+def _pretraining_report(cfg: EvalRecipe, model_dir: Path, tokenizer, accelerator, pair_head: bool) -> tuple[dict, str]:
     """MLM scores, and NSP/SOP scores when the model has that head (`pair_head`), on a split of a pretraining
     dataset; (report, data)."""
     # datasets (~1 s of start-up) only for a pretrained model's data
@@ -92,56 +94,76 @@ def _pretraining_report(cfg: RunConfig, model_dir: Path, tokenizer, accelerator,
     return report, f"{dataset_dir} [{cfg.eval.split}]"
 
 
-def _load_task_model(cfg: RunConfig, model_dir: Path, architectures: list[str], task):
-    """The fine-tuned model of the recipe's task family (a BERT head or the BiLSTM baseline)."""
-    task_type = cfg.finetune.task.type
-    if is_bilstm(architectures):
-        if task.bilstm_head is None or HEADS[task.bilstm_head] not in architectures:
-            raise BertkitError(
-                f"{model_dir}: a {', '.join(architectures)}, not a BiLSTM for finetune.task.type={task_type}; set "
-                "the recipe's task type"
-            )
-        return load_bilstm(model_dir)
-    heads = [cls for cls in (task.crf_class, task.model_class) if cls is not None and cls.__name__ in architectures]
-    if not heads:
-        raise BertkitError(
-            f"{model_dir}: a {', '.join(architectures) or 'model of unknown architecture'}, not a "
-            f"{task.model_class.__name__} for finetune.task.type={task_type}; set the recipe's task type"
-        )
-    return load_model(heads[0], model_dir, cfg.allow_pickle_weights)
+@dataclass
+class Setup:
+    """What set-up finds and the evaluation uses."""
+
+    model_dir: Path
+    out_dir: Path
+    path: Path | None  # the file a fine-tuned model is evaluated on
+    architectures: list[str]  # of model_dir's config.json
+    tokenizer: PreTrainedTokenizerBase
+    accelerator: Accelerator
 
 
-def run_eval(cfg: RunConfig) -> dict:
+def run_eval(cfg: EvalRecipe) -> dict:
     """Evaluate `eval.model_dir` (default: this recipe's fine-tuned model) and write the report."""
+    run = setup(cfg)
+    # Report, predictions and config are written into a temporary sibling that replaces out_dir as a whole; the
+    # model runs in eval.precision (bf16 autocast, or auto).
+    with atomic_dir(run.out_dir) as tmp, run.accelerator.autocast():
+        report = evaluate(cfg, run, tmp)
+        write_text(tmp / REPORT_FILE, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        save_config(cfg, tmp, run_state(run.accelerator))
+    finish(run, report)
+    return report
+
+
+def setup(cfg: EvalRecipe) -> Setup:
+    """The model dir and the file, the output dir (checked), the tokenizer and the accelerator."""
     quiet_transformers()
     model_dir = check_model_dir(cfg.eval.model_dir or cfg.finetune_dir)
     out_dir = cfg.eval.output_dir or cfg.output_dir / "eval" / model_dir.resolve().name
     path = cfg.eval.file or cfg.finetune.task.test_file or cfg.finetune.task.validation_file
     check_apart({"eval.output_dir": out_dir}, {"eval.model_dir": model_dir, "eval file": path})
     check_output(out_dir, "eval.output_dir", cfg.overwrite)
-    architectures = model_architectures(model_dir)
-    tokenizer = load_tokenizer(model_dir)
-    accelerator = make_accelerator(cfg.eval.precision, "eval.precision")
-    # Report, predictions and config are written into a temporary sibling that replaces out_dir as a whole; the
-    # model runs in eval.precision (bf16 autocast, or auto).
-    with atomic_dir(out_dir) as tmp, accelerator.autocast():
-        if {"BertForPreTraining", "BertForMaskedLM"} & set(architectures):
-            pair_head = "BertForPreTraining" in architectures
-            report, data = _pretraining_report(cfg, model_dir, tokenizer, accelerator, pair_head)
-        else:
-            if path is None:
-                raise BertkitError("no file to evaluate on; set eval.file (or finetune.task.test_file)")
-            task = get_task(cfg.finetune.task.type)
-            model = _load_task_model(cfg, model_dir, architectures, task).to(accelerator.device)
-            check_fits(model, tokenizer, model_dir, cfg.finetune.task.max_seq_length, "finetune.task.max_seq_length")
-            report = eval_task(model, tokenizer, cfg, Path(path), tmp, accelerator.mixed_precision)
-            data = str(path)
-        report = {"model": str(model_dir), "data": data, **report}
-        write_text(tmp / REPORT_FILE, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-        save_config(cfg, tmp, run_state(accelerator))
-    print(f"\n{model_dir} on {data}\n")
+    return Setup(
+        model_dir=model_dir,
+        out_dir=out_dir,
+        path=path,
+        architectures=model_architectures(model_dir),
+        tokenizer=load_tokenizer(model_dir),
+        accelerator=make_accelerator(cfg.eval.precision, "eval.precision"),
+    )
+
+
+def evaluate(cfg: EvalRecipe, run: Setup, out_dir: Path) -> dict:
+    """The report: a pretrained model's scores on its data, or a fine-tuned one's on the file (its predictions
+    written into `out_dir`)."""
+    if {"BertForPreTraining", "BertForMaskedLM"} & set(run.architectures):
+        pair_head = "BertForPreTraining" in run.architectures
+        report, data = _pretraining_report(cfg, run.model_dir, run.tokenizer, run.accelerator, pair_head)
+    else:
+        report, data = _task_report(cfg, run, out_dir)
+    return {"model": str(run.model_dir), "data": data, **report}
+
+
+def _task_report(cfg: EvalRecipe, run: Setup, out_dir: Path) -> tuple[dict, str]:
+    """The fine-tuned model's metrics on the file by the recipe's task family, its predictions written into
+    `out_dir`; (report, data)."""
+    if run.path is None:
+        raise BertkitError("no file to evaluate on; set eval.file (or finetune.task.test_file)")
+    task = get_task(cfg.finetune.task.type)
+    model = load_finetuned(cfg, task, run.model_dir, run.architectures).to(run.accelerator.device)
+    check_fits(model, run.tokenizer, run.model_dir, cfg.finetune.task.max_seq_length, "finetune.task.max_seq_length")
+    report = eval_task(model, run.tokenizer, cfg, Path(run.path), out_dir, run.accelerator.mixed_precision)
+    return report, str(run.path)
+
+
+def finish(run: Setup, report: dict) -> None:
+    """The report as a table, and where it and the predictions are."""
+    print(f"\n{run.model_dir} on {report['data']}\n")
     print(format_table(report))
-    print(f"\nreport: {out_dir / REPORT_FILE}")
-    if (out_dir / PREDICTIONS_FILE).exists():
-        print(f"predictions: {out_dir / PREDICTIONS_FILE}")
-    return report
+    print(f"\nreport: {run.out_dir / REPORT_FILE}")
+    if (run.out_dir / PREDICTIONS_FILE).exists():
+        print(f"predictions: {run.out_dir / PREDICTIONS_FILE}")

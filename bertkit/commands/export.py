@@ -31,7 +31,7 @@ from transformers import (
 )
 
 from bertkit.atomic import atomic_dir, check_apart, check_output, write_text
-from bertkit.config import RunConfig, save_config
+from bertkit.config import ExportRecipe, save_config
 from bertkit.errors import BertkitError
 from bertkit.modeling.model import check_fits, check_model_dir, load_model, model_architectures, quiet_transformers
 from bertkit.tokenizer.train import load_tokenizer, save_tokenizer
@@ -94,7 +94,7 @@ def _time(session, enc, repeats: int = 20) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def _accuracy(session, tokenizer, cfg: RunConfig, label2id: dict) -> float | None:
+def _accuracy(session, tokenizer, cfg: ExportRecipe, label2id: dict) -> float | None:
     """A sequence classifier's accuracy on the recipe's dev (else test) file, through onnxruntime."""
     from bertkit.tasks import get_task
 
@@ -120,7 +120,7 @@ def _accuracy(session, tokenizer, cfg: RunConfig, label2id: dict) -> float | Non
     return right / len(examples)
 
 
-def run_export(cfg: RunConfig) -> dict:
+def run_export(cfg: ExportRecipe) -> dict:
     """Export `export.model_dir` (default: the fine-tuned model) to ONNX, check it, optionally quantise it."""
     ort = _onnx()
     model_dir, out_dir, model, tokenizer = _setup(cfg)
@@ -150,7 +150,7 @@ def run_export(cfg: RunConfig) -> dict:
     return report
 
 
-def _setup(cfg: RunConfig):
+def _setup(cfg: ExportRecipe):
     """(model dir, output dir, the model in its exported class, its tokenizer), after the output checks."""
     quiet_transformers()
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed" notes
@@ -198,7 +198,7 @@ def export_onnx(model, sample, outputs: list[str], path: Path) -> None:
         )
 
 
-def _quantize(ort, session, tmp: Path, model, tokenizer, cfg: RunConfig) -> dict:
+def _quantize(ort, session, tmp: Path, model, tokenizer, cfg: ExportRecipe) -> dict:
     """model.int8.onnx beside model.onnx: its speed-up, difference from PyTorch, size, and (for a sequence
     classifier) the dev accuracy of both."""
     from onnxruntime.quantization import QuantType, quantize_dynamic

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from transformers import BertForPreTraining, PreTrainedTokenizerBase
 
 from bertkit.atomic import check_apart, check_output, is_ours, mark_output, remove_output, write_text
-from bertkit.config import RESOLVED_FILE, RunConfig, save_config
+from bertkit.config import RESOLVED_FILE, PretrainRecipe, save_config
 from bertkit.data.dataset import TOKENIZER_SUBDIR, load_pretraining_data, pair_objective
 from bertkit.data.loader import EpochSampler, KeyedDataset
 from bertkit.data.masking import PretrainingCollator
@@ -45,9 +45,10 @@ from bertkit.modeling.model import (
 from bertkit.plots import plot_curves, plot_probe_history, read_metrics
 from bertkit.tokenizer.train import load_tokenizer
 from bertkit.training.checkpoint import checkpoint_dirs, load_checkpoint, resolve_resume, save_checkpoint, save_model
-from bertkit.training.loop import TrainState, fit, total_steps
+from bertkit.training.loop import fit, total_steps
 from bertkit.training.optim import describe_schedule, make_optimizer, make_schedule
 from bertkit.training.runtime import make_accelerator, run_state, tune_allocator
+from bertkit.training.state import TrainState
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -68,7 +69,7 @@ class Phase:
     max_steps: int | None  # None: train.epochs over the data (a run without phases)
 
 
-def _phases(cfg: RunConfig, tokenizer) -> list[Phase]:
+def _phases(cfg: PretrainRecipe, tokenizer) -> list[Phase]:
     specs = [(p.dataset_dir, p.max_steps, p.batch_size) for p in cfg.train.phases]
     phases = []
     if specs and cfg.data.more_dataset_dirs:
@@ -111,7 +112,7 @@ def _joined(splits: DatasetDict, meta: dict, first: Path, more: list[Path], toke
     return DatasetDict({name: concatenate_datasets(pieces) for name, pieces in parts.items()})
 
 
-def _layout(cfg: RunConfig, phases: list[Phase]) -> dict:
+def _layout(cfg: PretrainRecipe, phases: list[Phase]) -> dict:
     """What the position in the data depends on, keyed by what the user would change: resume checks it."""
     layout: dict = {"train.seed": cfg.train.seed, "train.grad_accum": cfg.train.grad_accum}
     for i, phase in enumerate(phases):
@@ -122,7 +123,7 @@ def _layout(cfg: RunConfig, phases: list[Phase]) -> dict:
     return layout
 
 
-def _claim_output(out_dir: Path, cfg: RunConfig, resume_from: Path | None) -> bool:
+def _claim_output(out_dir: Path, cfg: PretrainRecipe, resume_from: Path | None) -> bool:
     """Whether pretraining may write `out_dir`, and whether it starts afresh there (replacing what is there).
     Resuming from one of its own checkpoints continues in place; an earlier run is replaced only with
     overwrite=true, except an unfinished one that left neither a model nor a checkpoint, under resume=auto."""
@@ -157,7 +158,7 @@ class Setup:
     probe_data: dict  # the probe's files when probe.during_pretraining, read once before training
 
 
-def run_pretrain(cfg: RunConfig) -> Path:
+def run_pretrain(cfg: PretrainRecipe) -> Path:
     """Pretrain on `cfg.dataset_dir` (or the `train.phases` one after another); the final model goes to
     `<output_dir>/pretrain`."""
     run = setup(cfg)
@@ -165,7 +166,7 @@ def run_pretrain(cfg: RunConfig) -> Path:
     return finish(cfg, run, state)
 
 
-def setup(cfg: RunConfig) -> Setup:
+def setup(cfg: PretrainRecipe) -> Setup:
     """Data, output dir, model, optimizer, loaders and schedule; resumed from a checkpoint when asked."""
     quiet_transformers()
     tune_allocator()
@@ -240,7 +241,7 @@ def setup(cfg: RunConfig) -> Setup:
     )
 
 
-def _model(cfg: RunConfig, tokenizer, phases: list[Phase], resume_from: Path | None) -> BertForPreTraining:
+def _model(cfg: PretrainRecipe, tokenizer, phases: list[Phase], resume_from: Path | None) -> BertForPreTraining:
     """The checkpoint's model, `model.init_from`, or a fresh one of the recipe's size; long enough for the data."""
     if resume_from:
         model = load_model(BertForPreTraining, resume_from)
@@ -258,7 +259,7 @@ def _model(cfg: RunConfig, tokenizer, phases: list[Phase], resume_from: Path | N
     return use_fast_dropout(model)
 
 
-def _packed_attention(cfg: RunConfig, accelerator: Accelerator) -> str:
+def _packed_attention(cfg: PretrainRecipe, accelerator: Accelerator) -> str:
     """What train.packed_attention=auto becomes here: varlen on a CUDA GPU, else the mask."""
     if cfg.train.packed_attention != "auto":
         return cfg.train.packed_attention
@@ -267,7 +268,7 @@ def _packed_attention(cfg: RunConfig, accelerator: Accelerator) -> str:
     return "varlen" if gpu and cfg.train.pack_sequences else "mask"
 
 
-def _loader(cfg: RunConfig, phase: Phase, tokenizer, attention: str) -> DataLoader:
+def _loader(cfg: PretrainRecipe, phase: Phase, tokenizer, attention: str) -> DataLoader:
     """Batches of a phase's examples in the epoch sampler's order, masked (and packed) by the collator."""
     return DataLoader(
         KeyedDataset(phase.splits["train"], cfg.train.seed),
@@ -283,7 +284,7 @@ def _loader(cfg: RunConfig, phase: Phase, tokenizer, attention: str) -> DataLoad
     )
 
 
-def train(cfg: RunConfig, run: Setup) -> TrainState:
+def train(cfg: PretrainRecipe, run: Setup) -> TrainState:
     """The phases one after another through fit(), from where the run stands; checkpoints on the way."""
     accelerator, state = run.accelerator, run.state
 
@@ -340,7 +341,7 @@ def _what(phase: Phase) -> str:
     return f"MLM+{pair.upper()}" if pair else "MLM"
 
 
-def _evaluate(cfg: RunConfig, run: Setup, phase: Phase, state: TrainState) -> dict:
+def _evaluate(cfg: PretrainRecipe, run: Setup, phase: Phase, state: TrainState) -> dict:
     """Held-out MLM (and NSP/SOP) scores of the phase's validation split, and the probe when asked for."""
     accelerator, metrics = run.accelerator, {}
     if "validation" in phase.splits:
@@ -361,7 +362,7 @@ def _evaluate(cfg: RunConfig, run: Setup, phase: Phase, state: TrainState) -> di
     return metrics
 
 
-def finish(cfg: RunConfig, run: Setup, state: TrainState) -> Path:
+def finish(cfg: PretrainRecipe, run: Setup, state: TrainState) -> Path:
     """The final model (a plain Hugging Face dir beside its checkpoints and logs), the plots, and the exit."""
     accelerator, out_dir, steps = run.accelerator, run.out_dir, run.ends[-1]
     accelerator.wait_for_everyone()

@@ -15,14 +15,14 @@ import json
 from pathlib import Path
 
 from bertkit.atomic import atomic_dir, check_apart, check_output, write_text
-from bertkit.config import RunConfig, save_config
+from bertkit.config import ProbeRecipe, save_config
 from bertkit.evaluation.features import load_encoder
 from bertkit.evaluation.probe import probe_model, read_probe_data, require_probe_files
 from bertkit.plots import plot_layers
 from bertkit.training.runtime import run_state
 
 
-def run_probe(cfg: RunConfig) -> dict:
+def run_probe(cfg: ProbeRecipe) -> dict:
     probe = cfg.probe
     require_probe_files(probe)
     out = probe.output_dir or cfg.output_dir / "probe"

@@ -5,10 +5,11 @@
 
 The corpus is read as a stream and cut into chunks of about `data.chunk_kb` (1 MB) of whole documents; worker
 processes turn each chunk into examples (random-next segments come from other documents of the same chunk) and
-the main process appends them to Arrow files. Each chunk's randomness is seeded by its index, so the output is
-the same whatever `data.num_proc` is, and memory does not grow with the corpus. Under `torchrun` / `accelerate
-launch` (several processes, many nodes) each rank encodes a consecutive share of the chunks into its own Arrow
-shard of the output (on a shared filesystem), and the shards in rank order are one process's output.
+the main process appends them to an Arrow file per split, saved at the end as a `datasets` DatasetDict. Each
+chunk's randomness is seeded by its index, so the output is the same whatever `data.num_proc` is, and memory
+does not grow with the corpus. Under `torchrun` / `accelerate launch` (several processes, many nodes) each rank
+encodes a consecutive share of the chunks into its own Arrow shard (on a shared filesystem), and rank 0 saves
+the shards in rank order: one process's output.
 
 The dataset dir is self-contained: its tokenizer (dataset_dir/tokenizer), `bertkit_data.json` (what made it)
 and `statistics.json`, so `bertkit pretrain` needs nothing else.
@@ -22,6 +23,7 @@ import json
 import multiprocessing
 import os
 import random
+import shutil
 import signal
 import unicodedata
 from collections import Counter, deque
@@ -32,14 +34,14 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from datasets import DatasetInfo, Features, Sequence, Value
+from datasets import Dataset, DatasetDict, Features, Sequence, Value, concatenate_datasets
 from datasets.arrow_writer import ArrowWriter
-from datasets.fingerprint import generate_random_fingerprint
 from datasets.utils.logging import disable_progress_bar
+from transformers import PreTrainedTokenizerBase
 
 from bertkit.atomic import atomic_dir, check_apart, check_output, write_text
-from bertkit.config import RunConfig, save_config
-from bertkit.data.corpus import ReadReport, read_documents, resolve_files, total_bytes
+from bertkit.config import TokenizeRecipe, save_config
+from bertkit.data.corpus import ReadReport, Source, read_documents, resolve_files, total_bytes
 from bertkit.data.dataset import METADATA_FILE, STATISTICS_FILE, TOKENIZER_SUBDIR
 from bertkit.data.pretraining import BUILDERS, LABELLED, Sentence, Special, word_ids_from_starts
 from bertkit.errors import BertkitError
@@ -51,6 +53,7 @@ from bertkit.training.runtime import launch
 
 SPLITS = ("train", "validation")
 ENCODE_BATCH = 4000  # sentences per call into the Rust tokenizer
+RANK_SHARDS = "rank-shards"  # where the ranks write their examples, inside the dataset dir until saved
 WORD_STATS_SENTENCES = 200  # sentences per chunk sampled for the Chinese word statistics
 COVERAGE_SENTENCES = 5000  # sentences sampled for the vocabulary coverage report
 FREQUENT_WORDS_SENTENCES = 200_000  # sentences counted for tokenizer.add_frequent_words
@@ -89,7 +92,7 @@ def chinese_word_counts(pieces: Iterable[str]) -> tuple[int, int]:
 _WORKER: dict = {}
 
 
-def _init_worker(tokenizer, cfg: RunConfig) -> None:
+def _init_worker(tokenizer, cfg: TokenizeRecipe) -> None:
     _WORKER["tokenizer"] = tokenizer  # forked workers get the parent's object as it is, no file to read
     _WORKER["cut"] = segmenter(cfg.tokenizer.segmenter, cfg.tokenizer.user_dict)
     _WORKER["cfg"] = cfg
@@ -261,7 +264,7 @@ def coverage(tokenizer, sentences: list[str]) -> dict:
     }
 
 
-def _training_sentences(files: list[Path], cfg: RunConfig) -> Iterator[str]:
+def _training_sentences(files: list[Path], cfg: TokenizeRecipe) -> Iterator[str]:
     """The sentences of the corpus' first `tokenizer.train_sample_mb` MB."""
     report = ReadReport()
     limit = cfg.tokenizer.train_sample_mb * 1e6 if cfg.tokenizer.train_sample_mb else float("inf")
@@ -271,7 +274,7 @@ def _training_sentences(files: list[Path], cfg: RunConfig) -> Iterator[str]:
             return
 
 
-def _extended(tokenizer, files, cfg: RunConfig):
+def _extended(tokenizer, files, cfg: TokenizeRecipe):
     """The tokenizer with tokenizer.add_words, add_words_file and add_frequent_words added
     (bertkit/tokenizer/vocabulary.py)."""
     t = cfg.tokenizer
@@ -300,7 +303,7 @@ def _extended(tokenizer, files, cfg: RunConfig):
     return extended
 
 
-def _sample(files, cfg: RunConfig, n: int) -> list[str]:
+def _sample(files, cfg: TokenizeRecipe, n: int) -> list[str]:
     out = []
     for document in read_documents(files, cfg.data, ReadReport()):
         out.extend(document[: n - len(out)])
@@ -309,7 +312,7 @@ def _sample(files, cfg: RunConfig, n: int) -> list[str]:
     return out
 
 
-def statistics(totals: Counter, cfg: RunConfig, report: ReadReport, cover: dict) -> dict:
+def statistics(totals: Counter, cfg: TokenizeRecipe, report: ReadReport, cover: dict) -> dict:
     stats: dict = {
         "megabytes": round(report.bytes_read / 1e6, 3),
         "documents": totals["documents"],
@@ -375,7 +378,7 @@ class Ranks:
         return out
 
 
-def count_chunks(files, cfg: RunConfig, report: ReadReport) -> int:
+def count_chunks(files, cfg: TokenizeRecipe, report: ReadReport) -> int:
     """The number of chunks _chunks cuts the corpus into (a read without encoding)."""
     return sum(1 for _ in _chunks(read_documents(files, cfg.data, report), report, cfg.data.chunk_kb * 1000))
 
@@ -384,26 +387,59 @@ def _shard_name(rank: int, world: int) -> str:
     return f"data-{rank:05d}-of-{world:05d}.arrow"
 
 
-def write_split_metadata(split_dir: Path, shards: list[str], schema: Features) -> None:
-    """What `datasets` reads a saved split by (save_to_disk's layout): its features and the list of its Arrow
-    shards, which stay where the ranks wrote them — nothing is copied into one file."""
-    DatasetInfo(features=schema).write_to_directory(str(split_dir))
-    state = {
-        "_data_files": [{"filename": name} for name in shards],
-        "_fingerprint": generate_random_fingerprint(),
-        "_format_columns": None,
-        "_format_kwargs": {},
-        "_format_type": None,
-        "_output_all_columns": False,
-        "_split": None,
-    }
-    write_text(split_dir / "state.json", json.dumps(state, indent=2) + "\n")
+def save_examples(out: Path, per_rank: list[Counter]) -> None:
+    """The ranks' shards of each split under out/RANK_SHARDS, in rank order, saved into `out` as one
+    DatasetDict (what load_from_disk reads; as many Arrow files as ranks wrote examples), then removed.
+    Empty shards and splits (validation_fraction=0) are left out: datasets cannot load an empty one."""
+    world = len(per_rank)
+    splits, num_shards = {}, {}
+    for split in SPLITS:
+        written = [r for r in range(world) if per_rank[r][f"{split}_examples"]]
+        if written:
+            shards = [Dataset.from_file(str(out / RANK_SHARDS / split / _shard_name(r, world))) for r in written]
+            # Memory-mapped, read once by the save; concatenation fixes the format's columns, which a split of
+            # one Arrow file leaves open (new columns that a `map` adds show too).
+            splits[split] = concatenate_datasets(shards).with_format(None)
+            num_shards[split] = len(written)
+    DatasetDict(splits).save_to_disk(str(out), num_shards=num_shards)
+    shutil.rmtree(out / RANK_SHARDS)
 
 
-def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
+@dataclass
+class Setup:
+    """What set-up decides and the encoding and the finish use."""
+
+    ranks: Ranks
+    files: list[Source]  # the corpus' files (local or remote) and data sets
+    size: int | None  # bytes of the corpus; None: a data set is streamed, size unknown
+    tokenizer: PreTrainedTokenizerBase
+    cover: dict | None  # the vocabulary coverage report, rank 0's alone
+    chunks: tuple[int, int | None]  # [first, stop) of the corpus' chunks that this rank encodes
+    report: ReadReport | None  # with several ranks, rank 0's read of the whole corpus (each encodes a share)
+
+
+def run_tokenize(cfg: TokenizeRecipe) -> tuple[Path, Path]:
     """Train (or reuse) the tokenizer, build train/validation examples, save both. Returns their dirs. Under
     torchrun / accelerate launch each process encodes its share of the chunks (Ranks); the output is the same
     as one process's."""
+    run = setup(cfg)
+    ranks = run.ranks
+    # The tokenizer dir is published only once the examples are complete, so the two are replaced together.
+    with atomic_dir(cfg.dataset_dir) if ranks.main else contextlib.nullcontext() as out:
+        out = Path(ranks.share(str(out)))  # rank 0's temporary dir, where every rank writes its shard
+        totals, read = encode(cfg, run, out)
+        per_rank = ranks.gather(totals)  # each rank's statistics, its shards' example counts among them
+        if ranks.main:
+            report = read if run.report is None else run.report
+            stats = finish(cfg, run, out, per_rank, report)
+    ranks.wait()
+    if ranks.main:
+        _print_summary(stats, report)
+    return cfg.tokenizer_dir, cfg.dataset_dir
+
+
+def setup(cfg: TokenizeRecipe) -> Setup:
+    """The checks, the tokenizer (made by rank 0, shared with the others) and this rank's share of the chunks."""
     disable_progress_bar()  # bertkit shows its own progress; datasets' per-shard bars are noise here
     ranks = Ranks()
     files = resolve_files(cfg.data.files)
@@ -415,104 +451,95 @@ def run_tokenize(cfg: RunConfig) -> tuple[Path, Path]:
     )
     check_output(cfg.tokenizer_dir, "output_dir", cfg.overwrite)
     check_output(cfg.dataset_dir, dataset_key, cfg.overwrite)
-    size = total_bytes(files)  # None: a streamed data set, size unknown
+    size = total_bytes(files)
     if next(read_documents(files, cfg.data), None) is None:
         raise BertkitError(
             f"{', '.join(map(str, files))}: corpus holds no text; "
             "expected one sentence per line, a blank line between documents"
         )
-    tokenizer = cover = n_chunks = None
-    report = ReadReport()
+    tokenizer = cover = n_chunks = report = None
     if ranks.main:
         tokenizer = _tokenizer(files, size, cfg)
         cover = coverage(tokenizer, _sample(files, cfg, COVERAGE_SENTENCES))
-        # Several ranks take consecutive runs of chunks, so that their shards in rank order are one process's
-        # output: they need the count first.
-        n_chunks = count_chunks(files, cfg, report) if ranks.world > 1 else None
-    tokenizer, n_chunks = ranks.share((tokenizer, n_chunks))  # the coverage report is rank 0's alone
-    first, stop = (
+        if ranks.world > 1:
+            # Several ranks take consecutive runs of chunks, so that their shards in rank order are one
+            # process's output: they need the count first.
+            report = ReadReport()
+            n_chunks = count_chunks(files, cfg, report)
+    tokenizer, n_chunks = ranks.share((tokenizer, n_chunks))
+    chunks = (
         (0, None)
         if n_chunks is None
         else (n_chunks * ranks.rank // ranks.world, n_chunks * (ranks.rank + 1) // ranks.world)
     )
+    return Setup(ranks, files, size, tokenizer, cover, chunks, report)
 
-    num_proc = cfg.data.num_proc or os.cpu_count() or 1
+
+def encode(cfg: TokenizeRecipe, run: Setup, out: Path) -> tuple[Counter, ReadReport]:
+    """This rank's share of the chunks, encoded by worker processes into its Arrow shard of each split under
+    out/RANK_SHARDS; its statistics, and its read of the corpus."""
+    ranks = run.ranks
     schema = features(cfg.data.objective)
+    writers = {}
+    for split in SPLITS:
+        (out / RANK_SHARDS / split).mkdir(parents=True, exist_ok=True)
+        path = out / RANK_SHARDS / split / _shard_name(ranks.rank, ranks.world)
+        writers[split] = ArrowWriter(features=schema, path=str(path))
+    read = ReadReport()
+    chunks = _chunks(read_documents(run.files, cfg.data, read), read, cfg.data.chunk_kb * 1000)
+    chunks = itertools.islice(chunks, *run.chunks)
+    num_proc = cfg.data.num_proc or os.cpu_count() or 1
     totals = Counter()
-    # The tokenizer dir is published only once the examples are complete, so the two are replaced together.
-    with atomic_dir(cfg.dataset_dir) if ranks.main else contextlib.nullcontext() as out:
-        out = Path(ranks.share(str(out)))  # rank 0's temporary dir, where every rank writes its shard
-        shard = _shard_name(ranks.rank, ranks.world)
-        for split in SPLITS:
-            (out / split).mkdir(exist_ok=True)
-        writers = {s: ArrowWriter(features=schema, path=str(out / s / shard)) for s in SPLITS}
-        read = ReadReport()
-        chunks = _chunks(read_documents(files, cfg.data, read), read, cfg.data.chunk_kb * 1000)
-        chunks = itertools.islice(chunks, first, stop)
-        # Compressed input reads more bytes than its size on disk: the total is only a guide there.
-        bar = progress(
-            total=size, unit="B", unit_scale=True, unit_divisor=1000, desc="tokenize", disable=not ranks.main
+    # Compressed input reads more bytes than its size on disk: the total is only a guide there.
+    bar = progress(
+        total=run.size, unit="B", unit_scale=True, unit_divisor=1000, desc="tokenize", disable=not ranks.main
+    )
+    worker_args = (run.tokenizer, cfg)
+    # closing(): on an error or a signal the workers stop before the temporary dir they read is removed.
+    with contextlib.closing(map_ordered(process_chunk, chunks, num_proc, _init_worker, worker_args)) as results:
+        for result in results:
+            for split, table in result.tables.items():
+                writers[split].write_table(table)
+            totals.update(result.stats)
+            bar.update(result.size)
+            bar.set_postfix(examples=totals["train_examples"] + totals["validation_examples"])
+    bar.close()
+    for writer in writers.values():
+        writer.finalize()
+    return totals, read
+
+
+def finish(cfg: TokenizeRecipe, run: Setup, out: Path, per_rank: list[Counter], report: ReadReport) -> dict:
+    """Rank 0, once every rank has encoded its share: the examples saved as one dataset beside the tokenizer,
+    metadata and statistics in `out`, and the tokenizer dir published. Returns the statistics."""
+    totals = sum(per_rank, Counter())
+    if totals["train_examples"] == 0:
+        raise BertkitError(
+            f"{', '.join(map(str, run.files))}: too little text to build one example; "
+            "a document needs at least two sentences or the corpus two documents"
         )
-        worker_args = (tokenizer, cfg)
-        # closing(): on an error or a signal the workers stop before the temporary dir they read is removed.
-        with contextlib.closing(map_ordered(process_chunk, chunks, num_proc, _init_worker, worker_args)) as results:
-            for result in results:
-                for split, table in result.tables.items():
-                    writers[split].write_table(table)
-                totals.update(result.stats)
-                bar.update(result.size)
-                bar.set_postfix(examples=totals["train_examples"] + totals["validation_examples"])
-        bar.close()
-        for writer in writers.values():
-            writer.finalize()
-        per_rank = ranks.gather(totals)  # each rank's statistics, its shards' example counts among them
-        totals = sum(per_rank, Counter())
-        if not ranks.main:
-            ranks.wait()
-            return cfg.tokenizer_dir, cfg.dataset_dir
-        if n_chunks is None:
-            report = read
-        if totals["train_examples"] == 0:
-            raise BertkitError(
-                f"{', '.join(map(str, files))}: too little text to build one example; "
-                "a document needs at least two sentences or the corpus two documents"
-            )
-        # Empty shards and splits (validation_fraction=0) are left out: datasets cannot load an empty one.
-        splits = []
-        for split in SPLITS:
-            shards = [_shard_name(r, ranks.world) for r in range(ranks.world) if per_rank[r][f"{split}_examples"]]
-            for r in range(ranks.world):
-                if not per_rank[r][f"{split}_examples"]:
-                    (out / split / _shard_name(r, ranks.world)).unlink()
-            if shards:
-                write_split_metadata(out / split, shards, schema)
-                splits.append(split)
-            else:
-                (out / split).rmdir()
-        write_text(out / "dataset_dict.json", json.dumps({"splits": splits}) + "\n")
-        save_tokenizer(tokenizer, out / TOKENIZER_SUBDIR)
-        stats = statistics(totals, cfg, report, cover)
-        metadata = {
-            "objective": cfg.data.objective,
-            "max_seq_length": cfg.data.max_seq_length,
-            "vocab_size": len(tokenizer),
-            "segmenter": cfg.tokenizer.segmenter,
-            "user_dict": str(cfg.tokenizer.user_dict) if cfg.tokenizer.user_dict else None,
-            "word_ids": "per token: tokens of one whole word share an id (0.. in order); -1 on special tokens",
-            "files": [str(f) for f in files],
-        }
-        write_text(out / METADATA_FILE, json.dumps(metadata, indent=2, ensure_ascii=False) + "\n")
-        write_text(out / STATISTICS_FILE, json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
-        save_config(cfg, out)
-        with atomic_dir(cfg.tokenizer_dir) as tmp:
-            save_tokenizer(tokenizer, tmp)
-            save_config(cfg, tmp)
-    ranks.wait()
-    _print_summary(stats, report)
-    return cfg.tokenizer_dir, cfg.dataset_dir
+    save_examples(out, per_rank)
+    save_tokenizer(run.tokenizer, out / TOKENIZER_SUBDIR)
+    stats = statistics(totals, cfg, report, run.cover)
+    metadata = {
+        "objective": cfg.data.objective,
+        "max_seq_length": cfg.data.max_seq_length,
+        "vocab_size": len(run.tokenizer),
+        "segmenter": cfg.tokenizer.segmenter,
+        "user_dict": str(cfg.tokenizer.user_dict) if cfg.tokenizer.user_dict else None,
+        "word_ids": "per token: tokens of one whole word share an id (0.. in order); -1 on special tokens",
+        "files": [str(f) for f in run.files],
+    }
+    write_text(out / METADATA_FILE, json.dumps(metadata, indent=2, ensure_ascii=False) + "\n")
+    write_text(out / STATISTICS_FILE, json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
+    save_config(cfg, out)
+    with atomic_dir(cfg.tokenizer_dir) as tmp:
+        save_tokenizer(run.tokenizer, tmp)
+        save_config(cfg, tmp)
+    return stats
 
 
-def _tokenizer(files, size: int | None, cfg: RunConfig):
+def _tokenizer(files, size: int | None, cfg: TokenizeRecipe):
     """The run's tokenizer: tokenizer.from_dir's or one trained on the corpus, extended as the recipe says."""
     if cfg.tokenizer.from_dir:
         tokenizer = load_tokenizer(cfg.tokenizer.from_dir)

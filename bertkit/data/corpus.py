@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from bertkit.config import DataConfig
+from bertkit.config.sections import DataConfig
 from bertkit.errors import BertkitError
 from bertkit.hub import data_set_ref
 

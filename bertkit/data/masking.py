@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from bertkit.config import MaskingConfig
+from bertkit.config.sections import MaskingConfig
 from bertkit.data.packing import pack_batch
 from bertkit.data.padding import IGNORE_INDEX, pad, padded_length
 

@@ -85,12 +85,6 @@ def pack_batch(batch: dict[str, torch.Tensor], capacity: int = 0, varlen: bool =
     out["cls_positions"] = torch.tensor([(r, c) for r, c, _ in order])
     if "next_sentence_label" in batch:
         out["next_sentence_label"] = batch["next_sentence_label"]
-    out["num_tokens"] = torch.tensor(sum(lengths))  # real tokens, for throughput (the mask is 4D now)
+    # Real tokens, for throughput: a 4D mask (or none, varlen) no longer says; the objective reports them.
+    out["num_tokens"] = torch.tensor(sum(lengths))
     return out
-
-
-def real_tokens(batch: dict) -> torch.Tensor:
-    """Real (not padding) tokens of a batch, for throughput: the 2D attention mask's sum, or what a packed batch
-    says (its mask is 4D); `num_tokens` is taken out of the batch, the model does not take it."""
-    n = batch.pop("num_tokens", None)
-    return n if n is not None else batch["attention_mask"].sum()

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from transformers import BertModel
 
-from bertkit.config import EmbedConfig, RunConfig
+from bertkit.config import Recipe
+from bertkit.config.sections import EmbedConfig
 from bertkit.errors import BertkitError
 from bertkit.modeling.model import check_fits, load_model, quiet_transformers
 from bertkit.progress import progress
@@ -115,7 +116,7 @@ def embed_texts(
     return np.concatenate([v for _, v in per_text]), [row for rows, _ in per_text for row in rows]
 
 
-def sentence_features(model, tokenizer, texts: list[str], cfg: RunConfig) -> np.ndarray:
+def sentence_features(model, tokenizer, texts: list[str], cfg: Recipe) -> np.ndarray:
     """(layers + 1, N, H) pooled sentence features from every layer (mean unless embed.pooling says)."""
     pooling = cfg.embed.pooling if cfg.embed.pooling != "none" else "mean"
     batches = hidden_states(model, tokenizer, texts, cfg.embed.max_seq_length, cfg.embed.batch_size)
@@ -126,7 +127,7 @@ def sentence_features(model, tokenizer, texts: list[str], cfg: RunConfig) -> np.
     return np.concatenate(pooled, axis=1)[:, np.argsort(positions)]
 
 
-def word_features(model, tokenizer, sentences: list[list[str]], cfg: RunConfig) -> tuple[np.ndarray, list]:
+def word_features(model, tokenizer, sentences: list[list[str]], cfg: Recipe) -> tuple[np.ndarray, list]:
     """(layers + 1, N words, H) from each word's first piece, and the (sentence, word) of every row: words cut
     off by embed.max_seq_length get no row."""
     per_sentence: list = [None] * len(sentences)  # each sentence's (word rows (layers + 1, W, H), word ids)

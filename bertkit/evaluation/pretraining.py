@@ -15,7 +15,7 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from bertkit.config import MaskingConfig
+from bertkit.config.sections import MaskingConfig
 from bertkit.data.loader import EpochSampler, KeyedDataset
 from bertkit.data.masking import PretrainingCollator
 from bertkit.data.padding import IGNORE_INDEX

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bertkit.config import ProbeConfig, RunConfig
+from bertkit.config import Recipe
+from bertkit.config.sections import ProbeConfig
 from bertkit.errors import BertkitError
 from bertkit.evaluation.features import sentence_features, word_features
 from bertkit.tasks.common import check_labels, column, label_set, read_rows
@@ -77,7 +78,7 @@ def read_probe_data(probe: ProbeConfig) -> dict:
     return data
 
 
-def probe_model(model, tokenizer, cfg: RunConfig, data: dict | None = None) -> dict:
+def probe_model(model, tokenizer, cfg: Recipe, data: dict | None = None) -> dict:
     """The probe's scores by layer for a BertModel; `data` holds the files' read_probe_data, read here when
     empty (pretraining passes one dict to every call, so the files are read once)."""
     probe = cfg.probe

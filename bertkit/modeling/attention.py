@@ -5,7 +5,7 @@
 
 Two things stock SDPA lacks:
 - **cheap dropout on CPU**: with attention dropout on a CPU, SDPA's reference math softmax(QKᵀ·scale + mask)·V
-  with bertkit's dropout (bertkit/modeling/dropout.py) on the probabilities; torch's SDPA otherwise (eval, GPUs).
+  with bertkit's dropout (bertkit/modeling/dropout_bits.py) on the probabilities; torch's SDPA otherwise (eval, GPUs).
 - **variable-length sequences** (packed batches, bertkit/data/packing.py with `varlen`): the tokens of several
   sequences in one row, `cu_seq_lens_q` their boundaries (int32, 0 … total, as flash-attention's varlen
   functions take them). Each sequence attends only to itself through SDPA on a nested (jagged) tensor: on a GPU
@@ -28,7 +28,7 @@ from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
-from bertkit.modeling.dropout import fast_dropout
+from bertkit.modeling.dropout_bits import fast_dropout
 
 NAME = "bertkit"
 # Implementations that keep the sequences of a varlen batch apart (attention_mask=None, cu_seq_lens_* given).

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
 
-from bertkit.config import BiLSTMConfig
+from bertkit.config.sections import BiLSTMConfig
 from bertkit.data.padding import IGNORE_INDEX
 from bertkit.errors import BertkitError
 from bertkit.modeling.crf import CRF

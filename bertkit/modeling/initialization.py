@@ -23,7 +23,7 @@ from transformers import BertForPreTraining
 
 # Position embeddings' per-element std, in units of initializer_range: strong enough to steer attention at
 # the start, weak enough to leave token identity in the LayerNorm'd sum (BERT-tiny on Chinese MLM escapes the
-# plateau at 3.5× and 5.3×, not at 2.1× or 10.6×: the README's "Leaving the plateau").
+# plateau at 3.5× and 5.3×, not at 2.1× or 10.6×: docs/results.md, "Leaving the plateau").
 POSITION_SCALE = 4.2
 # Trockman & Kolter's mimetic weights: query·keyᵀ ≈ A·Z + B·I, value·output ≈ A'·Z' − B'·I, Z ~ N(0, 1/H).
 QK_NOISE, QK_IDENTITY = 0.7, 0.7

@@ -23,7 +23,7 @@ from torch import nn
 from transformers import BertConfig, BertForPreTraining, PreTrainedModel, PreTrainedTokenizerBase
 from transformers import logging as hf_logging
 
-from bertkit.config import ModelConfig
+from bertkit.config.sections import ModelConfig
 from bertkit.data.padding import IGNORE_INDEX
 from bertkit.errors import BertkitError
 from bertkit.modeling.attention import VARLEN
@@ -216,9 +216,12 @@ class PretrainingObjective(nn.Module):
         cls_positions=None,
         cu_seq_lens=None,
         max_length=None,
+        num_tokens=None,
     ) -> dict:
         """A padded batch, or a packed one (bertkit/data/packing.py: restarting position_ids, cls_positions
-        (N, 2) of each sequence's [CLS], and a 4D block-diagonal attention_mask or varlen cu_seq_lens)."""
+        (N, 2) of each sequence's [CLS], a 4D block-diagonal attention_mask or varlen cu_seq_lens, and its
+        real tokens num_tokens, passed on in the result: fit() counts throughput in them, which the packed
+        batch's mask no longer says)."""
         varlen = {}
         if cu_seq_lens is not None:
             implementation = self.model.config._attn_implementation
@@ -259,6 +262,8 @@ class PretrainingObjective(nn.Module):
             loss = loss + nsp_loss
             result |= {"nsp_loss": nsp_loss, "nsp_logits": nsp_logits, "nsp_labels": next_sentence_label}
         result["loss"] = loss
+        if num_tokens is not None:
+            result["num_tokens"] = num_tokens
         return result
 
 

@@ -8,7 +8,7 @@
     metrics, predictions = task.evaluate(model, tokenizer, examples, labels, cfg.finetune.task, batch_size)
 
 One module per family (classification.py: classification and regression; tagging.py; qa.py; choice.py) and
-one explicit dict, TASKS.
+one explicit dict, TASKS; models.py builds and loads a family's model (its BERT head or the BiLSTM baseline).
 """
 
 from __future__ import annotations

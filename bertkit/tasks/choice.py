@@ -17,7 +17,7 @@ import torch
 import transformers
 from transformers.modeling_outputs import MultipleChoiceModelOutput
 
-from bertkit.config import TaskConfig
+from bertkit.config.sections import TaskConfig
 from bertkit.errors import BertkitError
 from bertkit.metrics import classification_metrics
 from bertkit.tasks.common import Task, column, pad, padded_length, predict_rows, read_rows, text_of
@@ -170,6 +170,5 @@ TASK = Task(
     encode=encode,
     collate=collate,
     evaluate=evaluate,
-    fields=("question_column", "choices_column"),
     length=lambda feature: max(map(len, feature["input_ids"])),  # one row per choice: the longest
 )

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import BertForSequenceClassification
 
-from bertkit.config import TaskConfig
+from bertkit.config.sections import TaskConfig
 from bertkit.errors import BertkitError
 from bertkit.metrics import classification_metrics, multilabel_metrics, regression_metrics
 from bertkit.tasks.common import (

@@ -38,9 +38,12 @@ class Task:
     # (train examples, task_cfg) -> settings learned from the training data and stored in the model's config.json
     # (e.g. whether a QA model may answer "no answer", a tagger's tag scheme); read back from model.config.
     model_settings: Callable = lambda examples, cfg: {}
-    # finetune.task keys only this family reads: set for another family they are an error, not ignored.
-    fields: tuple[str, ...] = ()
     length: Callable = lambda feature: len(feature["input_ids"])  # (feature) -> tokens, for length-grouped batches
+    # Feature keys that put predictions back in place (the example a window came from, its word ids or character
+    # offsets): the model never reads them, so the training loader does not keep them.
+    bookkeeping: tuple[str, ...] = ()
+    # (task_cfg) -> {parameter name prefix: lr} for parameters trained at a rate of their own (a CRF's), or None
+    own_lrs: Callable = lambda cfg: None
     bilstm_head: str | None = None  # the BiLSTM baseline's head for this family (bilstm.HEADS), None: no baseline
     confusion_matrix: bool = False  # `bertkit eval` draws one (single-label classes)
     crf_class: type | None = None  # the head with a CRF (task.crf=true), tagging only
@@ -48,6 +51,10 @@ class Task:
     def head(self, cfg) -> type:
         """The transformers head that finetune.task `cfg` trains."""
         return self.crf_class if cfg.crf else self.model_class
+
+    def model_inputs(self, feature: dict) -> dict:
+        """What of a training feature the model takes (inputs and targets)."""
+        return {k: v for k, v in feature.items() if k not in self.bookkeeping}
 
 
 def label_ids(labels: list[str]) -> dict[str, int]:

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from transformers import BertForQuestionAnswering
 
-from bertkit.config import TaskConfig
+from bertkit.config.sections import TaskConfig
 from bertkit.errors import BertkitError
 from bertkit.hub import data_set_ref
 from bertkit.metrics import cmrc_metrics, squad_metrics
@@ -327,5 +327,5 @@ TASK = Task(
     collate=collate,
     evaluate=evaluate,
     model_settings=model_settings,
-    fields=("n_best", "max_answer_length", "allow_no_answer", "null_score_diff_threshold"),
+    bookkeeping=("example", "offsets"),
 )

@@ -25,7 +25,7 @@ import torch
 from transformers import BertForTokenClassification
 from transformers.modeling_outputs import TokenClassifierOutput
 
-from bertkit.config import TaskConfig
+from bertkit.config.sections import TaskConfig
 from bertkit.data.padding import IGNORE_INDEX
 from bertkit.errors import BertkitError
 from bertkit.metrics import entity_metrics, tag_metrics
@@ -223,6 +223,7 @@ TASK = Task(
     encode=encode,
     collate=collate,
     evaluate=evaluate,
-    fields=("tokens_column", "tags_column", "tag_scheme", "crf", "crf_lr"),
+    bookkeeping=("example", "word_ids"),
+    own_lrs=lambda cfg: {"crf.": cfg.crf_lr} if cfg.crf else None,
     bilstm_head="token",
 )

@@ -16,7 +16,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import BertTokenizer, PreTrainedTokenizerBase
 
-from bertkit.config import TokenizerConfig
+from bertkit.config.sections import TokenizerConfig
 from bertkit.errors import BertkitError
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

@@ -21,12 +21,12 @@ from accelerate.utils import gather_object
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from bertkit.atomic import atomic_dir, is_ours
-from bertkit.config import RunConfig, save_config
+from bertkit.config import Recipe, save_config
 from bertkit.errors import BertkitError
 from bertkit.modeling.model import UNREADABLE
 from bertkit.tokenizer.train import save_tokenizer
-from bertkit.training.loop import TrainState
 from bertkit.training.model_card import write_model_card
+from bertkit.training.state import TrainState
 
 STATE_FILE = "training_state.pt"
 RNG_FILE = "rng_states.pt"
@@ -46,7 +46,7 @@ def write_model(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     directory: Path,
-    cfg: RunConfig | None = None,
+    cfg: Recipe | None = None,
     metrics: dict | None = None,
 ) -> None:
     """A Hugging Face model dir's files (config, safetensors, tokenizer; with `cfg`, bertkit.yaml and a model
@@ -63,7 +63,7 @@ def save_model(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     directory: Path,
-    cfg: RunConfig | None = None,
+    cfg: Recipe | None = None,
     keep: tuple[str, ...] = (),
     metrics: dict | None = None,
 ) -> Path:

@@ -4,10 +4,12 @@
                 evaluate=lambda state: {"accuracy": …}, save=lambda state: …, save_every=1000,
                 log_file=out / "metrics.jsonl")
 
-`model(**batch)` must return a mapping or ModelOutput with a scalar "loss"; fit knows nothing else about the
-task. Evaluation and checkpointing are the caller's functions, called every `train.eval_every` / `save_every` steps
-(0 or None: never before the end) and at the end. `state` says where training is (step, epoch, micro-batches
-into the epoch, training time); a resumed run passes the checkpoint's state and continues exactly where it stopped.
+`model(**batch)` must return a mapping or ModelOutput with a scalar "loss", and may say how many real tokens
+the batch held as "num_tokens" (else the batch's attention_mask counts them, for the throughput); fit knows
+nothing else about the task or how the batch was made. Evaluation and checkpointing are the caller's
+functions, called every `train.eval_every` / `save_every` steps (0 or None: never before the end) and at the end.
+`state` (bertkit/training/state.py) says where training is (step, epoch, micro-batches into the epoch, training
+time); a resumed run passes the checkpoint's state and continues exactly where it stopped.
 
 Training time (`state.seconds`, what `train.max_time_minutes` budgets and a BudgetLR schedule follows) is the
 time of the steps themselves (loading, forward, backward, optimizer, logging), not evaluation or checkpointing,
@@ -22,31 +24,21 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from torch.optim.lr_scheduler import LambdaLR
+from tqdm.auto import tqdm
 
-from bertkit.config import TrainConfig
-from bertkit.data.packing import real_tokens
+from bertkit.config.sections import TrainConfig
 from bertkit.errors import BertkitError
 from bertkit.progress import progress
 from bertkit.training.optim import BudgetLR
+from bertkit.training.state import TrainState
 
 clock = time.perf_counter  # the clock of training time; read through the module, so a test can replace it
-
-
-@dataclass
-class TrainState:
-    step: int = 0  # optimizer steps done
-    epoch: int = 0
-    batches_in_epoch: int = 0  # micro-batches of `epoch` this process has consumed
-    seconds: float = 0.0  # training time so far, agreed by all processes (see the module docstring)
-    stopped_early: bool = False  # max_time reached, a signal received, or early stopping
-    stopped_by: str | None = None  # why: "time", "signal" or "early stopping"
-    signal: int | None = None  # the SIGINT/SIGTERM that stopped training
 
 
 class Stopper:
@@ -166,6 +158,127 @@ def _log(accelerator: Accelerator, log_file: Path | None, record: dict) -> None:
     accelerator.log({k: v for k, v in record.items() if k not in ("step", "epoch")}, step=record["step"])
 
 
+@dataclass
+class Training:
+    """One fit() call: its pieces, and what it does at each batch and after each optimizer step (the update, the
+    log line, the evaluation, the checkpoint). A stretch of training time runs from `mark`."""
+
+    accelerator: Accelerator
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: LambdaLR
+    train: TrainConfig
+    max_steps: int
+    stopper: Stopper
+    bar: tqdm
+    log_file: Path | None
+    evaluate: Callable[[TrainState], dict] | None
+    save: Callable[[TrainState], None] | None
+    save_every: int | None
+    window: Window = field(init=False)
+    mark: float = field(init=False)
+
+    def __post_init__(self):
+        self.window = Window(self.accelerator)
+        self.mark = clock()
+
+    def epoch(self, loader, state: TrainState) -> str | None:
+        """Epoch `state.epoch` from where `state` stands in it, until its end, max_steps, or a stop: why it
+        stopped ("signal", "time", "early stopping"), or None."""
+        accelerator = self.accelerator
+        loader.set_epoch(state.epoch)
+        # Resuming mid-epoch: skip what was consumed at the sampler, without loading or masking it.
+        batches = accelerator.skip_first_batches(loader, state.batches_in_epoch) if state.batches_in_epoch else loader
+        seen = 0
+        for batch in batches:
+            seen += 1
+            state.batches_in_epoch += 1
+            self.update(batch)
+            if not accelerator.sync_gradients:
+                continue
+            stopping = self.after_step(state)
+            if stopping or state.step == self.max_steps:
+                return stopping
+        if seen == 0 and state.batches_in_epoch == 0:
+            raise BertkitError("the training data yields no batch; check the data files and train.batch_size")
+        return None
+
+    def update(self, batch: dict) -> None:
+        """Forward and backward of a micro-batch; the optimizer steps where accelerate's accumulation syncs."""
+        accelerator, train = self.accelerator, self.train
+        with accelerator.accumulate(self.model):
+            out = self.model(**batch)
+            accelerator.backward(out["loss"])
+            if accelerator.sync_gradients and train.clip_grad_norm:
+                accelerator.clip_grad_norm_(self.model.parameters(), train.clip_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        tokens = out.get("num_tokens")
+        self.window.add(out["loss"], batch["attention_mask"].sum() if tokens is None else tokens)
+
+    def after_step(self, state: TrainState) -> str | None:
+        """After an optimizer step: the step counted (advance), then the log line, the evaluation and the
+        checkpoint when due. Whether training stops here, and why."""
+        stopping = self.advance(state)
+        at_end = state.step == self.max_steps or stopping == "time"
+        train = self.train
+        if state.step % train.log_every == 0 or at_end:
+            self.log(state)
+        if self.evaluate is not None and ((train.eval_every and state.step % train.eval_every == 0) or at_end):
+            self.evaluation(state)
+            if stopping is None and self.stopper.early_stop():
+                stopping = "early stopping"
+        if self.save and ((self.save_every and state.step % self.save_every == 0) or at_end or stopping):
+            self.window.check_finite(state.step)
+            self.save(state)
+        self.mark = clock()  # evaluation and checkpointing are not training time
+        return stopping
+
+    def advance(self, state: TrainState) -> str | None:
+        """After an optimizer step: the step and its time counted, the schedule moved on; whether training
+        stops here ("signal", "time", or None)."""
+        state.step += 1
+        state.seconds += clock() - self.mark
+        stopping = self.stopper.check(state)
+        if stopping == "time" and state.step == self.max_steps:
+            stopping = None  # both budgets end here: a plain end
+        if isinstance(self.scheduler, BudgetLR):
+            self.scheduler.seconds = state.seconds
+        self.scheduler.step()
+        self.bar.update(1)
+        return stopping
+
+    def log(self, state: TrainState) -> None:
+        """The window's loss and throughput: a metrics.jsonl line, the trackers' and the progress bar's."""
+        self.window.check_finite(state.step)
+        loss, tok_s = self.window.read()
+        lr = self.scheduler.get_last_lr()[0]
+        stopper = self.stopper
+        # Under a time budget the bar counts to where the budget is expected to end, and says what it leaves.
+        self.bar.total = stopper.last_step(state, self.max_steps)
+        left = {"budget_left": f"{max(0.0, stopper.budget - state.seconds) / 60:.1f}min"} if stopper.timed else {}
+        self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}", **left)
+        record = {"step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr}
+        _log(self.accelerator, self.log_file, record | {"tokens_per_s": tok_s, "seconds": round(state.seconds, 2)})
+
+    def evaluation(self, state: TrainState) -> None:
+        """The caller's evaluation, printed and logged; the model goes back to training."""
+        metrics = self.evaluate(state)
+        self.model.train()
+        if self.accelerator.is_main_process:
+            self.bar.write(f"step {state.step}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        evaluated = {f"eval/{k}": v for k, v in metrics.items()}
+        _log(self.accelerator, self.log_file, {"step": state.step, "seconds": round(state.seconds, 2), **evaluated})
+
+    def stop(self, state: TrainState, stopping: str) -> TrainState:
+        """Training ends before max_steps: why, in `state`."""
+        if self.accelerator.is_main_process and stopping == "time":
+            self.bar.write(f"train.max_time_minutes={self.train.max_time_minutes} reached at step {state.step}")
+        state.stopped_early, state.stopped_by = True, stopping
+        state.signal = self.stopper.signal if stopping == "signal" else None
+        return state
+
+
 def fit(
     accelerator: Accelerator,
     model: torch.nn.Module,
@@ -198,80 +311,24 @@ def fit(
         if stopper.spent(state):  # resumed (or a next phase entered) with the budget used up
             state.stopped_early, state.stopped_by = True, "time"
             return state
-        window = Window(accelerator)
-        mark = clock()  # where the current stretch of training time began
+        training = Training(
+            accelerator=accelerator,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            train=train,
+            max_steps=max_steps,
+            stopper=stopper,
+            bar=bar,
+            log_file=log_file,
+            evaluate=evaluate,
+            save=save,
+            save_every=save_every,
+        )
         while state.step < max_steps:
-            loader.set_epoch(state.epoch)
-            # Resuming mid-epoch: skip what was consumed at the sampler, without loading or masking it.
-            batches = (
-                accelerator.skip_first_batches(loader, state.batches_in_epoch) if state.batches_in_epoch else loader
-            )
-            seen = 0
-            for batch in batches:
-                seen += 1
-                state.batches_in_epoch += 1
-                tokens = real_tokens(batch)
-                with accelerator.accumulate(model):
-                    loss = model(**batch)["loss"]
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and train.clip_grad_norm:
-                        accelerator.clip_grad_norm_(model.parameters(), train.clip_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                window.add(loss, tokens)
-                if not accelerator.sync_gradients:
-                    continue
-                state.step += 1
-                state.seconds += clock() - mark
-                stopping = stopper.check(state)
-                if stopping == "time" and state.step == max_steps:
-                    stopping = None  # both budgets end here: a plain end
-                if isinstance(scheduler, BudgetLR):
-                    scheduler.seconds = state.seconds
-                scheduler.step()
-                bar.update(1)
-                at_end = state.step == max_steps or stopping == "time"
-                if state.step % train.log_every == 0 or at_end:
-                    window.check_finite(state.step)
-                    loss_value, tok_s = window.read()
-                    lr = scheduler.get_last_lr()[0]
-                    # Under a time budget the bar counts to where the budget is expected to end, and says what it
-                    # leaves.
-                    bar.total = stopper.last_step(state, max_steps)
-                    left = (
-                        {"budget_left": f"{max(0.0, stopper.budget - state.seconds) / 60:.1f}min"}
-                        if stopper.timed
-                        else {}
-                    )
-                    bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}", **left)
-                    record = {"step": state.step, "epoch": state.epoch, "loss": loss_value, "lr": lr}
-                    _log(accelerator, log_file, record | {"tokens_per_s": tok_s, "seconds": round(state.seconds, 2)})
-                evaluates = evaluate is not None and (
-                    (train.eval_every and state.step % train.eval_every == 0) or at_end
-                )
-                if evaluates:
-                    metrics = evaluate(state)
-                    model.train()
-                    if main:
-                        bar.write(f"step {state.step}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-                    evaluated = {f"eval/{k}": v for k, v in metrics.items()}
-                    _log(accelerator, log_file, {"step": state.step, "seconds": round(state.seconds, 2), **evaluated})
-                    if stopping is None and stopper.early_stop():
-                        stopping = "early stopping"
-                if save and ((save_every and state.step % save_every == 0) or at_end or stopping):
-                    window.check_finite(state.step)
-                    save(state)
-                mark = clock()  # evaluation and checkpointing are not training time
-                if stopping:
-                    if main and stopping == "time":
-                        bar.write(f"train.max_time_minutes={train.max_time_minutes} reached at step {state.step}")
-                    state.stopped_early, state.stopped_by = True, stopping
-                    state.signal = stopper.signal if stopping == "signal" else None
-                    return state
-                if state.step == max_steps:
-                    break
-            if seen == 0 and state.batches_in_epoch == 0:
-                raise BertkitError("the training data yields no batch; check the data files and train.batch_size")
+            stopping = training.epoch(loader, state)
+            if stopping:
+                return training.stop(state, stopping)
             if state.step < max_steps:
                 state.epoch += 1
                 state.batches_in_epoch = 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bertkit import __version__
 from bertkit.atomic import write_text
-from bertkit.config import CONFIG_FILE, RunConfig
+from bertkit.config import CONFIG_FILE, Recipe
 from bertkit.data.dataset import METADATA_FILE
 
 # The Hub's pipeline tag of each head (what its widget and search use).
@@ -30,7 +30,7 @@ PRETRAINING = ("BertForPreTraining", "BertForMaskedLM")
 README = "README.md"
 
 
-def _start(cfg: RunConfig, pretraining: bool) -> tuple[str, str | None]:
+def _start(cfg: Recipe, pretraining: bool) -> tuple[str, str | None]:
     """(what the model started from, in words; the Hub id of that, for the card's base_model)."""
     key = "model.init_from" if pretraining else "finetune.model_dir"
     pinned = cfg.hub_sources.get(key)
@@ -43,7 +43,7 @@ def _start(cfg: RunConfig, pretraining: bool) -> tuple[str, str | None]:
     return f"`{cfg.finetune.model_dir or cfg.pretrain_dir}`", None
 
 
-def _data(cfg: RunConfig, pretraining: bool) -> list[str]:
+def _data(cfg: Recipe, pretraining: bool) -> list[str]:
     if pretraining:
         try:  # what `bertkit tokenize` recorded about the examples pretraining read
             meta = json.loads((cfg.dataset_dir / METADATA_FILE).read_text(encoding="utf-8"))
@@ -89,7 +89,7 @@ def _use(architecture: str) -> list[str]:
     return lines
 
 
-def write_model_card(directory: Path, model, cfg: RunConfig, metrics: dict | None = None) -> None:
+def write_model_card(directory: Path, model, cfg: Recipe, metrics: dict | None = None) -> None:
     """README.md in `directory` for `model` as `cfg` trained it; `metrics`: its scores, when known."""
     c = model.config
     architecture = (getattr(c, "architectures", None) or [type(model).__name__])[0]

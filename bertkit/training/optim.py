@@ -15,7 +15,7 @@ import math
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from bertkit.config import TrainConfig
+from bertkit.config.sections import TrainConfig
 
 
 def no_decay(name: str, param: torch.Tensor) -> bool:

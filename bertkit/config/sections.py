@@ -1,38 +1,20 @@
-"""Typed recipe sections, recipe loading and `key=value` overrides.
+"""The recipe's sections: typed models, one per concern, composed into each command's recipe (recipes.py).
 
-    cfg = load_recipe("recipes/demo-zh.yaml", ["train.lr=5e-4", "output_dir=runs/mine"], "pretrain")
-    cfg.train.lr           # 0.0005, checked to be a float
-    save_config(cfg, cfg.pretrain_dir)
+    train = TrainConfig(lr=5e-4)          # checked: a float > 0, inf/NaN refused
+    TaskConfig(type="regression", n_best=5)   # error: n_best is for question-answering
 
-A recipe is one YAML file holding one complete run; every command reads the sections it needs, as
-COMMAND_SECTIONS says (`bertkit COMMAND --help` lists those keys). Unknown keys, values of the wrong type and
-command-line overrides of keys the command does not read are one-line errors naming the key, where it came
-from, and the nearest valid key.
+A section that several commands read in part is split into a base and the models that extend it: the corpus
+keys (DataConfig) and the examples' dir (DataDirConfig), pretraining's evaluation (PretrainEvalConfig) and
+`bertkit eval`'s (EvalConfig). Attribute docstrings are the keys' documentation: `bertkit COMMAND --help` and
+docs/configuration.md are generated from them.
 """
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
-
-from bertkit.atomic import write_text
-from bertkit.errors import BertkitError
-
-CONFIG_FILE = "bertkit.yaml"
-RESOLVED_FILE = "resolved.yaml"  # what `auto` became: the recipe itself keeps what was asked
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -68,13 +50,6 @@ def _off_means(field: str, off: str | None):
     return field_validator(field, mode="before")(lambda cls, value: off if value is False or value is None else value)
 
 
-def _checks_tasks(info: ValidationInfo) -> bool:
-    """Whether to check finetune.task against the task registry: importing it imports torch and transformers'
-    models (seconds), so only a command that reads finetune.task does (any, when no command is given)."""
-    command = (info.context or {}).get("command")
-    return command is None or reads(command, "finetune.task.type")
-
-
 def _dir_name(value: str) -> str:
     """A value that becomes one component of an output path: '../x' or '..' would write outside the run's dir,
     '' or '.' into the parent's, and '.x' would be hidden."""
@@ -83,6 +58,9 @@ def _dir_name(value: str) -> str:
             "must be a plain directory name (no '/' or '\\', not empty, not starting with '.'), e.g. topic"
         )
     return value
+
+
+Precision = Literal["no", "bf16", "fp16", "auto"]
 
 
 class TokenizerConfig(Section):
@@ -122,7 +100,22 @@ class TokenizerConfig(Section):
     min_frequency times) that the vocabulary splits or misses."""
 
 
-class DataConfig(Section):
+class DataDirConfig(Section):
+    """Where the pretraining examples are (`bertkit eval` of a pretrained model reads them there)."""
+
+    dataset_dir: Path | None = None
+    """Where the examples are written/read; default `<output_dir>/data`."""
+
+
+class PretrainDataConfig(DataDirConfig):
+    """`bertkit pretrain`: the examples to train on."""
+
+    more_dataset_dirs: list[Path] = []
+    """Further tokenize outputs trained on together with dataset_dir (the same tokenizer, objective and
+    max_seq_length): their splits are read where they are and joined, nothing copied."""
+
+
+class DataConfig(DataDirConfig):
     """`bertkit tokenize`: the raw corpus and the sentence-pair pretraining examples made from it."""
 
     files: list[str] = []
@@ -151,11 +144,6 @@ class DataConfig(Section):
     """Pairings of the corpus with different random splits (useful for small corpora)."""
     validation_fraction: float = Field(0.05, ge=0, lt=1)
     """Share of documents held out for the validation split."""
-    dataset_dir: Path | None = None
-    """Where the examples are written/read; default `<output_dir>/data`."""
-    more_dataset_dirs: list[Path] = []
-    """`bertkit pretrain`: further tokenize outputs trained on together with dataset_dir (the same tokenizer,
-    objective and max_seq_length): their splits are read where they are and joined, nothing copied."""
     chunk_kb: int = Field(1024, ge=1)
     """Text per work unit, in kB of whole documents: random-next segments come from the same chunk; worker
     processes and ranks share the chunks out, each seeded by its index."""
@@ -170,7 +158,14 @@ class DataConfig(Section):
         return [value] if isinstance(value, str) else value
 
 
-class ModelConfig(Section):
+class PositionsConfig(Section):
+    """The longest input (tokenize gives the tokenizer this model_max_length)."""
+
+    max_position_embeddings: int = Field(512, ge=1)
+    """Longest input the model can take; data.max_seq_length must not exceed it."""
+
+
+class ModelConfig(PositionsConfig):
     """`bertkit pretrain`: the BERT to train. A size preset, fields below override it."""
 
     size: Literal["tiny", "mini", "small", "medium", "base", "large"] = "tiny"
@@ -183,8 +178,6 @@ class ModelConfig(Section):
     """Overrides the preset's hidden size (heads = H/64 and FFN = 4H unless set)."""
     num_attention_heads: int | None = Field(None, ge=1)
     intermediate_size: int | None = Field(None, ge=1)
-    max_position_embeddings: int = Field(512, ge=1)
-    """Longest input the model can take; data.max_seq_length must not exceed it."""
     # A dropout probability of 1 zeroes every activation.
     hidden_dropout_prob: float = Field(0.1, ge=0, lt=1)
     attention_probs_dropout_prob: float = Field(0.1, ge=0, lt=1)
@@ -285,10 +278,10 @@ class TrainConfig(Section):
     """Recompute each encoder layer's activations in the backward pass instead of keeping them (transformers'
     own checkpointing): activation memory falls to about one layer's, for a larger model or batch on the same
     machine, at about a third more compute; the gradients are the same (dropout masks are replayed)."""
-    precision: Literal["no", "bf16", "fp16", "auto"] = "no"
+    precision: Precision = "no"
     """Mixed precision (through Accelerate); fp16 needs a GPU (on a CPU, Accelerate would run fp32). `auto`: bf16
     where the hardware runs it fast (AMX or AVX512-BF16 CPUs, Ampere or newer GPUs), else no; the choice is
-    printed and saved in the run's bertkit.yaml."""
+    printed and saved in the run's resolved.yaml."""
     _precision_off = _off_means("precision", "no")
     seed: int = Field(42, ge=0, lt=2**32)
     """Seeds model init, data order and masking (NumPy takes 0 to 2**32 − 1)."""
@@ -321,7 +314,7 @@ class PretrainTrainConfig(TrainConfig):
     each through SDPA on nested tensors (a GPU's flash / memory-efficient kernels; on a CPU each sequence in
     turn, a little slower).
     `auto`: varlen on a CUDA GPU (unless train.gradient_checkpointing: untried there), else mask; the choice is
-    saved in the run's bertkit.yaml."""
+    saved in the run's resolved.yaml."""
 
     phases: list[PhaseConfig] = []
     """Phases run one after another in one run, on their own data and batch size, with one optimizer, one step
@@ -343,30 +336,32 @@ class PretrainTrainConfig(TrainConfig):
         return self
 
 
-class TaskConfig(Section):
-    """`bertkit finetune`: the labelled data, its columns, and task-specific settings."""
+FAMILIES = (
+    "classification",
+    "multi-label-classification",
+    "regression",
+    "token-classification",
+    "question-answering",
+    "multiple-choice",
+)
+Family = Literal[FAMILIES]  # bertkit.tasks.TASKS has one entry each (a test checks)
 
-    type: str = "classification"
+
+def _of(family: str, default: Any, **constraints) -> Any:
+    """A finetune.task key that only `family` reads: set for another family it is an error, not ignored."""
+    return Field(default, json_schema_extra={"family": family}, **constraints)
+
+
+class TaskDataConfig(Section):
+    """The labelled files of a task and their columns (`bertkit export` scores an int8 classifier with them)."""
+
+    type: Family = "classification"
     """classification (one text or a pair), multi-label-classification (a list of labels per text, or names
     joined by "|"), regression (a score for a pair), token-classification (a tag per word: BIO/BIOES entities
     or plain tags such as POS), question-answering (SQuAD/CMRC JSON), multiple-choice."""
-
-    @field_validator("type")
-    @classmethod
-    def _known_family(cls, value: str, info: ValidationInfo) -> str:
-        if not _checks_tasks(info):
-            return value
-        from bertkit.tasks import TASKS  # here, not at the top: the task modules import this module
-
-        if value not in TASKS:
-            raise ValueError(f"must be one of {', '.join(TASKS)}")
-        return value
-
     name: str = "task"
     """Names the output dir `<output_dir>/finetune/<name>`."""
     _name_is_dir = field_validator("name")(lambda cls, value: _dir_name(value))
-    train_file: Path | None = None
-    """JSONL, JSON, CSV or TSV with a header line (SQuAD JSON for question answering)."""
     validation_file: Path | None = None
     """Dev file: evaluated during training, picks the best checkpoint."""
     test_file: Path | None = None
@@ -377,41 +372,84 @@ class TaskConfig(Section):
     """Second text of a sentence pair; unset for single sentences."""
     label_column: str = "label"
     """Class name, score (regression) or the right choice's index (multiple choice)."""
-    tokens_column: str = "tokens"
+    max_seq_length: int = Field(128, ge=8)
+    """Tokens per input; longer texts are truncated (classification) or cut into overlapping windows (tagging,
+    question answering)."""
+
+
+class TaskReadingConfig(TaskDataConfig):
+    """How every family reads its files and decodes its predictions (`bertkit eval` reads these)."""
+
+    tokens_column: str = _of("token-classification", "tokens")
     """Token classification: the list of words (characters for Chinese)."""
-    tags_column: str = "tags"
+    tags_column: str = _of("token-classification", "tags")
     """Token classification: one tag per word (BIO, BIOES, or plain tags such as POS)."""
-    tag_scheme: Literal["auto", "BIO", "BIOES", "plain"] = "auto"
+    tag_scheme: Literal["auto", "BIO", "BIOES", "plain"] = _of("token-classification", "auto")
     """Token classification: how tags are read and scored. auto: from the train file's tags (BIOES when one has
     an E- or S- prefix, BIO when the others have B- or I-, plain when none but O has a prefix; a mix is an
     error). BIO/BIOES: entities, scored by entity F1 (seqeval). plain: every tag a class of its own, scored per
     word (accuracy, per-tag and micro/macro F1). Stored in the model's config.json as `tag_scheme`."""
-    crf: bool = False
-    """Token classification: a linear-chain CRF over the words' tags (learned transitions, Viterbi decoding),
-    for BERT and the BiLSTM; the BERT model still loads in plain transformers as BertForTokenClassification."""
-    crf_lr: float = Field(1e-2, gt=0)
-    """Token classification with crf: the learning rate of the CRF's transition scores (they start at zero;
-    at BERT's fine-tuning LR they would hardly move in a few epochs). Follows the same schedule."""
-    question_column: str = "question"
+    question_column: str = _of("multiple-choice", "question")
     """Multiple choice: the question joined to each candidate (optional)."""
-    choices_column: str = "choices"
+    choices_column: str = _of("multiple-choice", "choices")
     """Multiple choice: the list of candidates."""
-    max_seq_length: int = Field(128, ge=8)
-    """Tokens per input; longer texts are truncated (classification) or cut into overlapping windows (tagging,
-    question answering)."""
     stride: int = Field(32, ge=0)
     """Overlap in tokens between the windows of a long input (document stride)."""
-    n_best: int = Field(20, ge=1)
+    n_best: int = _of("question-answering", 20, ge=1)
     """Question answering: start and end candidates per window."""
-    max_answer_length: int = Field(30, ge=1)
+    max_answer_length: int = _of("question-answering", 30, ge=1)
     """Question answering: longest answer in tokens."""
-    allow_no_answer: bool | None = None
+    allow_no_answer: bool | None = _of("question-answering", None)
     """Question answering: whether the model may answer "no answer" (""); unset: as learned from the training
     file (yes for SQuAD v2.0: it says "version": "v2.0" or has unanswerable questions), stored in the model's
     config.json."""
-    null_score_diff_threshold: float = 0.0
+    null_score_diff_threshold: float = _of("question-answering", 0.0)
     """Question answering: "no answer" wins when the [CLS] score minus the best span's score exceeds this (as in
     transformers' run_qa); raise it for fewer "no answer"s."""
+
+    @model_validator(mode="after")
+    def _windows_advance(self):
+        # Tagging and QA cut a long input into windows of max_seq_length tokens, up to 3 of them [CLS] [SEP]
+        # [SEP]; tokenizers aborts (a Rust panic) when the overlap leaves no new token per window.
+        windowed = self.type in ("token-classification", "question-answering")
+        if windowed and self.stride >= self.max_seq_length - 3:
+            raise RuleError(
+                f"{{0}}={self.stride} leaves no room for new tokens in windows of {{1}}={self.max_seq_length}; "
+                f"set {{0}} below {self.max_seq_length - 3}",
+                "stride",
+                "max_seq_length",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _family_keys(self):
+        # Keys stay flat under finetune.task, but some are read by one family only: set for another, they would
+        # be silently ignored. The default value is allowed, so that a saved bertkit.yaml loads.
+        for name, field in type(self).model_fields.items():
+            family = (field.json_schema_extra or {}).get("family")
+            if (
+                family
+                and family != self.type
+                and name in self.model_fields_set
+                and getattr(self, name) != field.default
+            ):
+                raise RuleError(
+                    f"{{0}} is for {family}, not {self.type}; remove it, or set {{1}}={family}", name, "type"
+                )
+        return self
+
+
+class TaskConfig(TaskReadingConfig):
+    """`bertkit finetune`: the labelled data, its columns, and task-specific settings."""
+
+    train_file: Path | None = None
+    """JSONL, JSON, CSV or TSV with a header line (SQuAD JSON for question answering)."""
+    crf: bool = _of("token-classification", False)
+    """Token classification: a linear-chain CRF over the words' tags (learned transitions, Viterbi decoding),
+    for BERT and the BiLSTM; the BERT model still loads in plain transformers as BertForTokenClassification."""
+    crf_lr: float = _of("token-classification", 1e-2, gt=0)
+    """Token classification with crf: the learning rate of the CRF's transition scores (they start at zero;
+    at BERT's fine-tuning LR they would hardly move in a few epochs). Follows the same schedule."""
     metric: str | None = None
     """Dev metric that selects the best checkpoint; default: accuracy (classification, multiple choice),
     pearson (regression), f1 (entity F1, answer F1; for plain tags the micro F1 over words, which is accuracy
@@ -452,41 +490,33 @@ class FinetuneConfig(Section):
     """Batches of inputs of similar length (shuffled, then sorted by length within groups of 50 batches, as
     transformers' LengthGroupedSampler): less padding, the same examples per epoch."""
 
-    @model_validator(mode="after")
-    def _windows_advance(self):
-        # Tagging and QA cut a long input into windows of max_seq_length tokens, up to 3 of them [CLS] [SEP]
-        # [SEP]; tokenizers aborts (a Rust panic) when the overlap leaves no new token per window.
-        windowed = self.task.type in ("token-classification", "question-answering")
-        if windowed and self.task.stride >= self.task.max_seq_length - 3:
-            raise RuleError(
-                f"{{0}}={self.task.stride} leaves no room for new tokens in windows of {{1}}="
-                f"{self.task.max_seq_length}; set {{0}} below {self.task.max_seq_length - 3}",
-                "task.stride",
-                "task.max_seq_length",
-            )
-        return self
 
-    @model_validator(mode="after")
-    def _family_keys(self, info: ValidationInfo):
-        # Keys stay flat under finetune.task, but some are read by one family only (Task.fields): set for another,
-        # they would be silently ignored. The default value is allowed, so that a saved bertkit.yaml loads.
-        task = self.task
-        if not task.model_fields_set - {"type"} or not _checks_tasks(info):
-            return self
-        from bertkit.tasks import TASKS  # here, not at the top: the task modules import this module
+class EvalTaskConfig(Section):
+    """What `bertkit eval` reads of finetune: how the task's files are read and scored."""
 
-        for name, field in TaskConfig.model_fields.items():
-            owners = [family for family, spec in TASKS.items() if name in spec.fields]
-            if owners and task.type not in owners and getattr(task, name) != field.default:
-                raise RuleError(
-                    f"{{0}} is for {' and '.join(owners)}, not {task.type}; remove it, or set {{1}}={owners[0]}",
-                    f"task.{name}",
-                    "task.type",
-                )
-        return self
+    task: TaskReadingConfig = TaskReadingConfig()
 
 
-class EvalConfig(Section):
+class ExportTaskConfig(Section):
+    """What `bertkit export` reads of finetune: the task's dev file, to score an int8 classifier."""
+
+    task: TaskDataConfig = TaskDataConfig()
+
+
+class EvalBatchConfig(Section):
+    """Batches of evaluation (fine-tuning's dev evaluations too)."""
+
+    batch_size: int = Field(64, ge=1)
+
+
+class PretrainEvalConfig(EvalBatchConfig):
+    """Pretraining's evaluations: batches, and the seed of their masking."""
+
+    seed: int = 0
+    """Seed of the evaluation masking, so MLM numbers are comparable between runs."""
+
+
+class EvalConfig(PretrainEvalConfig):
     """`bertkit eval`: which model on which data."""
 
     model_dir: Path | None = None
@@ -497,42 +527,49 @@ class EvalConfig(Section):
     a pretraining model (default: this recipe's dataset)."""
     split: str = "validation"
     """Split of a pretraining dataset dir to evaluate."""
-    batch_size: int = Field(64, ge=1)
     output_dir: Path | None = None
     """Where report.json and predictions go; default `<output_dir>/eval/<model dir name>`."""
-    seed: int = 0
-    """Seed of the evaluation masking, so MLM numbers are comparable between runs."""
-    precision: Literal["no", "bf16", "fp16", "auto"] = "no"
+    precision: Precision = "no"
     """Mixed precision of the forward passes: bf16 autocast, `auto` (bf16 where the hardware runs it fast), or no."""
     _precision_off = _off_means("precision", "no")
 
 
-class EmbedConfig(Section):
-    """`bertkit embed` (and the features of `bertkit probe`)."""
+class FeaturesConfig(Section):
+    """Frozen features of a BERT's layers (`bertkit embed`, `bertkit probe`, and pretraining's probe)."""
 
-    model_dir: Path | None = None
-    """Any BERT dir; default `<output_dir>/pretrain`."""
-    file: Path | None = None
-    """A text file (one text per line), or a JSONL/JSON/CSV/TSV file with `text_column`."""
-    text_column: str = "text"
     pooling: Literal["cls", "mean", "max", "none"] = "mean"
     """Per text: the [CLS] vector, the mean or max over its tokens; `none`: one vector per token (with offsets)."""
     _pooling_off = _off_means("pooling", "none")
-    layers: list[int] = Field([-1], min_length=1)
-    """Layers to take (0 = embeddings, -1 = last); several are averaged."""
     max_seq_length: int | None = Field(None, ge=8)
     """Tokens per text, [CLS] and [SEP] included; longer texts are truncated. At most the model's positions,
     which null takes."""
     batch_size: int = Field(32, ge=1)
-    precision: Literal["no", "bf16", "fp16", "auto"] = "no"
+
+
+class EncoderConfig(FeaturesConfig):
+    """A BERT encoder whose frozen features are taken (`bertkit embed`, `bertkit probe`)."""
+
+    model_dir: Path | None = None
+    """Any BERT dir; default `<output_dir>/pretrain`."""
+    precision: Precision = "no"
     """Mixed precision of the forward passes: bf16 autocast, `auto` (bf16 where the hardware runs it fast), or no."""
     _precision_off = _off_means("precision", "no")
+
+
+class EmbedConfig(EncoderConfig):
+    """`bertkit embed`: contextual embeddings of every text of a file."""
+
+    file: Path | None = None
+    """A text file (one text per line), or a JSONL/JSON/CSV/TSV file with `text_column`."""
+    text_column: str = "text"
+    layers: list[int] = Field([-1], min_length=1)
+    """Layers to take (0 = embeddings, -1 = last); several are averaged."""
     output_dir: Path | None = None
     """Default `<output_dir>/embed`."""
 
 
-class ProbeConfig(Section):
-    """`bertkit probe`: a linear classifier per layer on frozen features of a labelled file."""
+class ProbeDataConfig(Section):
+    """A layer-wise probe's labelled files: a linear classifier per layer on frozen features."""
 
     train_file: Path | None = None
     """Labelled JSONL/JSON/CSV/TSV: the probe is fitted on it."""
@@ -544,9 +581,19 @@ class ProbeConfig(Section):
     piece's."""
     text_column: str = "text"
     label_column: str = "label"
+
+
+class PretrainProbeConfig(ProbeDataConfig):
+    """`bertkit pretrain`: the probe run at every pretraining evaluation, when asked."""
+
     during_pretraining: bool = False
     """Also probe the model at every pretraining evaluation (train.eval_every): eval/probe/layer_N in metrics.jsonl,
     and probe-during-pretraining.png of the score by layer over the steps."""
+
+
+class ProbeConfig(ProbeDataConfig):
+    """`bertkit probe`: a linear classifier per layer on frozen features of a labelled file."""
+
     output_dir: Path | None = None
     """Default `<output_dir>/probe`."""
 
@@ -572,349 +619,3 @@ class ConvertConfig(Section):
     """The tokenizer's lower-casing; None: from the release's name (cased_…/multi_cased_… keep case)."""
     output_dir: Path | None = None
     """Default `<output_dir>/converted`."""
-
-
-class RunConfig(Section):
-    """One recipe: every command reads the sections it needs."""
-
-    output_dir: Path = Path("runs/default")
-    """Root of the run's outputs."""
-    overwrite: bool = False
-    """Replace an earlier bertkit output in the command's output dir (`pretrain`: start afresh in a dir holding
-    another run's checkpoints, which are deleted); a dir bertkit did not write is never replaced."""
-    allow_pickle_weights: bool = False
-    """Load a pytorch_model.bin that holds more than tensors with Python's full unpickler, which can run code. By
-    default a .bin loads through torch's weights-only unpickler (tensors and plain containers, no code) and a
-    file that needs more is refused; safetensors are always preferred."""
-    # Recipe key → "repo@commit" of each model/tokenizer key given as a Hub id (bertkit/hub.py): save_config
-    # writes these instead of the local cache paths they were resolved to.
-    _hub_sources: dict[str, str] = PrivateAttr(default_factory=dict)
-
-    @property
-    def hub_sources(self) -> dict[str, str]:
-        return self._hub_sources
-
-    tokenizer: TokenizerConfig = TokenizerConfig()
-    data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
-    masking: MaskingConfig = MaskingConfig()
-    train: PretrainTrainConfig = PretrainTrainConfig()
-    finetune: FinetuneConfig = FinetuneConfig()
-    eval: EvalConfig = EvalConfig()
-    embed: EmbedConfig = EmbedConfig()
-    probe: ProbeConfig = ProbeConfig()
-    export: ExportConfig = ExportConfig()
-    convert: ConvertConfig = ConvertConfig()
-
-    # Where each stage writes; each can be overridden by an explicit path in its section.
-    @property
-    def tokenizer_dir(self) -> Path:
-        return self.output_dir / "tokenizer"
-
-    @property
-    def dataset_dir(self) -> Path:
-        return self.data.dataset_dir or self.output_dir / "data"
-
-    @property
-    def pretrain_dir(self) -> Path:
-        return self.output_dir / "pretrain"
-
-    @property
-    def finetune_dir(self) -> Path:
-        return self.output_dir / "finetune" / self.finetune.task.name
-
-
-def _leaf_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
-    """Every key (not section) under `model`, in field order: `train.lr`, `finetune.task.type`, …"""
-    keys = []
-    for name, field in model.model_fields.items():
-        if _is_section(field.annotation):
-            keys += _leaf_keys(field.annotation, f"{prefix}{name}.")
-        else:
-            keys.append(prefix + name)
-    return keys
-
-
-def _is_section(annotation) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
-
-
-def _annotation(key: str):
-    """The type of the RunConfig key or section `key` (dotted); None when there is no such key."""
-    annotation: Any = RunConfig
-    for part in key.split("."):
-        if not _is_section(annotation) or part not in annotation.model_fields:
-            return None
-        annotation = annotation.model_fields[part].annotation
-    return annotation
-
-
-def _all_but(section: str, model: type[Section], *unread: str) -> tuple[str, ...]:
-    return tuple(f"{section}.{name}" for name in model.model_fields if name not in unread)
-
-
-_FEATURES = (
-    "embed.pooling",
-    "embed.max_seq_length",
-    "embed.batch_size",
-    "embed.precision",
-)  # of the probe's frozen features
-_OUTPUTS = ("output_dir", "overwrite", "allow_pickle_weights")
-_EXPORT_TASK = (
-    "type",
-    "name",
-    "validation_file",
-    "test_file",
-    "text_column",
-    "text_pair_column",
-    "label_column",
-    "max_seq_length",
-)
-
-# The recipe sections and keys each command reads (from what its run_* function reads): `bertkit COMMAND --help`
-# lists them, and a command-line override of anything else is an error. A recipe file may hold sections that
-# other commands read: one recipe serves them all.
-COMMAND_SECTIONS: dict[str, tuple[str, ...]] = {
-    "tokenize": (
-        "output_dir",
-        "overwrite",
-        "tokenizer",
-        *_all_but("data", DataConfig, "more_dataset_dirs"),
-        "model.max_position_embeddings",
-    ),
-    "pretrain": (
-        *_OUTPUTS,
-        "data.dataset_dir",
-        "data.more_dataset_dirs",
-        "model",
-        "masking",
-        "train",
-        "eval.batch_size",
-        "eval.seed",
-        *_all_but("probe", ProbeConfig, "output_dir"),  # with probe.during_pretraining
-        *_FEATURES,
-    ),
-    "finetune": (
-        *_OUTPUTS,
-        "finetune",
-        "eval.batch_size",
-    ),
-    "eval": (
-        *_OUTPUTS,
-        "eval",
-        *_all_but(
-            "finetune.task", TaskConfig, "train_file", "metric", "crf", "crf_lr"
-        ),  # name: eval.model_dir's default
-        "data.dataset_dir",  # of a pretraining model
-        "masking",
-    ),
-    "embed": (*_OUTPUTS, "embed"),
-    "probe": (
-        *_OUTPUTS,
-        *_all_but("probe", ProbeConfig, "during_pretraining"),
-        "embed.model_dir",
-        *_FEATURES,
-    ),
-    # The task's files and columns score an int8 classifier (export.quantize); name: export.model_dir's default.
-    "export": (*_OUTPUTS, "export", *(f"finetune.task.{key}" for key in _EXPORT_TASK)),
-    "convert": ("output_dir", "overwrite", "convert"),
-}
-
-
-def reads(command: str, key: str) -> bool:
-    """Whether `bertkit COMMAND` reads the key, or some key of the section, `key` (dotted: train.lr, train)."""
-    return _read(COMMAND_SECTIONS[command], key)
-
-
-def _read(entries: tuple[str, ...], key: str) -> bool:
-    # `key` is, lies in, or holds one of the entries.
-    return any(key == e or key.startswith(e + ".") or e.startswith(key + ".") for e in entries)
-
-
-def _spelled_out(entries) -> list[str]:
-    """The RunConfig keys that are, or lie in a section that is, one of the entries; in RunConfig order."""
-    return [key for key in _leaf_keys(RunConfig) if any(key == e or key.startswith(e + ".") for e in entries)]
-
-
-def command_keys(command: str) -> list[str]:
-    """Every key `command` reads: its COMMAND_SECTIONS with the sections spelled out."""
-    return _spelled_out(COMMAND_SECTIONS[command])
-
-
-def describe(keys: list[str]) -> str:
-    """Each of the given RunConfig keys with its default and description, one line each; a section stands for
-    its keys."""
-    defaults = RunConfig()
-    lines = []
-    for key in _spelled_out(keys):
-        *sections, name = key.split(".")
-        section = defaults
-        for part in sections:
-            section = getattr(section, part)
-        doc = " ".join((type(section).model_fields[name].description or "").split())
-        lines.append(f"{key} = {getattr(section, name)!s}" + (f": {doc}" if doc else ""))
-    return "\n".join(lines)
-
-
-def _overridden_keys(key: str, value: Any) -> list[str]:
-    """The keys an override sets: `masking={rate: 0.2}` sets masking.rate."""
-    if isinstance(value, dict) and value and _is_section(_annotation(key)):
-        return [k for name, v in value.items() for k in _overridden_keys(f"{key}.{name}", v)]
-    return [key]
-
-
-def _not_read(command: str, key: str) -> str:
-    """The error line of an override of `key`, which `command` does not read."""
-    entries, parts = COMMAND_SECTIONS[command], key.split(".")
-    # The outermost part of the key the command reads nothing of: `train.*`, or the key itself.
-    unread = next(".".join(parts[:n]) for n in range(1, len(parts) + 1) if not _read(entries, ".".join(parts[:n])))
-    what = f"{unread}.*" if _is_section(_annotation(unread)) else unread
-    keys = command_keys(command)
-    # The same key in a section the command does read: train.lr → finetune.train.lr, eval.batch_size → embed.…
-    for n in range(len(parts), 0, -1):
-        tail = ".".join(parts[-n:])
-        close = [k for k in keys if k.endswith("." + tail)]
-        if 0 < len(close) <= 3:
-            return f"{command} does not read {what}; did you mean {' or '.join(close)}?"
-        if close:
-            break
-    section = unread.rpartition(".")[0]
-    some = [k for k in keys if k.startswith(section + ".")] if section else []
-    if 0 < len(some) <= 4:  # a few keys of the section are read (eval: train.precision)
-        return f"{command} does not read {what}; of {section}.* it reads only {', '.join(some)}"
-    return f"{command} does not read {what}; it reads {', '.join(dict.fromkeys(k.split('.')[0] for k in keys))}"
-
-
-class _RecipeLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping, where PyYAML silently keeps the last."""
-
-    def construct_mapping(self, node, deep=False):
-        first: dict = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: later keys override on purpose
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                earlier = first.setdefault(key, key_node)
-            except TypeError:  # an unhashable key: SafeLoader's own error says so
-                break
-            if earlier is not key_node:
-                line = earlier.start_mark.line + 1
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key '{key}', first on line {line}; keep one", key_node.start_mark
-                )
-        return super().construct_mapping(node, deep)
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """`train.lr=5e-4` → (["train", "lr"], 0.0005). The value is YAML, so lists and null work too."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise BertkitError(f"override '{text}' is not key=value; write e.g. train.lr=5e-4")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip().split("."), value
-
-
-def _set(tree: dict, path: list[str], value: Any, origin: str) -> None:
-    node = tree
-    for i, part in enumerate(path[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise BertkitError(
-                f"{origin}: '{'.'.join(path[: i + 1])}' is a value, not a section; "
-                "write the override as section.key=value"
-            )
-        node = child
-    node[path[-1]] = value
-
-
-def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
-    """Valid keys of the section at `loc` (for 'did you mean')."""
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
-            break
-        model = field.annotation
-    return list(model.model_fields)
-
-
-def _one_line(err: ValidationError, source: str, overridden: set[str]) -> str:
-    e = err.errors()[0]
-    loc = [str(p) for p in e["loc"]]
-    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-
-    def origin(*keys: str) -> str:
-        # The command line when it set one of the keys or a section holding it (`masking={rate: 2}`).
-        sections = {".".join(k.split(".")[:n]) for k in keys for n in range(1, k.count(".") + 2)}
-        return "command line" if sections & overridden else source
-
-    rule = e.get("ctx", {}).get("error")
-    if isinstance(rule, RuleError):
-        keys = [".".join([*loc, k]) for k in rule.keys]
-        return f"{origin(*keys)}: {rule.template.format(*keys)}{more}"
-    key = ".".join(loc)
-    if e["type"] == "extra_forbidden":
-        valid = _fields_at(RunConfig, e["loc"][:-1])
-        close = difflib.get_close_matches(str(e["loc"][-1]), valid, n=1, cutoff=0.5)
-        hint = (
-            f"did you mean '{'.'.join([*map(str, e['loc'][:-1]), close[0]])}'?"
-            if close
-            else (f"valid keys here: {', '.join(valid)}")
-        )
-        return f"{origin(key)}: unknown key '{key}'; {hint}"
-    message = e["msg"].removeprefix("Value error, ")  # a field validator's own words
-    return f"{origin(key)}: {key}: {message}, got {e.get('input')!r}{more}"
-
-
-def load_recipe(path: Path | str | None, overrides: list[str] | None = None, command: str | None = None) -> RunConfig:
-    """Read a recipe, apply `key=value` overrides, and validate the result. With `command`, an override of a key
-    the command does not read (COMMAND_SECTIONS) is an error: `bertkit finetune … train.lr=1e-3` would be
-    ignored, as finetune reads finetune.train.lr."""
-    if command is not None and command not in COMMAND_SECTIONS:
-        raise ValueError(f"unknown command {command!r}; one of {', '.join(COMMAND_SECTIONS)}")
-    tree: dict = {}
-    source = "defaults"
-    if path is not None:
-        path = Path(path)
-        source = str(path)
-        if not path.is_file():
-            raise BertkitError(f"{path}: recipe not found; pass a YAML file such as recipes/demo-zh.yaml")
-        try:
-            tree = yaml.load(path.read_text(encoding="utf-8"), Loader=_RecipeLoader) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            where = getattr(e, "problem_mark", None)
-            line = f" line {where.line + 1}" if where else ""
-            problem = " ".join(str(getattr(e, "problem", None) or e).split())
-            raise BertkitError(f"{path}{line}: not valid YAML ({problem})") from None
-        if not isinstance(tree, dict):
-            raise BertkitError(f"{path}: a recipe must be a mapping of sections (model:, data:, train:, …)")
-    overridden = set()
-    for text in overrides or []:
-        keys, value = parse_override(text)
-        for key in _overridden_keys(".".join(keys), value) if command else []:
-            # An unknown key is left to validation, which names the nearest valid one.
-            if _annotation(key) is not None and not reads(command, key):
-                raise BertkitError(f"command line: {_not_read(command, key)}")
-        _set(tree, keys, value, "command line")
-        overridden.add(".".join(keys))
-    try:
-        return RunConfig.model_validate(tree, context={"command": command})
-    except ValidationError as e:
-        raise BertkitError(_one_line(e, source, overridden)) from None
-
-
-def save_config(cfg: RunConfig, directory: Path, resolved: dict | None = None) -> Path:
-    """Write the effective config next to a command's outputs, and what its `auto` values became on this
-    machine (`resolved`, bertkit.training.runtime.run_state) as resolved.yaml beside it."""
-    if resolved:
-        write_text(directory / RESOLVED_FILE, yaml.safe_dump(resolved, sort_keys=False))
-    out = directory / CONFIG_FILE
-    tree = cfg.model_dump(mode="json")
-    for key, pinned in cfg.hub_sources.items():
-        section, name = key.split(".")
-        tree[section][name] = pinned
-    write_text(out, yaml.safe_dump(tree, sort_keys=False, allow_unicode=True))
-    return out
