@@ -73,6 +73,10 @@ def test_pretrain_output_loads_in_transformers(tiny_run):
     assert [r["step"] for r in evals] == [3, 6]
     assert [r["eval/mlm_loss"] for r in evals] == pytest.approx([7.719728, 7.699486], rel=1e-4)
     assert [r["eval/masked_tokens"] for r in evals] == [381, 381]  # the same masks at every evaluation
+    # What `auto` became is saved beside the recipe, for pretraining and fine-tuning alike; the recipe keeps `auto`.
+    for stage in ("pretrain", "finetune/topic"):
+        assert yaml.safe_load((out / stage / "resolved.yaml").read_text())["precision"] == "no"
+    assert yaml.safe_load((model_dir / "bertkit.yaml").read_text())["train"]["packed_attention"] == "auto"
     assert sorted(p.name for p in (model_dir / "checkpoints").iterdir()) == ["step-3", "step-6"]  # every 3, last
     assert (model_dir / "checkpoints" / "step-3" / "training_state.pt").is_file()
     assert (model_dir / "curves.png").stat().st_size > 10_000

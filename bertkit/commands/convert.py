@@ -217,7 +217,20 @@ def _checkpoint_files(source: Path) -> tuple[Path, Path, Path]:
 
 
 def run_convert(cfg: ConvertRecipe) -> Path:
-    from transformers import BertConfig, BertForPreTraining, BertTokenizer
+    """The release of convert.checkpoint as a BertForPreTraining dir in `<output_dir>/converted`."""
+    from transformers import BertForPreTraining
+
+    out, prefix, config, vocab = setup(cfg)
+    model = BertForPreTraining(config)
+    state = convert_state(read_tf_checkpoint(prefix), model)
+    model.load_state_dict(state, strict=False)
+    model.tie_weights()
+    return finish(cfg, out, model, prefix, vocab, len(state))
+
+
+def setup(cfg: ConvertRecipe):
+    """(output dir, checkpoint prefix, its BertConfig, vocab.txt), checked before any tensor is read."""
+    from transformers import BertConfig
 
     c = cfg.convert
     if c.checkpoint is None:
@@ -230,14 +243,18 @@ def run_convert(cfg: ConvertRecipe) -> Path:
         config = BertConfig(**{k: v for k, v in google.items() if k != "directionality"})
     except (ValueError, TypeError) as e:
         raise BertkitError(f"{config_file}: not a BERT config ({e})") from None
-    model = BertForPreTraining(config)
-    state = convert_state(read_tf_checkpoint(prefix), model)
-    model.load_state_dict(state, strict=False)
-    model.tie_weights()
+    return out, prefix, config, vocab
+
+
+def finish(cfg: ConvertRecipe, out: Path, model, prefix: Path, vocab: Path, tensors: int) -> Path:
+    """The model with the release's tokenizer, written together or not at all."""
+    from transformers import BertTokenizer
+
     # Google's names say the casing: cased_L-12…/multi_cased… keep case; uncased and Chinese lower-case.
+    c = cfg.convert
     lowercase = c.lowercase if c.lowercase is not None else "_cased" not in f"_{prefix.parent.name.lower()}"
     tokenizer = BertTokenizer.from_pretrained(str(vocab.parent), do_lower_case=lowercase)
     with atomic_dir(out) as tmp:
         write_model(model, tokenizer, tmp)
-    print(f"converted {prefix} ({len(state)} tensors, lower-case {lowercase}) → {out} (loads with BertForPreTraining)")
+    print(f"converted {prefix} ({tensors} tensors, lower-case {lowercase}) → {out} (loads with BertForPreTraining)")
     return out

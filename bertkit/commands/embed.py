@@ -40,27 +40,37 @@ def read_texts(path: Path, text_column: str) -> list[str]:
 
 
 def run_embed(cfg: EmbedRecipe) -> Path:
+    """Embed every text of embed.file; the vectors and their index go to `<output_dir>/embed`."""
+    out, model_dir, texts = setup(cfg)
+    model, tokenizer, accelerator = load_encoder(model_dir, cfg.embed, cfg.allow_pickle_weights)
+    e = cfg.embed
+    with accelerator.autocast():
+        vectors, index = embed_texts(model, tokenizer, texts, e.layers, e.pooling, e.max_seq_length, e.batch_size)
+    for row in index:
+        if "token" not in row:
+            row["content"] = texts[row["text"]]
+    return finish(cfg, out, vectors, index, run_state(accelerator), model_dir)
+
+
+def setup(cfg: EmbedRecipe) -> tuple[Path, Path, list[str]]:
+    """(output dir, model dir, the texts), checked before the model loads."""
     if cfg.embed.file is None:
         raise BertkitError("embed.file is not set; give a text file (one text per line) or a JSONL/CSV file")
     out = cfg.embed.output_dir or cfg.output_dir / "embed"
     model_dir = Path(cfg.embed.model_dir or cfg.pretrain_dir)
     check_apart({"embed.output_dir": out}, {"embed.model_dir": model_dir, "embed.file": cfg.embed.file})
     check_output(out, "embed.output_dir", cfg.overwrite)
-    model, tokenizer, accelerator = load_encoder(model_dir, cfg.embed, cfg.allow_pickle_weights)
-    texts = read_texts(cfg.embed.file, cfg.embed.text_column)
-    with accelerator.autocast():
-        vectors, index = embed_texts(
-            model, tokenizer, texts, cfg.embed.layers, cfg.embed.pooling, cfg.embed.max_seq_length, cfg.embed.batch_size
-        )
-    for row in index:
-        if "token" not in row:
-            row["content"] = texts[row["text"]]
+    return out, model_dir, read_texts(cfg.embed.file, cfg.embed.text_column)
+
+
+def finish(cfg: EmbedRecipe, out: Path, vectors, index: list[dict], resolved: dict, model_dir: Path) -> Path:
+    """embeddings.npy and index.jsonl, written together or not at all."""
     buffer = io.BytesIO()
     np.save(buffer, vectors.astype(np.float32))
     with atomic_dir(out) as tmp:
         write_bytes(tmp / "embeddings.npy", buffer.getvalue())
         write_text(tmp / "index.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in index))
-        save_config(cfg, tmp, run_state(accelerator))
+        save_config(cfg, tmp, resolved)
     what = "tokens" if cfg.embed.pooling == "none" else f"texts ({cfg.embed.pooling} pooling)"
     print(f"{vectors.shape[0]} {what} × {vectors.shape[1]} from layer(s) {cfg.embed.layers} of {model_dir}")
     print(f"embeddings: {out / 'embeddings.npy'}\nindex: {out / 'index.jsonl'}")

@@ -123,7 +123,7 @@ def _accuracy(session, tokenizer, cfg: ExportRecipe, label2id: dict) -> float | 
 def run_export(cfg: ExportRecipe) -> dict:
     """Export `export.model_dir` (default: the fine-tuned model) to ONNX, check it, optionally quantise it."""
     ort = _onnx()
-    model_dir, out_dir, model, tokenizer = _setup(cfg)
+    model_dir, out_dir, model, tokenizer = setup(cfg)
     sample = tokenizer(SAMPLES[:2], padding=True, return_tensors="pt")
     with torch.no_grad():
         outputs = list(model(**{k: sample[k] for k in INPUTS}).keys())
@@ -146,11 +146,11 @@ def run_export(cfg: ExportRecipe) -> dict:
         shutil.copy(model_dir / "config.json", tmp / "config.json")
         write_text(tmp / "export.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
         save_config(cfg, tmp)
-    _print_summary(report, out_dir)
+    finish(report, out_dir)
     return report
 
 
-def _setup(cfg: ExportRecipe):
+def setup(cfg: ExportRecipe):
     """(model dir, output dir, the model in its exported class, its tokenizer), after the output checks."""
     quiet_transformers()
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed" notes
@@ -226,7 +226,8 @@ def _quantize(ort, session, tmp: Path, model, tokenizer, cfg: ExportRecipe) -> d
     return report
 
 
-def _print_summary(report: dict, out_dir: Path) -> None:
+def finish(report: dict, out_dir: Path) -> None:
+    """The summary of what was written."""
     print(
         f"{report['class']} → {out_dir / 'model.onnx'} ({report['size_mb']} MB), outputs "
         f"{', '.join(report['outputs'])}; max |PyTorch − ONNX| = {report['max_abs_difference']:.2e}"

@@ -37,7 +37,7 @@ from bertkit.tokenizer.train import load_tokenizer
 from bertkit.training.checkpoint import write_model
 from bertkit.training.loop import fit, total_steps
 from bertkit.training.optim import describe_schedule, make_optimizer, make_schedule
-from bertkit.training.runtime import make_accelerator, tune_allocator
+from bertkit.training.runtime import make_accelerator, run_state, tune_allocator
 from bertkit.training.state import TrainState
 
 OUTPUT_KEY = "finetune.task.name"  # the output dir is <output_dir>/finetune/<task.name>
@@ -200,7 +200,7 @@ def train(cfg: FinetuneRecipe, run: Setup, best: Best, stage: Path | None) -> Tr
         if scalars[run.metric] > best.score:
             best.score, best.step, best.since = scalars[run.metric], state.step, 0
             if stage is not None:
-                write_model(unwrapped, run.tokenizer, stage, cfg, scalars)
+                write_model(unwrapped, run.tokenizer, stage, cfg, scalars, run_state(accelerator))
         return scalars
 
     patience = cfg.finetune.early_stopping_patience
@@ -228,7 +228,7 @@ def train(cfg: FinetuneRecipe, run: Setup, best: Best, stage: Path | None) -> Tr
             "check the dev file and finetune.task.metric"
         )
     if stage is not None and not run.dev_examples:
-        write_model(accelerator.unwrap_model(run.model), run.tokenizer, stage, cfg)
+        write_model(accelerator.unwrap_model(run.model), run.tokenizer, stage, cfg, resolved=run_state(accelerator))
     return state
 
 

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from transformers import BertForPreTraining, PreTrainedTokenizerBase
 
 from bertkit.atomic import check_apart, check_output, is_ours, mark_output, remove_output, write_text
-from bertkit.config import RESOLVED_FILE, PretrainRecipe, save_config
+from bertkit.config import PretrainRecipe, save_config
 from bertkit.data.dataset import TOKENIZER_SUBDIR, load_pretraining_data, pair_objective
 from bertkit.data.loader import EpochSampler, KeyedDataset
 from bertkit.data.masking import PretrainingCollator
@@ -156,6 +156,7 @@ class Setup:
     out_dir: Path
     layout: dict
     probe_data: dict  # the probe's files when probe.during_pretraining, read once before training
+    resolved: dict  # what the recipe's `auto` settings became here (resolved.yaml)
 
 
 def run_pretrain(cfg: PretrainRecipe) -> Path:
@@ -211,8 +212,9 @@ def setup(cfg: PretrainRecipe) -> Setup:
     scheduler = make_schedule(optimizer, cfg.train, ends[-1])
     layout = _layout(cfg, phases)
     state = load_checkpoint(accelerator, resume_from, optimizer, scheduler, layout) if resume_from else TrainState()
+    resolved = run_state(accelerator, packed_attention=attention)
     if accelerator.is_main_process:
-        save_config(cfg, out_dir, run_state(accelerator, packed_attention=attention))
+        save_config(cfg, out_dir, resolved)
         if resume_from:
             _trim_metrics(out_dir / METRICS_FILE, state.step)
             print(f"resuming from {resume_from} at step {state.step}")
@@ -238,6 +240,7 @@ def setup(cfg: PretrainRecipe) -> Setup:
         out_dir,
         layout,
         probe_data,
+        resolved,
     )
 
 
@@ -373,8 +376,8 @@ def finish(cfg: PretrainRecipe, run: Setup, state: TrainState) -> Path:
         evaluations = [r for r in read_metrics(out_dir / METRICS_FILE) if "eval/mlm_accuracy" in r]
         last = evaluations[-1] if evaluations else {}
         scores = {k.removeprefix("eval/"): v for k, v in last.items() if k.startswith("eval/")}
-        keep = ("checkpoints", METRICS_FILE, "tensorboard", RESOLVED_FILE)
-        save_model(final, run.tokenizer, out_dir, cfg, keep=keep, metrics=scores)
+        keep = ("checkpoints", METRICS_FILE, "tensorboard")
+        save_model(final, run.tokenizer, out_dir, cfg, keep, scores, run.resolved)
         # The objective of the phase training stopped in.
         phase = run.phases[next(i for i, end in enumerate(run.ends) if state.step <= end)]
         plot = plot_curves(out_dir / METRICS_FILE, out_dir / "curves.png", f"pretraining, {_what(phase)}")

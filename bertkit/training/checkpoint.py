@@ -48,14 +48,16 @@ def write_model(
     directory: Path,
     cfg: Recipe | None = None,
     metrics: dict | None = None,
+    resolved: dict | None = None,
 ) -> None:
-    """A Hugging Face model dir's files (config, safetensors, tokenizer; with `cfg`, bertkit.yaml and a model
-    card with `metrics`) written into `directory`."""
+    """A Hugging Face model dir's files (config, safetensors, tokenizer; with `cfg`, bertkit.yaml, resolved.yaml
+    of what its `auto` settings became (`resolved`, runtime.run_state) and a model card with `metrics`) written
+    into `directory`."""
     check_finite(model, directory)
     model.save_pretrained(directory)
     save_tokenizer(tokenizer, directory)
     if cfg is not None:
-        save_config(cfg, directory)
+        save_config(cfg, directory, resolved)
         write_model_card(directory, model, cfg, metrics)
 
 
@@ -66,10 +68,11 @@ def save_model(
     cfg: Recipe | None = None,
     keep: tuple[str, ...] = (),
     metrics: dict | None = None,
+    resolved: dict | None = None,
 ) -> Path:
     """Write a Hugging Face model dir atomically; `keep` names entries of an existing dir to carry over."""
     with atomic_dir(directory, keep=keep) as tmp:
-        write_model(model, tokenizer, tmp, cfg, metrics)
+        write_model(model, tokenizer, tmp, cfg, metrics, resolved)
     return directory
 
 
