@@ -9,7 +9,7 @@ TORCH := torch==2.13.0
 PIP := $(BIN)/pip install -q --disable-pip-version-check
 DEMO := runs/demo-zh
 
-.PHONY: install install-dev demo test test-fast lint bench bench-infer bench-compile bench-data results results-trainer results-budgets clean
+.PHONY: install install-dev demo test test-fast lint docs bench bench-infer bench-compile bench-data results results-trainer results-budgets clean
 
 # What bertkit needs to run (make demo); install-dev adds the test and lint tools and the optional extras.
 install: $(STAMP)
@@ -83,6 +83,10 @@ lint: install-dev
 	$(BIN)/ruff format --check bertkit tests
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q -p no:cacheprovider tests/test_architecture.py
+
+# docs/configuration.md from the recipe models (tests/test_config.py fails when the committed file is stale).
+docs: install
+	$(BIN)/python -m bertkit.config.reference > docs/configuration.md.tmp && mv docs/configuration.md.tmp docs/configuration.md
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
