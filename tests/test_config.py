@@ -164,6 +164,8 @@ OVERRIDES_NOT_READ = [
     ("probe", "probe.during_pretraining=true", "probe.during_pretraining is read by pretrain, not probe"),
     ("eval", "finetune.train={lr: 1.0e-3}", "finetune.train.* is read by finetune, not eval"),
     ("finetune", "train.lr_peak=1", "unknown key 'train.lr_peak'"),
+    ("finetune", "model.type=bilstm", "model.type is now finetune.model_type"),  # moved to its command
+    ("finetune", "model.bilstm_lr=0.01", "model.bilstm_lr is now finetune.bilstm.lr"),
 ]
 
 

@@ -24,6 +24,14 @@ from bertkit.config.recipes import RECIPES, Recipe
 from bertkit.config.sections import RuleError
 from bertkit.errors import BertkitError
 
+# Keys that moved to the command that reads them: a recipe written for the old place is told the new one.
+MOVED = {
+    "model.type": "finetune.model_type",
+    "model.bilstm_embedding_dim": "finetune.bilstm.embedding_dim",
+    "model.bilstm_hidden_size": "finetune.bilstm.hidden_size",
+    "model.bilstm_layers": "finetune.bilstm.layers",
+    "model.bilstm_lr": "finetune.bilstm.lr",
+}
 CONFIG_FILE = "bertkit.yaml"
 RESOLVED_FILE = "resolved.yaml"  # what `auto` became here; bertkit.yaml keeps what was asked
 
@@ -78,6 +86,8 @@ def _named_elsewhere(key: str) -> str:
 
 def not_read(command: str, key: str) -> str:
     """Why `key` is no key of `command`'s recipe, in one line: whose key it is, or the nearest key it has."""
+    if key in MOVED:
+        return f"{key} is now {MOVED[key]}"
     recipe, parts = RECIPES[command], key.split(".")
     own = leaf_keys(recipe)
     # The same key in a section the command does read: train.lr → finetune.train.lr.
@@ -202,6 +212,8 @@ def _unknown_in_file(tree: dict, prefix: str = "") -> str | None:
 
 def _unknown(key: str) -> str:
     """The error of a recipe file's key that no command reads: whose key of that name, or the nearest key."""
+    if key in MOVED:
+        return f"{key} is now {MOVED[key]}"
     if elsewhere := _named_elsewhere(key):
         return f"unknown key '{key}'; {elsewhere}"
     close = difflib.get_close_matches(key, _all_keys(), n=1, cutoff=0.6)
