@@ -1,8 +1,10 @@
 import random
+from typing import get_args
 
 import pytest
 
 from bertkit.commands.tokenize import split_documents
+from bertkit.config.sections import DataConfig
 from bertkit.data.pretraining import (
     BUILDERS,
     LABELLED,
@@ -178,9 +180,12 @@ def test_packed_word_ids_on_a_corpus():
         assert real[0] == 0 and all(b - a in (0, 1) for a, b in zip(real, real[1:], strict=False))
 
 
-def test_builders():
-    assert BUILDERS == {"nsp": build_nsp_examples, "sop": build_sop_examples, "packed": build_packed_examples}
-    assert LABELLED == {"nsp", "sop"}
+@pytest.mark.parametrize("objective", get_args(DataConfig.model_fields["objective"].annotation))
+def test_every_objective_builds_examples_with_a_sentence_label_only_where_labelled(objective):
+    # Every data.objective the config takes has a builder, and its examples carry next_sentence_label exactly when
+    # it is in LABELLED (what tokenize writes as a column and pretrain trains a head on).
+    examples = list(BUILDERS[objective](_corpus(n_docs=10), 64, 0.1, random.Random(0), SPECIAL))
+    assert examples and all(("next_sentence_label" in ex) == (objective in LABELLED) for ex in examples)
 
 
 @pytest.mark.parametrize("n,fraction,expected", [(100, 0.05, 5), (10, 0.05, 1), (1, 0.5, 0), (5, 0.0, 0)])
