@@ -149,9 +149,10 @@ def classical_baselines(data: Path) -> dict:
 
 def bertkit(command: str, recipe, *overrides: str) -> float:
     """Run a command with the overrides it reads: one shared list serves every stage, as a recipe file would."""
-    from bertkit.config import reads
+    from bertkit.config import RECIPES
+    from bertkit.config.loading import annotation
 
-    mine = [o for o in overrides if reads(command, o.partition("=")[0])]
+    mine = [o for o in overrides if annotation(RECIPES[command], o.partition("=")[0]) is not None]
     start = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "bertkit", command, str(recipe), *mine], cwd=ROOT, check=True, stdout=subprocess.DEVNULL
