@@ -11,6 +11,8 @@ bertkit export   recipes/demo-zh.yaml export.quantize=true
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 
 import typer
@@ -144,6 +146,36 @@ def convert(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool
         from bertkit.commands.convert import run_convert
 
         run_convert(cfg)
+
+
+OVERRIDE = re.compile(r"[A-Za-z_][\w.]*=")  # `finetune.task.text_column=review`, not a file name
+MODEL = typer.Argument(..., help="A model dir that `bertkit finetune` wrote.", show_default=False)
+INPUTS = typer.Argument(
+    None,
+    help="Input files (.txt: a text a line; .jsonl/.json/.csv/.tsv/.parquet or hf:name:split with the task's "
+    "columns), - for standard input, and section.key=value overrides.",
+    show_default=False,
+)
+TEXT = typer.Option(None, "--text", help="A text to predict (repeatable).", show_default=False)
+OUTPUT = typer.Option(None, "--output", help="Write the JSON lines to this new file, not stdout.")
+
+
+@app.command(epilog=_keys("predict"))
+def predict(
+    model: Path = MODEL, inputs: list[str] = INPUTS, text: list[str] = TEXT, output: Path = OUTPUT, debug: bool = DEBUG
+) -> None:
+    """Predict new text with a fine-tuned model: one JSON line per input, in input order (label and every class's
+    probability for a classifier). The model's own bertkit.yaml says its task and columns."""
+    with reported(debug):
+        from contextlib import redirect_stdout
+
+        from bertkit.commands.predict import load_predict_recipe, run_predict
+
+        overrides = [i for i in inputs or [] if OVERRIDE.match(i)]
+        files = [i for i in inputs or [] if not OVERRIDE.match(i)]
+        with redirect_stdout(sys.stderr):  # stdout is the predictions' alone
+            cfg = load_predict_recipe(model, overrides)
+        run_predict(cfg, model, files, text or [], output)
 
 
 def main() -> None:

@@ -30,6 +30,8 @@ from bertkit.config.sections import (
     MaskingConfig,
     ModelConfig,
     PositionsConfig,
+    PredictConfig,
+    PredictTaskConfig,
     PretrainDataConfig,
     PretrainEvalConfig,
     PretrainProbeConfig,
@@ -74,13 +76,17 @@ class Recipe(Section):
         return self.output_dir / "finetune" / self.finetune.task.name
 
 
-class WeightsRecipe(Recipe):
+class LoadsWeights(Section):
     """A command that loads model weights."""
 
     allow_pickle_weights: bool = False
     """Load a pytorch_model.bin that holds more than tensors with Python's full unpickler, which can run code. By
     default a .bin loads through torch's weights-only unpickler (tensors and plain containers, no code) and a
     file that needs more is refused; safetensors are always preferred."""
+
+
+class WeightsRecipe(LoadsWeights, Recipe):
+    """A command that loads model weights and writes into the run's output dir."""
 
 
 class TokenizeRecipe(Recipe):
@@ -149,7 +155,16 @@ class ConvertRecipe(Recipe):
     convert: ConvertConfig = ConvertConfig()
 
 
-RECIPES: dict[str, type[Recipe]] = {
+class PredictRecipe(LoadsWeights):
+    """`bertkit predict`: a fine-tuned model dir on new text; the model's own bertkit.yaml is the recipe (its task
+    family, columns and lengths), overrides change it."""
+
+    predict: PredictConfig = PredictConfig()
+    finetune: PredictTaskConfig = PredictTaskConfig()
+    """How the model's task reads its inputs (columns) and decodes its predictions."""
+
+
+RECIPES: dict[str, type[Section]] = {
     "tokenize": TokenizeRecipe,
     "pretrain": PretrainRecipe,
     "finetune": FinetuneRecipe,
@@ -158,4 +173,5 @@ RECIPES: dict[str, type[Recipe]] = {
     "probe": ProbeRecipe,
     "export": ExportRecipe,
     "convert": ConvertRecipe,
+    "predict": PredictRecipe,
 }

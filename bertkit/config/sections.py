@@ -352,20 +352,13 @@ def _of(family: str, default: Any, **constraints) -> Any:
     return Field(default, json_schema_extra={"family": family}, **constraints)
 
 
-class TaskDataConfig(Section):
-    """The labelled files of a task and their columns (`bertkit export` scores an int8 classifier with them)."""
+class TaskColumnsConfig(Section):
+    """A task's family, the columns its inputs come in, and their length."""
 
     type: Family = "classification"
     """classification (one text or a pair), multi-label-classification (a list of labels per text, or names
     joined by "|"), regression (a score for a pair), token-classification (a tag per word: BIO/BIOES entities
     or plain tags such as POS), question-answering (SQuAD/CMRC JSON), multiple-choice."""
-    name: str = "task"
-    """Names the output dir `<output_dir>/finetune/<name>`."""
-    _name_is_dir = field_validator("name")(lambda cls, value: _dir_name(value))
-    validation_file: Path | None = None
-    """Dev file: evaluated during training, picks the best checkpoint."""
-    test_file: Path | None = None
-    """Held-out file that `bertkit eval` scores by default."""
     text_column: str = "text"
     """The text (classification, regression) or the context (multiple choice)."""
     text_pair_column: str | None = None
@@ -377,8 +370,24 @@ class TaskDataConfig(Section):
     question answering)."""
 
 
-class TaskReadingConfig(TaskDataConfig):
-    """How every family reads its files and decodes its predictions (`bertkit eval` reads these)."""
+class TaskFilesConfig(Section):
+    """A task's name (its output dir) and its held-out files."""
+
+    name: str = "task"
+    """Names the output dir `<output_dir>/finetune/<name>`."""
+    _name_is_dir = field_validator("name")(lambda cls, value: _dir_name(value))
+    validation_file: Path | None = None
+    """Dev file: evaluated during training, picks the best checkpoint."""
+    test_file: Path | None = None
+    """Held-out file that `bertkit eval` scores by default."""
+
+
+class TaskDataConfig(TaskFilesConfig, TaskColumnsConfig):
+    """The labelled files of a task and their columns (`bertkit export` scores an int8 classifier with them)."""
+
+
+class TaskReadingConfig(TaskColumnsConfig):
+    """How every family reads its inputs and decodes its predictions (`bertkit predict` reads these)."""
 
     tokens_column: str = _of("token-classification", "tokens")
     """Token classification: the list of words (characters for Chinese)."""
@@ -439,7 +448,11 @@ class TaskReadingConfig(TaskDataConfig):
         return self
 
 
-class TaskConfig(TaskReadingConfig):
+class TaskEvalConfig(TaskFilesConfig, TaskReadingConfig):
+    """`bertkit eval`: the task's held-out files, read and scored as its family does."""
+
+
+class TaskConfig(TaskEvalConfig):
     """`bertkit finetune`: the labelled data, its columns, and task-specific settings."""
 
     train_file: Path | None = None
@@ -493,6 +506,12 @@ class FinetuneConfig(Section):
 
 class EvalTaskConfig(Section):
     """What `bertkit eval` reads of finetune: how the task's files are read and scored."""
+
+    task: TaskEvalConfig = TaskEvalConfig()
+
+
+class PredictTaskConfig(Section):
+    """What `bertkit predict` reads of finetune: how the task's inputs are read and decoded."""
 
     task: TaskReadingConfig = TaskReadingConfig()
 
@@ -619,3 +638,14 @@ class ConvertConfig(Section):
     """The tokenizer's lower-casing; None: from the release's name (cased_…/multi_cased_… keep case)."""
     output_dir: Path | None = None
     """Default `<output_dir>/converted`."""
+
+
+class PredictConfig(Section):
+    """`bertkit predict`: a fine-tuned model on new text."""
+
+    batch_size: int = Field(64, ge=1)
+    precision: Precision = "no"
+    """Mixed precision of the forward passes: bf16 autocast, `auto` (bf16 where the hardware runs it fast), or no."""
+    _precision_off = _off_means("precision", "no")
+    top_k: int | None = Field(None, ge=1)
+    """Classification: also list the k most probable classes (`top_k`), best first."""

@@ -115,7 +115,12 @@ def evaluate_classification(model, tokenizer, examples, labels, cfg: TaskConfig,
     probs = predict_probabilities(model, tokenizer, features, collate, batch_size)
     pred = probs.argmax(-1).tolist()
     predictions = [
-        {**e, "prediction": labels[p], "probability": round(float(probs[i, p]), 6)}
+        {
+            **e,
+            "prediction": labels[p],
+            "probability": round(float(probs[i, p]), 6),
+            "probabilities": {name: round(float(q), 6) for name, q in zip(labels, probs[i].tolist(), strict=True)},
+        }
         for i, (e, p) in enumerate(zip(examples, pred, strict=True))
     ]
     if any(e["label"] is None for e in examples):
@@ -142,13 +147,22 @@ def evaluate_multi_label(model, tokenizer, examples, labels, cfg: TaskConfig, ba
     )
     chosen = (probs > 0.5).int()  # each label on its own, at the sigmoid's midpoint
     predictions = [
-        {**e, "prediction": [labels[j] for j in row.nonzero().flatten().tolist()]}
-        for e, row in zip(examples, chosen, strict=True)
+        {
+            **e,
+            "prediction": [labels[j] for j in row.nonzero().flatten().tolist()],
+            "probabilities": {name: round(float(q), 6) for name, q in zip(labels, p.tolist(), strict=True)},
+        }
+        for e, row, p in zip(examples, chosen, probs, strict=True)
     ]
     if any(e["label"] is None for e in examples):
         return None, predictions
     gold = [[int(name in e["label"]) for name in labels] for e in examples]
     return multilabel_metrics(gold, chosen.tolist(), labels), predictions
+
+
+def raw_example(text: str) -> dict:
+    """One raw text, unlabelled."""
+    return {"text": text, "text_pair": None, "label": None}
 
 
 def _class_kwargs(labels: list[str]) -> dict:
@@ -167,6 +181,7 @@ CLASSIFICATION = Task(
     encode=encode,
     collate=collate,
     evaluate=evaluate_classification,
+    raw_example=raw_example,
     bilstm_head="sequence",
     confusion_matrix=True,
 )
@@ -179,6 +194,7 @@ REGRESSION = Task(
     encode=encode,
     collate=collate,
     evaluate=evaluate_regression,
+    raw_example=raw_example,
 )
 
 MULTI_LABEL = Task(
@@ -191,4 +207,5 @@ MULTI_LABEL = Task(
     encode=encode,
     collate=collate,
     evaluate=evaluate_multi_label,
+    raw_example=raw_example,
 )
