@@ -3,6 +3,7 @@ order, equal to eval's predictions on the same file."""
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import pytest
 from conftest import DATA, RECIPE, run_cli
@@ -81,10 +82,8 @@ def test_a_family_without_raw_text_asks_for_a_file():
     from bertkit.errors import BertkitError
     from bertkit.tasks import TASKS
 
-    assert [name for name, task in TASKS.items() if task.raw_example] == [
-        "classification",
-        "multi-label-classification",
-        "regression",
-    ]
+    raw = ["classification", "multi-label-classification", "regression", "token-classification"]
+    assert [name for name, task in TASKS.items() if task.raw_example] == raw
+    run = SimpleNamespace(task=TASKS["question-answering"], tokenizer=None)
     with pytest.raises(BertkitError, match="--text: this model's task takes its inputs from a file"):
-        _raw(TASKS["token-classification"], "张三在北京", "--text")
+        _raw(run, "张三在北京", "--text")

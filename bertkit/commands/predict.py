@@ -7,9 +7,10 @@
 The model dir describes itself: the bertkit.yaml that `bertkit finetune` saved beside it gives the task family,
 its columns and lengths (`key=value` overrides change them, e.g. finetune.task.text_column=review). Inputs:
 `--text` (repeatable), `-` (standard input) and .txt files (a text a line) for the families that take raw text
-(classification, multi-label, regression); labelled-file formats (.jsonl, .json, .csv, .tsv, .parquet, `hf:`
-data sets) for every family, read as `bertkit eval` reads them. Each line carries its input's fields, the
-prediction, and the family's scores (every class's probability for classifiers).
+(classification, multi-label, regression, and taggers: their words come from the model's tokenizer, and each
+entity comes with its character offsets into the text); labelled-file formats (.jsonl, .json, .csv, .tsv,
+.parquet, `hf:` data sets) for every family, read as `bertkit eval` reads them. Each line carries its input's
+fields, the prediction, and the family's scores (every class's probability for classifiers).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def run_predict(
         raise BertkitError(f"{output}: exists; bertkit predict writes a new file, choose another name or remove it")
     with contextlib.redirect_stdout(sys.stderr):  # stdout is the predictions' alone (e.g. precision=auto's choice)
         run = setup(cfg, model_dir)
-    examples = read_inputs(run.task, cfg, inputs, texts)
+    examples = read_inputs(run, cfg, inputs, texts)
     with run.accelerator.autocast():
         _, predictions = run.task.evaluate(
             run.model, run.tokenizer, examples, run.labels, cfg.finetune.task, cfg.predict.batch_size
@@ -80,14 +81,14 @@ def setup(cfg: PredictRecipe, model_dir: Path) -> Setup:
     return Setup(task, model.eval(), tokenizer, labels, accelerator)
 
 
-def read_inputs(task: Task, cfg: PredictRecipe, inputs: list[str], texts: list[str]) -> list[dict]:
+def read_inputs(run: Setup, cfg: PredictRecipe, inputs: list[str], texts: list[str]) -> list[dict]:
     """Unlabelled examples (a file's gold labels are not read), in input order."""
-    examples = [_raw(task, text, "--text") for text in texts]
+    examples = [_raw(run, text, "--text") for text in texts]
     for name in inputs:
         if name == "-" or Path(name).suffix.lower() in RAW_SUFFIXES:
-            examples += [_raw(task, text, name) for text in _lines(name)]
+            examples += [_raw(run, text, name) for text in _lines(name)]
         else:
-            examples += task.read(Path(name), cfg.finetune.task, labelled=False)
+            examples += run.task.read(Path(name), cfg.finetune.task, labelled=False)
     if not examples:
         raise BertkitError("nothing to predict; give --text, a file, or - for standard input")
     return examples
@@ -108,12 +109,12 @@ def _lines(name: str) -> list[str]:
     return [line.strip() for line in text.split("\n") if line.strip()]
 
 
-def _raw(task: Task, text: str, where: str) -> dict:
-    if task.raw_example is None:
+def _raw(run: Setup, text: str, where: str) -> dict:
+    if run.task.raw_example is None:
         raise BertkitError(
             f"{where}: this model's task takes its inputs from a file with its columns (.jsonl, .csv, …), not raw text"
         )
-    return task.raw_example(text)
+    return run.task.raw_example(text, run.tokenizer)
 
 
 def _json_line(row: dict) -> str:

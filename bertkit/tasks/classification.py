@@ -160,8 +160,8 @@ def evaluate_multi_label(model, tokenizer, examples, labels, cfg: TaskConfig, ba
     return multilabel_metrics(gold, chosen.tolist(), labels), predictions
 
 
-def raw_example(text: str) -> dict:
-    """One raw text, unlabelled."""
+def raw_example(text: str, tokenizer=None) -> dict:
+    """One raw text, unlabelled (the tokenizer encodes it later, with the others)."""
     return {"text": text, "text_pair": None, "label": None}
 
 

@@ -46,7 +46,7 @@ class Task:
     own_lrs: Callable = lambda cfg: None
     bilstm_head: str | None = None  # the BiLSTM baseline's head for this family (bilstm.HEADS), None: no baseline
     confusion_matrix: bool = False  # `bertkit eval` draws one (single-label classes)
-    # (text) -> an unlabelled example of one raw text (`bertkit predict --text`); None: the family needs a file
+    # (text, tokenizer) -> an unlabelled example of one raw text (`bertkit predict --text`); None: it needs a file
     raw_example: Callable | None = None
     crf_class: type | None = None  # the head with a CRF (task.crf=true), tagging only
 

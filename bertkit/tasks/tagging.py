@@ -198,17 +198,41 @@ def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: in
                 words[w] = labels[tag_id]
     # Words that no window kept (cut by max_seq_length with stride 0 cannot happen; empty pieces can) are "O".
     predicted = [[t or "O" for t in words] for words in predicted]
-    predictions = [
-        {"tokens": e["tokens"], "label": e["label"], "prediction": p} for e, p in zip(examples, predicted, strict=True)
-    ]
+    # A model saved before the scheme was stored: the scheme of its label set.
+    scheme = getattr(model.config, "tag_scheme", None) or chosen_scheme(labels, cfg)
+    predictions = [_prediction(e, p, scheme) for e, p in zip(examples, predicted, strict=True)]
     if any(e["label"] is None for e in examples):
         return None, predictions
     gold = [e["label"] for e in examples]
-    # A model saved before the scheme was stored: the scheme of its label set.
-    scheme = getattr(model.config, "tag_scheme", None) or chosen_scheme(labels, cfg)
     if scheme == "plain":
         return tag_metrics(gold, predicted, labels), predictions
     return entity_metrics(gold, predicted, scheme), predictions
+
+
+def raw_example(text: str, tokenizer) -> dict:
+    """One raw text as the words the model's tokenizer makes of it (a Chinese character, an English word or a
+    punctuation mark each), with each word's character span in `text`: nobody has to split it first."""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    spans: dict[int, list[int]] = {}
+    for word, (start, end) in zip(enc.word_ids(), enc["offset_mapping"], strict=True):
+        if word is not None:
+            spans.setdefault(word, [start, end])[1] = end
+    ordered = [tuple(spans[w]) for w in sorted(spans)]
+    return {"tokens": [text[s:e] for s, e in ordered], "label": None, "text": text, "spans": ordered}
+
+
+def _prediction(example: dict, tags: list[str], scheme: str) -> dict:
+    """A prediction row; for a raw text, its entities with character offsets into it (text[start:end])."""
+    row = {"tokens": example["tokens"], "label": example["label"], "prediction": tags}
+    if "spans" not in example:
+        return row
+    from seqeval.metrics.sequence_labeling import get_entities  # BIO and BIOES chunks: (type, first, last word)
+
+    spans, text = example["spans"], example["text"]
+    chunks = get_entities(tags) if scheme != "plain" else []
+    found = [(kind, spans[first][0], spans[last][1]) for kind, first, last in chunks]
+    entities = [{"type": kind, "text": text[start:end], "start": start, "end": end} for kind, start, end in found]
+    return {"text": text, **row, "entities": entities}
 
 
 TASK = Task(
@@ -224,6 +248,7 @@ TASK = Task(
     collate=collate,
     evaluate=evaluate,
     bookkeeping=("example", "word_ids"),
+    raw_example=raw_example,
     own_lrs=lambda cfg: {"crf.": cfg.crf_lr} if cfg.crf else None,
     bilstm_head="token",
 )
