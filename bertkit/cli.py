@@ -149,7 +149,11 @@ def convert(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool
 
 
 OVERRIDE = re.compile(r"[A-Za-z_][\w.]*=")  # `finetune.task.text_column=review`, not a file name
-MODEL = typer.Argument(..., help="A model dir that `bertkit finetune` wrote.", show_default=False)
+MODEL = typer.Argument(
+    ...,
+    help="A model dir that `bertkit finetune` wrote, or the Hub id of one (owner/name[@revision]).",
+    show_default=False,
+)
 INPUTS = typer.Argument(
     None,
     help="Input files (.txt: a text a line; .jsonl/.json/.csv/.tsv/.parquet or hf:name:split with the task's "
@@ -162,7 +166,7 @@ OUTPUT = typer.Option(None, "--output", help="Write the JSON lines to this new f
 
 @app.command(epilog=_keys("predict"))
 def predict(
-    model: Path = MODEL, inputs: list[str] = INPUTS, text: list[str] = TEXT, output: Path = OUTPUT, debug: bool = DEBUG
+    model: str = MODEL, inputs: list[str] = INPUTS, text: list[str] = TEXT, output: Path = OUTPUT, debug: bool = DEBUG
 ) -> None:
     """Predict new text with a fine-tuned model: one JSON line per input, in input order (label and every class's
     probability for a classifier). The model's own bertkit.yaml says its task and columns."""
@@ -170,12 +174,14 @@ def predict(
         from contextlib import redirect_stdout
 
         from bertkit.commands.predict import load_predict_recipe, run_predict
+        from bertkit.hub import local_or_hub
 
+        model_dir = local_or_hub(model, "MODEL")
         overrides = [i for i in inputs or [] if OVERRIDE.match(i)]
         files = [i for i in inputs or [] if not OVERRIDE.match(i)]
         with redirect_stdout(sys.stderr):  # stdout is the predictions' alone
-            cfg = load_predict_recipe(model, overrides)
-        run_predict(cfg, model, files, text or [], output)
+            cfg = load_predict_recipe(model_dir, overrides)
+        run_predict(cfg, model_dir, files, text or [], output)
 
 
 def main() -> None:

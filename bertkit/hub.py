@@ -40,6 +40,7 @@ REVISION = re.compile(r"[\w.\-/]{1,200}")
 
 CONFIG_FILES = [
     "config.json",
+    "bertkit.yaml",  # a bertkit model's recipe: `bertkit predict` reads its task from it
     "vocab.txt",
     "tokenizer.json",
     "tokenizer_config.json",
@@ -73,6 +74,12 @@ def resolve_hub_ids(cfg):
         setattr(getattr(cfg, section), name, folder)
         cfg.hub_sources[key] = pinned
     return cfg
+
+
+def local_or_hub(value: str, key: str) -> Path:
+    """A model dir given as a local path or as a Hub id (fetched into the cache, as for recipe keys)."""
+    hub_id = None if Path(value).exists() else split_hub_id(value)
+    return fetch(*hub_id, key=key)[0] if hub_id else Path(value)
 
 
 def fetch(repo: str, revision: str | None, key: str, weights: bool = True) -> tuple[Path, str]:

@@ -196,3 +196,20 @@ def test_the_checkpoints_casing_is_kept(hub, tmp_path):
     assert load_tokenizer(cased).tokenize("Hello") == ["Hello"]
     (cased / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
     assert load_tokenizer(cased).tokenize("Hello") == ["hello"]
+
+
+def test_predict_with_a_hub_id(tiny_run, tmp_path, monkeypatch):
+    """`bertkit predict owner/name`: the fine-tuned model and its bertkit.yaml (the task) from the Hub's cache."""
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    source = tiny_run[0] / "finetune" / "topic"
+    snapshot = _repo(cache, "someone/topic", source)
+    shutil.copyfile(source / "bertkit.yaml", snapshot / "bertkit.yaml")
+    local = run_cli("predict", source, "--text", "今天的比赛非常精彩")
+    remote = run_cli("predict", "someone/topic", "--text", "今天的比赛非常精彩")
+    assert remote.exit_code == 0, remote.output
+    assert json.loads(remote.stdout) == json.loads(local.stdout)
+    assert _error(run_cli("predict", "someone/missing", "--text", "x")).startswith(
+        "error: MODEL=someone/missing: not a local dir, not in the Hugging Face cache"
+    )

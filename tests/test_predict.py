@@ -87,3 +87,24 @@ def test_a_family_without_raw_text_asks_for_a_file():
     run = SimpleNamespace(task=TASKS["question-answering"], tokenizer=None)
     with pytest.raises(BertkitError, match="--text: this model's task takes its inputs from a file"):
         _raw(run, "张三在北京", "--text")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Héllo, Mr. O'Neil lives in New-York!  ok",
+        "张三在北京工作。",
+        "BERT模型在2019年很好 , 对吧？",
+        "\t Café\u3000naïve ",
+    ],
+)
+def test_a_taggers_raw_text_words_slice_the_text(tiny_run, text):
+    """A tagger's words of a raw text are the model's tokenizer's (a CJK character, a word, a punctuation mark),
+    each with the character span it came from, casing and accents as typed."""
+    from bertkit.tasks.tagging import raw_example
+    from bertkit.tokenizer.train import load_tokenizer
+
+    example = raw_example(text, load_tokenizer(tiny_run[0] / "pretrain"))
+    assert example["tokens"] == [text[s:e] for s, e in example["spans"]]
+    assert "".join(example["tokens"]) == "".join(text.split()).replace("\u3000", "")  # nothing lost but spaces
+    assert example["spans"] == sorted(example["spans"]) and example["label"] is None
