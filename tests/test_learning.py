@@ -95,6 +95,12 @@ def _finetune_and_eval(tiny_run, tmp_path: Path, task_type: str, splits, *extra:
         assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "out" / "eval" / "learn" / "report.json").read_text())
     assert report["examples"] == TEST
+    # `bertkit predict` on the same file: the same predictions as eval's, for every family.
+    result = run_cli("predict", tmp_path / "out" / "finetune" / "learn", files[2])
+    assert result.exit_code == 0, result.output
+    predicted = [json.loads(line)["prediction"] for line in result.stdout.splitlines()]
+    evaluated = (tmp_path / "out" / "eval" / "learn" / "predictions.jsonl").read_text().splitlines()
+    assert predicted == [json.loads(line)["prediction"] for line in evaluated]
     return report
 
 
