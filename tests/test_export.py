@@ -37,6 +37,7 @@ def test_export_matches_pytorch(tiny_run, tmp_path, what):
         assert quantized["dev_accuracy_fp32"] == pytest.approx(best, abs=0.011)
         assert quantized["dev_accuracy_fp32"] == pytest.approx(0.75, abs=0.011)
         assert quantized["dev_accuracy_int8"] == pytest.approx(quantized["dev_accuracy_fp32"], abs=0.05)
+        _predict_with_onnx(out / what, tmp_path)
 
     import onnxruntime as ort
     from transformers import BertTokenizerFast
@@ -72,3 +73,22 @@ def test_export_refuses_what_it_cannot_export(tiny_run, tmp_path):
     assert run_cli("finetune", *args).exit_code == 0
     result = run_cli("export", args[0], *recipe_edits(args[1:]), f"export.model_dir={choice / 'finetune' / 'c'}")
     assert result.exit_code == 2 and "cannot be exported" in result.stderr
+
+
+def _predict_with_onnx(model_dir, export_dir):
+    """`bertkit predict` of the export dir (auto: no weights there, so onnx) and its int8 model: the PyTorch
+    model's predictions (fp32: all of them, probabilities to 1e-4; int8: at least 90 of 100 on this tiny model)."""
+    test = ROOT / "data" / "zh" / "topic" / "test.jsonl"
+
+    def predict(directory, *args):
+        result = run_cli("predict", directory, test, *args)
+        assert result.exit_code == 0, result.output
+        return [json.loads(line) for line in result.stdout.splitlines()]
+
+    torch_rows, onnx_rows = predict(model_dir), predict(export_dir)
+    assert [r["prediction"] for r in onnx_rows] == [r["prediction"] for r in torch_rows]
+    for a, b in zip(onnx_rows, torch_rows, strict=True):
+        assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-4)
+    int8 = predict(export_dir, "predict.backend=onnx-int8")
+    agree = sum(a["prediction"] == b["prediction"] for a, b in zip(int8, torch_rows, strict=True))
+    assert agree >= 90, agree

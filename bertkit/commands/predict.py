@@ -74,11 +74,27 @@ def setup(cfg: PredictRecipe, model_dir: Path) -> Setup:
     quiet_transformers()
     task = get_task(cfg.finetune.task.type)
     accelerator = make_accelerator(cfg.predict.precision, "predict.precision")
-    model = load_finetuned(cfg, task, model_dir, model_architectures(model_dir)).to(accelerator.device)
+    model = _model(cfg, task, model_dir).to(accelerator.device)
     tokenizer = load_tokenizer(model_dir)
     check_fits(model, tokenizer, model_dir, cfg.finetune.task.max_seq_length, "finetune.task.max_seq_length")
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)] if task.has_labels else None
     return Setup(task, model.eval(), tokenizer, labels, accelerator)
+
+
+def _model(cfg: PredictRecipe, task: Task, model_dir: Path):
+    """The fine-tuned model of the dir as predict.backend runs it."""
+    backend = cfg.predict.backend
+    if backend == "auto":
+        weights = any(model_dir.glob("*.safetensors")) or any(model_dir.glob("pytorch_model*.bin"))
+        backend = "torch" if weights else "onnx"
+    if backend == "torch":
+        return load_finetuned(cfg, task, model_dir, model_architectures(model_dir))
+    from transformers import AutoConfig
+
+    from bertkit.modeling.onnx_model import OnnxModel
+
+    name = "model.int8.onnx" if backend == "onnx-int8" else "model.onnx"
+    return OnnxModel(model_dir / name, AutoConfig.from_pretrained(model_dir))
 
 
 def read_inputs(run: Setup, cfg: PredictRecipe, inputs: list[str], texts: list[str]) -> list[dict]:

@@ -643,6 +643,10 @@ class ConvertConfig(Section):
 class PredictConfig(Section):
     """`bertkit predict`: a fine-tuned model on new text."""
 
+    backend: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
+    """What runs the model: `torch` (its weights, in `precision`), `onnx` / `onnx-int8` (model.onnx /
+    model.int8.onnx of a `bertkit export` dir, through onnxruntime on the CPU). auto: torch when the dir has
+    weights, else onnx."""
     batch_size: int = Field(64, ge=1)
     precision: Precision = "no"
     """Mixed precision of the forward passes: bf16 autocast, `auto` (bf16 where the hardware runs it fast), or no."""
