@@ -184,5 +184,28 @@ def predict(
         run_predict(cfg, model_dir, files, text or [], output)
 
 
+REPO = typer.Argument(..., help="The Hub repo to publish to, owner/name.", show_default=False)
+PUSH_MODEL = typer.Argument(..., help="The model dir to publish.", show_default=False)
+PRIVATE = typer.Option(False, "--private", help="Create the repo as private (as push.private=true).")
+
+
+@app.command(epilog=_keys("push"))
+def push(
+    model: Path = PUSH_MODEL,
+    repo_id: str = REPO,
+    overrides: list[str] = OVERRIDES,
+    private: bool = PRIVATE,
+    debug: bool = DEBUG,
+) -> None:
+    """Publish a model dir on the Hugging Face Hub (HF_ENDPOINT for a mirror; HF_TOKEN or `hf auth login`):
+    weights, config, tokenizer, model card and bertkit.yaml; checkpoints only with push.checkpoints=true."""
+    with reported(debug):
+        from bertkit.commands.push import run_push
+        from bertkit.config import load_recipe
+
+        cfg = load_recipe(None, [*(overrides or []), *(["push.private=true"] if private else [])], "push")
+        run_push(cfg, model, repo_id)
+
+
 def main() -> None:
     app()

@@ -16,6 +16,7 @@ from bertkit.config.recipes import (
     PredictRecipe,
     PretrainRecipe,
     ProbeRecipe,
+    PushRecipe,
     Recipe,
     TokenizeRecipe,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "PredictRecipe",
     "PretrainRecipe",
     "ProbeRecipe",
+    "PushRecipe",
     "Recipe",
     "TokenizeRecipe",
     "load_recipe",

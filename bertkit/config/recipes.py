@@ -37,6 +37,7 @@ from bertkit.config.sections import (
     PretrainProbeConfig,
     PretrainTrainConfig,
     ProbeConfig,
+    PushConfig,
     Section,
     TokenizerConfig,
 )
@@ -164,6 +165,12 @@ class PredictRecipe(LoadsWeights):
     """How the model's task reads its inputs (columns) and decodes its predictions."""
 
 
+class PushRecipe(Section):
+    """`bertkit push`: a model dir published on the Hugging Face Hub."""
+
+    push: PushConfig = PushConfig()
+
+
 RECIPES: dict[str, type[Section]] = {
     "tokenize": TokenizeRecipe,
     "pretrain": PretrainRecipe,
@@ -174,4 +181,5 @@ RECIPES: dict[str, type[Section]] = {
     "export": ExportRecipe,
     "convert": ConvertRecipe,
     "predict": PredictRecipe,
+    "push": PushRecipe,
 }

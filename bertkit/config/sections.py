@@ -653,3 +653,14 @@ class PredictConfig(Section):
     _precision_off = _off_means("precision", "no")
     top_k: int | None = Field(None, ge=1)
     """Classification: also list the k most probable classes (`top_k`), best first."""
+
+
+class PushConfig(Section):
+    """`bertkit push`: how a model dir is published on the Hub."""
+
+    private: bool = False
+    """Create the repo as private (an existing repo keeps its visibility)."""
+    checkpoints: bool = False
+    """Also upload checkpoints/ (optimizer, scheduler and RNG states for resuming) and TensorBoard logs."""
+    commit_message: str | None = None
+    """The commit's message; default "Upload <dir name> with bertkit"."""
