@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from conftest import ROOT, run_cli
 
+pytestmark = pytest.mark.slow  # each push runs in a process of its own
 TOKEN = "hf_test_token"
 
 
