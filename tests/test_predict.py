@@ -69,6 +69,9 @@ def test_bad_calls_are_one_line(topic, tmp_path):
     plain = tmp_path / "plain"
     shutil.copytree(topic, plain, ignore=shutil.ignore_patterns("bertkit.yaml"))
     cases.append(((plain, "--text", "x"), f"{plain}: no bertkit.yaml, so the task it was fine-tuned for is unknown"))
+    pretrained = topic.parents[1] / "pretrain"
+    not_finetuned = f"{pretrained}: not a fine-tuned model (its bertkit.yaml names no task)"
+    cases.append(((pretrained, "--text", "x"), not_finetuned))
     for args, message in cases:
         result = _predict(*args)
         assert result.exit_code == 2, result.output

@@ -105,3 +105,10 @@ def test_push_with_checkpoints_and_a_refusal(tiny_run, fake_hub):
     assert any(path.startswith("checkpoints/") for path in fake_hub["files"])
     result = run_cli("push", model_dir, "someone/tiny", "train.lr=1")  # refused before any network use
     assert result.exit_code == 2 and "train.lr is read by pretrain, not push" in result.stderr
+
+
+def test_an_unreachable_hub_is_one_line(tiny_run):
+    result = _push("http://127.0.0.1:9", tiny_run[0] / "pretrain", "someone/tiny")  # port 9: nothing listens
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: someone/tiny: the Hub could not be reached"), lines

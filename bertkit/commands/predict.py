@@ -21,6 +21,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from bertkit.atomic import write_text
 from bertkit.config import CONFIG_FILE, PredictRecipe, load_recipe
 from bertkit.errors import BertkitError
@@ -50,6 +52,11 @@ def load_predict_recipe(model_dir: Path, overrides: list[str]) -> PredictRecipe:
         raise BertkitError(
             f"{model_dir}: no {CONFIG_FILE}, so the task it was fine-tuned for is unknown; give a model dir that "
             "`bertkit finetune` wrote"
+        )
+    if "finetune" not in (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}):
+        raise BertkitError(
+            f"{model_dir}: not a fine-tuned model (its {CONFIG_FILE} names no task); give a dir that `bertkit "
+            "finetune` or `bertkit export` wrote"
         )
     return load_recipe(saved, overrides, "predict")
 

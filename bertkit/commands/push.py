@@ -23,6 +23,16 @@ ALWAYS_LEFT = [MARKER, "*.tmp", ".*.tmp*"]
 TRAINING_STATE = ["checkpoints/**", "tensorboard/**"]
 
 
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """Connection failures of the HTTP client huggingface_hub uses (httpx2 in huggingface_hub 2), which are not
+    HfHubHTTPError."""
+    try:
+        import httpx2
+    except ImportError:
+        return ()
+    return (httpx2.TransportError,)
+
+
 def run_push(cfg: PushRecipe, model_dir: Path, repo_id: str) -> str:
     """The commit URL of `model_dir` uploaded to the model repo `repo_id`."""
     from huggingface_hub import HfApi
@@ -43,6 +53,11 @@ def run_push(cfg: PushRecipe, model_dir: Path, repo_id: str) -> str:
         raise BertkitError(
             f"{repo_id}: the Hub refused the upload ({str(e).splitlines()[0][:200]}); check the repo id, your token "
             "(HF_TOKEN or `hf auth login`) and HF_ENDPOINT"
+        ) from None
+    except (OSError, *_transport_errors()) as e:
+        raise BertkitError(
+            f"{repo_id}: the Hub could not be reached ({type(e).__name__}: {str(e)[:200]}); check the network and "
+            "HF_ENDPOINT, and push again (the upload is one commit: nothing half-published)"
         ) from None
     print(f"pushed {model_dir} to {url}\ncommit: {commit.commit_url}")
     return commit.commit_url
