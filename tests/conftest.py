@@ -38,6 +38,9 @@ def recipe_edits(overrides: list[str]) -> list[str]:
     return [RecipeEdit(o) for o in overrides]
 
 
+EDITED = tempfile.TemporaryDirectory(prefix="bertkit-recipes-")  # removed when the test session ends
+
+
 def edited_recipe(recipe: Path, edits: list[str]) -> Path:
     """A copy of `recipe` with the edits applied, in a fresh temporary dir."""
     tree = yaml.safe_load(Path(recipe).read_text(encoding="utf-8")) or {}
@@ -47,7 +50,7 @@ def edited_recipe(recipe: Path, edits: list[str]) -> Path:
         for part in keys[:-1]:
             node = node.setdefault(part, {})
         node[keys[-1]] = value
-    out = Path(tempfile.mkdtemp(prefix="recipe-")) / Path(recipe).name
+    out = Path(tempfile.mkdtemp(prefix="recipe-", dir=EDITED.name)) / Path(recipe).name
     out.write_text(yaml.safe_dump(tree, allow_unicode=True), encoding="utf-8")
     return out
 

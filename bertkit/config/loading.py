@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from bertkit.atomic import write_text
 from bertkit.config.recipes import RECIPES, Recipe
-from bertkit.config.sections import RuleError
+from bertkit.config.sections import RuleError, Section
 from bertkit.errors import BertkitError
 
 # Keys that moved to the command that reads them: a recipe written for the old place is told the new one.
@@ -102,7 +102,7 @@ def not_read(command: str, key: str) -> str:
     return f"unknown key '{key}'" + (hint or (f"; did you mean '{close[0]}'?" if close else ""))
 
 
-def _overridden_keys(recipe: type[Recipe], key: str, value: Any) -> list[str]:
+def _overridden_keys(recipe: type[Section], key: str, value: Any) -> list[str]:
     """The keys an override sets: `masking={rate: 0.2}` sets masking.rate."""
     if isinstance(value, dict) and value and is_section(annotation(recipe, key)):
         return [k for name, v in value.items() for k in _overridden_keys(recipe, f"{key}.{name}", v)]
@@ -169,7 +169,7 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
-def _one_line(err: ValidationError, recipe: type[Recipe], source: str, overridden: set[str]) -> str:
+def _one_line(err: ValidationError, recipe: type[Section], source: str, overridden: set[str]) -> str:
     e = err.errors()[0]
     loc = [str(p) for p in e["loc"]]
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
@@ -248,7 +248,7 @@ def _read_file(path: Path) -> dict:
     return tree
 
 
-def load_recipe(path: Path | str | None, overrides: list[str] | None, command: str) -> Recipe:
+def load_recipe(path: Path | str | None, overrides: list[str] | None, command: str) -> Section:
     """`command`'s recipe (RECIPES) from a recipe file (None: the defaults) and `key=value` overrides, validated.
     An override of a key that the command does not read is an error naming the command that does:
     `bertkit finetune … train.lr=1e-3` would be ignored, as finetune reads finetune.train.lr."""
