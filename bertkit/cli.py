@@ -173,8 +173,9 @@ def predict(
     with reported(debug):
         from contextlib import redirect_stdout
 
-        from bertkit.commands.predict import load_predict_recipe, run_predict
+        from bertkit.commands.predict import run_predict
         from bertkit.hub import local_or_hub
+        from bertkit.tasks.predictor import load_predict_recipe
 
         model_dir = local_or_hub(model, "MODEL")
         overrides = [i for i in inputs or [] if OVERRIDE.match(i)]

@@ -81,15 +81,15 @@ def test_bad_calls_are_one_line(topic, tmp_path):
 
 
 def test_a_family_without_raw_text_asks_for_a_file():
-    from bertkit.commands.predict import _raw
     from bertkit.errors import BertkitError
     from bertkit.tasks import TASKS
+    from bertkit.tasks.predictor import Predictor
 
     raw = ["classification", "multi-label-classification", "regression", "token-classification"]
     assert [name for name, task in TASKS.items() if task.raw_example] == raw
-    run = SimpleNamespace(task=TASKS["question-answering"], tokenizer=None)
+    predictor = SimpleNamespace(task=TASKS["question-answering"], tokenizer=None)
     with pytest.raises(BertkitError, match="--text: this model's task takes its inputs from a file"):
-        _raw(run, "张三在北京", "--text")
+        Predictor.raw(predictor, "张三在北京", "--text")
 
 
 @pytest.mark.parametrize(

@@ -15,50 +15,16 @@ fields, the prediction, and the family's scores (every class's probability for c
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from bertkit.atomic import write_text
-from bertkit.config import CONFIG_FILE, PredictRecipe, load_recipe
+from bertkit.config import PredictRecipe
 from bertkit.errors import BertkitError
-from bertkit.modeling.model import check_fits, check_model_dir, model_architectures, quiet_transformers
-from bertkit.tasks import get_task
-from bertkit.tasks.common import Task
-from bertkit.tasks.models import load_finetuned
-from bertkit.tokenizer.train import load_tokenizer
-from bertkit.training.runtime import make_accelerator
+from bertkit.tasks.predictor import Predictor
 
 RAW_SUFFIXES = ("", ".txt")  # `-` and --text count as raw text too
-
-
-@dataclass
-class Setup:
-    task: Task
-    model: object
-    tokenizer: object
-    labels: list[str] | None
-    accelerator: object
-
-
-def load_predict_recipe(model_dir: Path, overrides: list[str]) -> PredictRecipe:
-    """The model dir's own recipe (the bertkit.yaml its fine-tuning saved) with the overrides."""
-    saved = check_model_dir(model_dir) / CONFIG_FILE
-    if not saved.is_file():
-        raise BertkitError(
-            f"{model_dir}: no {CONFIG_FILE}, so the task it was fine-tuned for is unknown; give a model dir that "
-            "`bertkit finetune` wrote"
-        )
-    if "finetune" not in (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}):
-        raise BertkitError(
-            f"{model_dir}: not a fine-tuned model (its {CONFIG_FILE} names no task); give a dir that `bertkit "
-            "finetune` or `bertkit export` wrote"
-        )
-    return load_recipe(saved, overrides, "predict")
 
 
 def run_predict(
@@ -67,51 +33,19 @@ def run_predict(
     """Predict every input (the --text values, then each input in order); JSON lines to `output` or stdout."""
     if output is not None and Path(output).exists():
         raise BertkitError(f"{output}: exists; bertkit predict writes a new file, choose another name or remove it")
-    with contextlib.redirect_stdout(sys.stderr):  # stdout is the predictions' alone (e.g. precision=auto's choice)
-        run = setup(cfg, model_dir)
-    examples = read_inputs(run, cfg, inputs, texts)
-    with run.accelerator.autocast():
-        _, predictions = run.task.evaluate(
-            run.model, run.tokenizer, examples, run.labels, cfg.finetune.task, cfg.predict.batch_size
-        )
-    return finish(cfg, predictions, output)
+    predictor = Predictor(cfg, model_dir)
+    examples = read_inputs(predictor, cfg, inputs, texts)
+    return finish(predictor.predict(examples), output)
 
 
-def setup(cfg: PredictRecipe, model_dir: Path) -> Setup:
-    quiet_transformers()
-    task = get_task(cfg.finetune.task.type)
-    accelerator = make_accelerator(cfg.predict.precision, "predict.precision")
-    model = _model(cfg, task, model_dir).to(accelerator.device)
-    tokenizer = load_tokenizer(model_dir)
-    check_fits(model, tokenizer, model_dir, cfg.finetune.task.max_seq_length, "finetune.task.max_seq_length")
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)] if task.has_labels else None
-    return Setup(task, model.eval(), tokenizer, labels, accelerator)
-
-
-def _model(cfg: PredictRecipe, task: Task, model_dir: Path):
-    """The fine-tuned model of the dir as predict.backend runs it."""
-    backend = cfg.predict.backend
-    if backend == "auto":
-        weights = any(model_dir.glob("*.safetensors")) or any(model_dir.glob("pytorch_model*.bin"))
-        backend = "torch" if weights else "onnx"
-    if backend == "torch":
-        return load_finetuned(cfg, task, model_dir, model_architectures(model_dir))
-    from transformers import AutoConfig
-
-    from bertkit.modeling.onnx_model import OnnxModel
-
-    name = "model.int8.onnx" if backend == "onnx-int8" else "model.onnx"
-    return OnnxModel(model_dir / name, AutoConfig.from_pretrained(model_dir))
-
-
-def read_inputs(run: Setup, cfg: PredictRecipe, inputs: list[str], texts: list[str]) -> list[dict]:
+def read_inputs(predictor: Predictor, cfg: PredictRecipe, inputs: list[str], texts: list[str]) -> list[dict]:
     """Unlabelled examples (a file's gold labels are not read), in input order."""
-    examples = [_raw(run, text, "--text") for text in texts]
+    examples = [predictor.raw(text, "--text") for text in texts]
     for name in inputs:
         if name == "-" or Path(name).suffix.lower() in RAW_SUFFIXES:
-            examples += [_raw(run, text, name) for text in _lines(name)]
+            examples += [predictor.raw(text, name) for text in _lines(name)]
         else:
-            examples += run.task.read(Path(name), cfg.finetune.task, labelled=False)
+            examples += predictor.task.read(Path(name), cfg.finetune.task, labelled=False)
     if not examples:
         raise BertkitError("nothing to predict; give --text, a file, or - for standard input")
     return examples
@@ -132,25 +66,12 @@ def _lines(name: str) -> list[str]:
     return [line.strip() for line in text.split("\n") if line.strip()]
 
 
-def _raw(run: Setup, text: str, where: str) -> dict:
-    if run.task.raw_example is None:
-        raise BertkitError(
-            f"{where}: this model's task takes its inputs from a file with its columns (.jsonl, .csv, …), not raw text"
-        )
-    return run.task.raw_example(text, run.tokenizer)
-
-
 def _json_line(row: dict) -> str:
     return json.dumps(row, ensure_ascii=False).replace("\u2028", "\\u2028").replace("\u2029", "\\u2029") + "\n"
 
 
-def finish(cfg: PredictRecipe, predictions: list[dict], output: Path | None) -> list[dict]:
-    """Top-k classes where asked; one JSON line each, written atomically to `output` or to stdout."""
-    if cfg.predict.top_k:
-        for p in predictions:
-            if isinstance(p.get("probabilities"), dict):
-                best = sorted(p["probabilities"].items(), key=lambda kv: -kv[1])[: cfg.predict.top_k]
-                p["top_k"] = [{"label": label, "probability": prob} for label, prob in best]
+def finish(predictions: list[dict], output: Path | None) -> list[dict]:
+    """One JSON line each, written atomically to `output` or to stdout."""
     # U+2028/U+2029 escaped: readers that split lines as str.splitlines does would cut a line at them.
     lines = "".join(_json_line(p) for p in predictions)
     if output is None:
