@@ -311,3 +311,56 @@ def test_bilstm_baseline_through_finetune_and_eval(tiny_run, tmp_path, recipe, t
     model = load_bilstm(_model_dir(tmp_path))
     assert model.config.per_token == (task == "token-classification")
     assert model.embeddings.num_embeddings == len(BertTokenizerFast.from_pretrained(_model_dir(tmp_path)))
+
+
+def test_a_taggers_word_probabilities_are_its_softmax_or_its_crfs_marginals():
+    """tag_probabilities: each word's softmax at its first piece, or with a CRF the marginal P(tag at word | text)
+    — equal to summing the exp-scores of every tag path by brute force."""
+    import itertools
+    from types import SimpleNamespace
+
+    from bertkit.modeling.crf import CRF
+    from bertkit.tasks.tagging import tag_probabilities
+
+    torch.manual_seed(0)
+    word_ids = [[None, 0, None, 1, 2, None], [None, 0, 1, None]]  # a second row that is shorter (padded)
+    logits = torch.randn(2, 6, 3)
+    softmax = tag_probabilities(SimpleNamespace(), logits, word_ids)
+    assert torch.allclose(softmax[0], logits[0, [1, 3, 4]].softmax(-1))
+    assert torch.allclose(softmax[1, :2], logits[1, [1, 2]].softmax(-1)) and not softmax[1, 2].any()
+    crf = CRF(3)
+    with torch.no_grad():
+        for p in crf.parameters():
+            p.copy_(torch.randn(p.shape))
+    marginals = tag_probabilities(SimpleNamespace(crf=crf), logits, word_ids)
+    assert all(p.grad is None for p in crf.parameters())  # nothing accumulates in the model
+    with torch.no_grad():
+        for row, positions in enumerate([[1, 3, 4], [1, 2]]):
+            emissions = logits[row, positions]
+            paths = list(itertools.product(range(3), repeat=len(positions)))
+            scores = torch.stack(
+                [
+                    crf.start[p[0]]
+                    + crf.end[p[-1]]
+                    + sum(emissions[t, k] for t, k in enumerate(p))
+                    + sum(crf.transitions[a, b] for a, b in itertools.pairwise(p))
+                    for p in paths
+                ]
+            ).softmax(0)
+            expected = torch.zeros(len(positions), 3)
+            for path, probability in zip(paths, scores, strict=True):
+                expected[range(len(positions)), list(path)] += probability
+            torch.testing.assert_close(marginals[row, : len(positions)], expected, atol=1e-5, rtol=0)
+
+
+def test_an_entitys_score_is_the_mean_of_its_words_probabilities():
+    from bertkit.tasks.tagging import _prediction
+
+    text = "张三在北京"
+    example = {"tokens": list(text), "label": None, "text": text, "spans": [(i, i + 1) for i in range(5)]}
+    tags = ["B-PER", "I-PER", "O", "B-LOC", "I-LOC"]
+    row = _prediction(example, tags, [0.9, 0.5, 0.99, 0.8, 0.6], "BIO")
+    assert row["entities"] == [
+        {"type": "PER", "text": "张三", "start": 0, "end": 2, "score": 0.7},
+        {"type": "LOC", "text": "北京", "start": 3, "end": 5, "score": 0.7},
+    ]

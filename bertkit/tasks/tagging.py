@@ -29,7 +29,7 @@ from bertkit.config.sections import TaskConfig
 from bertkit.data.padding import IGNORE_INDEX
 from bertkit.errors import BertkitError
 from bertkit.metrics import entity_metrics, tag_metrics
-from bertkit.modeling.crf import CRF
+from bertkit.modeling.crf import CRF, gather_words
 from bertkit.tasks.common import (
     Task,
     collate_inputs,
@@ -66,15 +66,48 @@ class BertCrfForTokenClassification(BertForTokenClassification):
         return TokenClassifierOutput(loss=loss, logits=out.logits)
 
 
+def _word_positions(logits: torch.Tensor, word_ids: list[list[int | None]]) -> torch.Tensor:
+    """(B, T) bool: the positions that carry a word's tag (its first piece)."""
+    return torch.tensor([[w is not None for w in row] + [False] * (logits.shape[1] - len(row)) for row in word_ids])
+
+
 def best_tags(model, logits: torch.Tensor, word_ids: list[list[int | None]]) -> list[list[int]]:
     """Each row's tag ids at its words' positions (`word_ids` not None), in order: the CRF's Viterbi path when
     the model has one, else each word's argmax."""
-    keep = torch.tensor([[w is not None for w in row] + [False] * (logits.shape[1] - len(row)) for row in word_ids])
+    keep = _word_positions(logits, word_ids)
     crf = getattr(model, "crf", None)
     if crf is not None:
         return crf.decode(logits, keep.to(logits.device))
     best = logits.argmax(-1).cpu()
     return [best[i][keep[i]].tolist() for i in range(len(word_ids))]
+
+
+def tag_probabilities(model, logits: torch.Tensor, word_ids: list[list[int | None]]) -> torch.Tensor:
+    """(B, W, C) each word's probability of every tag, words in order (rows padded with zeros): the CRF's
+    marginals P(tag at word | text) when the model has one (forward-backward, as the gradient of the log
+    partition), else the softmax at the word's first piece."""
+    keep = _word_positions(logits, word_ids).to(logits.device)
+    emissions, mask = gather_words(logits.float(), keep)
+    crf = getattr(model, "crf", None)
+    if crf is None:
+        return (emissions.softmax(-1) * mask[..., None]).cpu()
+    with torch.enable_grad():  # only towards the emissions: the CRF's own parameters get no .grad
+        emissions = emissions.detach().requires_grad_()
+        (marginals,) = torch.autograd.grad(crf._log_partition(emissions, mask).sum(), emissions)
+    return marginals.cpu()
+
+
+def _decode(model, logits: torch.Tensor, word_ids: list[list[int | None]], scored: bool) -> list[tuple]:
+    """(tag ids, each tag's probability or None) of each row's words: best_tags, and with `scored` the
+    probability that tag_probabilities gives the chosen tag."""
+    best = best_tags(model, logits, word_ids)
+    if not scored:
+        return [(row, None) for row in best]
+    probs = tag_probabilities(model, logits, word_ids)
+    return [
+        (row, probs[i, torch.arange(len(row)), torch.tensor(row, dtype=torch.long)].tolist())
+        for i, row in enumerate(best)
+    ]
 
 
 def detect_scheme(tags: Iterable[str]) -> str:
@@ -181,26 +214,35 @@ def settings(examples: list[dict], cfg: TaskConfig) -> dict:
     return {"tag_scheme": chosen_scheme((t for e in examples for t in e["label"]), cfg), "crf": cfg.crf}
 
 
-def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: int):
+def _predict_tags(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: int) -> tuple[list, list]:
+    """(each example's tag per word, each word's probability of its tag or None): a word from the first window
+    that holds it. Probabilities only for raw texts, whose entities carry a score."""
     features = encode(tokenizer, examples, labels, cfg, train=False)
+    scored = any("spans" in e for e in examples)
     predicted: list[list[str | None]] = [[None] * len(e["tokens"]) for e in examples]
-    best = predict_rows(
+    scores: list[list[float | None]] = [[None] * len(e["tokens"]) for e in examples]
+    rows = predict_rows(
         model,
         features,
         partial(collate, pad_id=tokenizer.pad_token_id),
         batch_size,
-        lambda out, chunk: best_tags(model, out.logits, [f["word_ids"] for f in chunk]),
+        lambda out, chunk: _decode(model, out.logits, [f["word_ids"] for f in chunk], scored),
     )
-    for f, row in zip(features, best, strict=True):  # windows in document order
-        words = predicted[f["example"]]
-        for w, tag_id in zip((w for w in f["word_ids"] if w is not None), row, strict=True):
+    for f, (row, probs) in zip(features, rows, strict=True):  # windows in document order
+        words, word_scores = predicted[f["example"]], scores[f["example"]]
+        for k, (w, tag_id) in enumerate(zip((w for w in f["word_ids"] if w is not None), row, strict=True)):
             if words[w] is None:  # the first window that holds the word
                 words[w] = labels[tag_id]
+                word_scores[w] = probs[k] if probs is not None else None
     # Words that no window kept (cut by max_seq_length with stride 0 cannot happen; empty pieces can) are "O".
-    predicted = [[t or "O" for t in words] for words in predicted]
+    return [[t or "O" for t in words] for words in predicted], scores
+
+
+def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: int):
+    predicted, scores = _predict_tags(model, tokenizer, examples, labels, cfg, batch_size)
     # A model saved before the scheme was stored: the scheme of its label set.
     scheme = getattr(model.config, "tag_scheme", None) or chosen_scheme(labels, cfg)
-    predictions = [_prediction(e, p, scheme) for e, p in zip(examples, predicted, strict=True)]
+    predictions = [_prediction(e, p, s, scheme) for e, p, s in zip(examples, predicted, scores, strict=True)]
     if any(e["label"] is None for e in examples):
         return None, predictions
     gold = [e["label"] for e in examples]
@@ -221,21 +263,25 @@ def raw_example(text: str, tokenizer) -> dict:
     return {"tokens": [text[s:e] for s, e in ordered], "label": None, "text": text, "spans": ordered}
 
 
-def _prediction(example: dict, tags: list[str], scheme: str) -> dict:
-    """A prediction row; for a raw text, its entities with character offsets into it (text[start:end])."""
+def _prediction(example: dict, tags: list[str], scores: list[float | None], scheme: str) -> dict:
+    """A prediction row; for a raw text, its entities with character offsets into it (text[start:end]) and a
+    score: the mean over the entity's words of each word's probability of its tag (tag_probabilities)."""
     row = {"tokens": example["tokens"], "label": example["label"], "prediction": tags}
     if "spans" not in example:
         return row
     from seqeval.metrics.sequence_labeling import get_entities  # BIO and BIOES chunks: (type, first, last word)
 
     spans, text = example["spans"], example["text"]
-    chunks = get_entities(tags) if scheme != "plain" else []
-    found = [(kind, spans[first][0], spans[last][1]) for kind, first, last in chunks]
-    entities = [{"type": kind, "text": text[start:end], "start": start, "end": end} for kind, start, end in found]
+    entities = []
+    for kind, first, last in get_entities(tags) if scheme != "plain" else []:
+        start, end = spans[first][0], spans[last][1]
+        score = sum(scores[first : last + 1]) / (last + 1 - first)
+        entities.append({"type": kind, "text": text[start:end], "start": start, "end": end, "score": round(score, 6)})
     return {"text": text, **row, "entities": entities}
 
 
 TASK = Task(
+    columns=lambda cfg: [cfg.tokens_column],
     model_class=BertForTokenClassification,
     crf_class=BertCrfForTokenClassification,
     default_metric="f1",  # entity F1, or for plain tags the micro F1 over words
