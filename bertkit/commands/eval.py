@@ -11,6 +11,7 @@ only its predictions are written.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from bertkit.tasks import get_task
 from bertkit.tasks.common import check_gold
 from bertkit.tasks.models import load_finetuned
 from bertkit.tokenizer.train import load_tokenizer
+from bertkit.training.model_card import README, add_test_scores, scalar_scores
 from bertkit.training.runtime import make_accelerator, run_state
 
 REPORT_FILE = "report.json"
@@ -116,6 +118,7 @@ def run_eval(cfg: EvalRecipe) -> dict:
         write_text(tmp / REPORT_FILE, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
         save_config(cfg, tmp, run_state(run.accelerator))
     finish(run, report)
+    update_card(cfg, run, report)
     return report
 
 
@@ -137,10 +140,15 @@ def setup(cfg: EvalRecipe) -> Setup:
     )
 
 
+def is_pretrained(run: Setup) -> bool:
+    """A pretraining model (scored on MLM/NSP), not a fine-tuned one."""
+    return bool({"BertForPreTraining", "BertForMaskedLM"} & set(run.architectures))
+
+
 def evaluate(cfg: EvalRecipe, run: Setup, out_dir: Path) -> dict:
     """The report: a pretrained model's scores on its data, or a fine-tuned one's on the file (its predictions
     written into `out_dir`)."""
-    if {"BertForPreTraining", "BertForMaskedLM"} & set(run.architectures):
+    if is_pretrained(run):
         pair_head = "BertForPreTraining" in run.architectures
         report, data = _pretraining_report(cfg, run.model_dir, run.tokenizer, run.accelerator, pair_head)
     else:
@@ -167,3 +175,19 @@ def finish(run: Setup, report: dict) -> None:
     print(f"\nreport: {run.out_dir / REPORT_FILE}")
     if (run.out_dir / PREDICTIONS_FILE).exists():
         print(f"predictions: {run.out_dir / PREDICTIONS_FILE}")
+
+
+def update_card(cfg: EvalRecipe, run: Setup, report: dict) -> None:
+    """A fine-tuned model's card gets the scores of a labelled file other than its dev file (whose scores it has)
+    as its test scores, when the card is bertkit's and unedited; else one line says why not."""
+    dev = cfg.finetune.task.validation_file
+    if is_pretrained(run) or run.path is None or not scalar_scores(report):
+        return
+    if dev is not None and Path(dev).resolve() == Path(run.path).resolve():
+        return
+    kept = add_test_scores(run.model_dir, str(run.path), report)
+    card = run.model_dir / README
+    if kept:
+        print(f"{card}: {kept}; left as it is, without the test scores", file=sys.stderr)
+    elif card.is_file():
+        print(f"model card: {card} (with these test scores)")

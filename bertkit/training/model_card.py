@@ -2,15 +2,22 @@
 documented model: where it started, what it was trained on, with which recipe, how it scored, how to load it.
 
     write_model_card(directory, model, cfg, metrics={"f1": 0.80})
+    add_test_scores(directory, "data/test.jsonl", report)   # after `bertkit eval`: None, or why the card was kept
+
+The card ends in a seal: an HTML comment (hidden on the Hub) with the SHA-256 of the text above it. bertkit
+rewrites a card only while the seal matches, so a card that the user wrote or edited is never replaced.
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import json
+import re
 from pathlib import Path
 
 from bertkit import __version__
-from bertkit.atomic import write_text
+from bertkit.atomic import is_ours, write_text
 from bertkit.config import CONFIG_FILE, Recipe
 from bertkit.data.dataset import METADATA_FILE
 
@@ -28,6 +35,10 @@ PIPELINE_TAGS = {
 }
 PRETRAINING = ("BertForPreTraining", "BertForMaskedLM")
 README = "README.md"
+SEAL = re.compile(r"\n<!-- bertkit model card ([0-9a-f]{64})[^\n]*-->\n\Z")
+TEST_HEADING = "## Scores (test set)"
+# The test section, up to the next section: what a new `bertkit eval` replaces.
+TEST_SECTION = re.compile(rf"^{re.escape(TEST_HEADING)}\n.*?(?=^## )", re.S | re.M)
 
 
 def _start(cfg: Recipe, pretraining: bool) -> tuple[str, str | None]:
@@ -116,9 +127,52 @@ def write_model_card(directory: Path, model, cfg: Recipe, metrics: dict | None =
         *_data(cfg, pretraining),
         f"- Recipe: `{CONFIG_FILE}` beside this card (every setting of the run)",
     ]
-    scores = {k: v for k, v in (metrics or {}).items() if isinstance(v, float)}
+    scores = scalar_scores(metrics or {})
     if scores:
         body += ["", "## Scores" + (" (held-out pretraining data)" if pretraining else " (dev set)"), ""]
-        body += ["| metric | value |", "| --- | --- |", *(f"| {k} | {v:.4f} |" for k, v in scores.items())]
+        body += _table(scores)
     body += ["", "## Use", "", *_use(architecture)]
-    write_text(Path(directory) / README, "\n".join(front + body) + "\n")
+    write_text(Path(directory) / README, _sealed("\n".join(front + body) + "\n"))
+
+
+def scalar_scores(metrics: dict) -> dict[str, float]:
+    """The scalar scores of a metrics dict or report (not counts, per-class tables or timings)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, float)}
+
+
+def _table(scores: dict[str, float]) -> list[str]:
+    return ["| metric | value |", "| --- | --- |", *(f"| {k} | {v:.4f} |" for k, v in scores.items())]
+
+
+def _sealed(text: str) -> str:
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return f"{text}\n<!-- bertkit model card {digest}: bertkit updates it only while the text above is unedited -->\n"
+
+
+def _unsealed(card: str) -> str | None:
+    """The text of a card above its seal, or None when there is no seal or the text was edited."""
+    seal = SEAL.search(card)
+    if seal is None:
+        return None
+    text = card[: seal.start()]
+    return text if hashlib.sha256(text.encode("utf-8")).hexdigest() == seal.group(1) else None
+
+
+def add_test_scores(directory: Path, data: str, report: dict) -> str | None:
+    """The scores of `report` (bertkit eval's, on the labelled file `data`) into the card of `directory` as its
+    test scores, in place of earlier ones. None when done (or there is no card); else why the card was kept."""
+    path = Path(directory) / README
+    if not path.is_file():
+        return None
+    if not is_ours(directory) or path.is_symlink():
+        return "the model dir was not written by bertkit"
+    text = _unsealed(path.read_text(encoding="utf-8", errors="replace"))  # not UTF-8: not bertkit's
+    if text is None or "\n## Use\n" not in text:
+        return "edited since bertkit wrote it, or not bertkit's card"
+    scores = scalar_scores(report)
+    when = datetime.date.today().isoformat()
+    section = [TEST_HEADING, "", f"`{data}` ({report['examples']} examples), `bertkit eval` of {when}:", ""]
+    text = TEST_SECTION.sub("", text)
+    at = text.index("\n## Use\n") + 1  # the test scores go after the dev scores
+    write_text(path, _sealed(text[:at] + "\n".join([*section, *_table(scores), ""]) + "\n" + text[at:]))
+    return None
