@@ -208,5 +208,18 @@ def push(
         run_push(cfg, model, repo_id)
 
 
+@app.command(epilog=_keys("serve"))
+def serve(model: str = MODEL, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
+    """Serve a fine-tuned model over HTTP: POST /predict (predict's JSON, concurrent requests batched), GET /health,
+    the API's docs at /docs, and a page at / to try it by hand. The model's own bertkit.yaml says its task."""
+    with reported(debug):
+        from bertkit.commands.serve import run_serve
+        from bertkit.hub import local_or_hub
+        from bertkit.tasks.predictor import load_predict_recipe
+
+        model_dir = local_or_hub(model, "MODEL")
+        run_serve(load_predict_recipe(model_dir, overrides or [], "serve"), model_dir)
+
+
 def main() -> None:
     app()

@@ -17,6 +17,7 @@ from bertkit.config.recipes import (
     PretrainRecipe,
     ProbeRecipe,
     PushRecipe,
+    ServeRecipe,
     Recipe,
     TokenizeRecipe,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "PretrainRecipe",
     "ProbeRecipe",
     "PushRecipe",
+    "ServeRecipe",
     "Recipe",
     "TokenizeRecipe",
     "load_recipe",

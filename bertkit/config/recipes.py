@@ -38,6 +38,7 @@ from bertkit.config.sections import (
     PretrainTrainConfig,
     ProbeConfig,
     PushConfig,
+    ServeConfig,
     Section,
     TokenizerConfig,
 )
@@ -165,6 +166,13 @@ class PredictRecipe(LoadsWeights):
     """How the model's task reads its inputs (columns) and decodes its predictions."""
 
 
+class ServeRecipe(PredictRecipe):
+    """`bertkit serve`: a fine-tuned model dir over HTTP (POST /predict, a page to try it at /); as predict, the
+    model's own bertkit.yaml is the recipe."""
+
+    serve: ServeConfig = ServeConfig()
+
+
 class PushRecipe(Section):
     """`bertkit push`: a model dir published on the Hugging Face Hub."""
 
@@ -181,5 +189,6 @@ RECIPES: dict[str, type[Section]] = {
     "export": ExportRecipe,
     "convert": ConvertRecipe,
     "predict": PredictRecipe,
+    "serve": ServeRecipe,
     "push": PushRecipe,
 }

@@ -655,6 +655,25 @@ class PredictConfig(Section):
     """Classification: also list the k most probable classes (`top_k`), best first."""
 
 
+class ServeConfig(Section):
+    """`bertkit serve`: the HTTP server, its batching of concurrent requests and its limits."""
+
+    host: str = "127.0.0.1"
+    """The address to listen on; 0.0.0.0 serves every network the machine is on."""
+    port: int = Field(8000, ge=0, le=65535)
+    """The port (0: any free one, printed at start)."""
+    max_batch_size: int = Field(32, ge=1)
+    """Most examples in one forward pass, gathered from concurrent requests."""
+    max_wait_ms: float = Field(5.0, ge=0)
+    """How long a request waits for others to share its forward pass (0: never waits)."""
+    max_inputs: int = Field(64, ge=1)
+    """Most inputs in one request; more is a 413 error."""
+    max_text_chars: int = Field(20_000, ge=1)
+    """Longest text (in characters) of one input's field; longer is a 413 error."""
+    max_request_bytes: int = Field(1_000_000, ge=1)
+    """Largest request body; larger is a 413 error."""
+
+
 class PushConfig(Section):
     """`bertkit push`: how a model dir is published on the Hub."""
 

@@ -164,6 +164,7 @@ def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: in
 
 
 TASK = Task(
+    columns=lambda cfg: [cfg.text_column, cfg.question_column, cfg.choices_column],
     model_class=BertForMultipleChoice,
     default_metric="accuracy",
     read=read,

@@ -49,6 +49,8 @@ class Task:
     # (text, tokenizer) -> an unlabelled example of one raw text (`bertkit predict --text`); None: it needs a file
     raw_example: Callable | None = None
     crf_class: type | None = None  # the head with a CRF (task.crf=true), tagging only
+    # (task_cfg) -> the columns one input of a file (or of a `bertkit serve` request) has
+    columns: Callable = lambda cfg: [cfg.text_column] + ([cfg.text_pair_column] if cfg.text_pair_column else [])
 
     def head(self, cfg) -> type:
         """The transformers head that finetune.task `cfg` trains."""

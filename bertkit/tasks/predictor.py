@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -65,6 +66,26 @@ class Predictor:
                 "raw text"
             )
         return self.task.raw_example(text, self.tokenizer)
+
+    @property
+    def columns(self) -> list[str]:
+        """The fields one input has: `text` alone where the family takes raw text, else the task's columns."""
+        return ["text"] if self.takes_raw_text else self.task.columns(self.cfg.finetune.task)
+
+    def from_rows(self, rows: list[dict], where: str) -> list[dict]:
+        """Unlabelled examples of in-memory rows (a request's objects), read by the family's own file reader so
+        the same checks run; errors name `where` instead of the scratch file."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows = [{"id": str(i), **row} for i, row in enumerate(rows, 1)]  # questions are keyed by id
+        with tempfile.TemporaryDirectory(prefix="bertkit-rows-") as scratch:
+            path = Path(scratch) / "inputs.parquet"
+            try:
+                pq.write_table(pa.Table.from_pylist(rows), path)
+                return self.task.read(path, self.cfg.finetune.task, labelled=False)
+            except (pa.ArrowException, BertkitError) as e:
+                raise BertkitError(str(e).replace(str(path), where)) from None
 
     def predict(self, examples: list[dict]) -> list[dict]:
         """One prediction per example, in order: the example's fields, the prediction and the family's scores."""

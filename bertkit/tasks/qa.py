@@ -320,6 +320,7 @@ def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: in
 
 
 TASK = Task(
+    columns=lambda cfg: ["question", "context"],
     model_class=BertForQuestionAnswering,
     default_metric="f1",
     read=read,
