@@ -30,6 +30,7 @@ def test_export_matches_pytorch(tiny_run, tmp_path, what):
     assert report["quantized"]["max_abs_difference"] < 1.0
     if what == "pretrain":
         assert report["class"] == "BertForMaskedLM" and report["outputs"] == ["logits"]
+        assert "dev_agreement" not in report["quantized"]  # the head of no task family: nothing to compare on
     else:
         # The metric change on the dev file: fp32 is fine-tuning's best dev evaluation (75 of 100, ±1); int8 kernels
         # differ by CPU, but quantising this model costs a few headlines at most.
@@ -39,6 +40,10 @@ def test_export_matches_pytorch(tiny_run, tmp_path, what):
         assert quantized["dev_accuracy_fp32"] == pytest.approx(best, abs=0.011)
         assert quantized["dev_accuracy_fp32"] == pytest.approx(0.75, abs=0.011)
         assert quantized["dev_accuracy_int8"] == pytest.approx(quantized["dev_accuracy_fp32"], abs=0.05)
+        assert quantized["dev_examples"] == 100 and quantized["dev_agreement"] >= 0.9
+        agree = round(quantized["dev_agreement"] * 100)
+        assert "int8 on data/zh/topic/dev.jsonl: accuracy " in result.stdout  # the recipe's path
+        assert f"predicts as fp32 on {agree} of 100 examples" in result.stdout
         _predict_with_onnx(out / what, tmp_path)
 
     import onnxruntime as ort
@@ -96,3 +101,50 @@ def _predict_with_onnx(model_dir, export_dir):
     int8 = predict(export_dir, "predict.backend=onnx-int8")
     agree = sum(a["prediction"] == b["prediction"] for a, b in zip(int8, torch_rows, strict=True))
     assert agree >= 90, agree
+
+
+@pytest.mark.parametrize("recipe,metric", [("zh-ner.yaml", "f1"), ("zh-cmrc.yaml", "f1")])
+def test_int8_against_fp32_on_the_dev_file_of_a_tagger_and_a_qa_model(tiny_run, tmp_path, recipe, metric):
+    """export.quantize=true on a tagger and a QA model: both ONNX models run on the recipe's dev file through the
+    family's own decoding; fp32's metric is `bertkit eval`'s of the PyTorch model, and the share of examples int8
+    predicts as fp32 is printed."""
+    args = [
+        ROOT / "recipes" / "finetune" / recipe,
+        *recipe_edits(
+            [
+                f"output_dir={tmp_path}",
+                f"finetune.model_dir={tiny_run[0] / 'pretrain'}",
+                "finetune.train.max_steps=3",
+                "finetune.train.batch_size=8",
+                "finetune.task.max_seq_length=64",
+                "finetune.task.stride=16",
+            ]
+        ),
+    ]
+    assert run_cli("finetune", *args).exit_code == 0
+    model = next((tmp_path / "finetune").iterdir())
+    result = run_cli("export", *args, "export.quantize=true", f"export.output_dir={tmp_path / 'onnx'}")
+    assert result.exit_code == 0, result.output
+    quantized = json.loads((tmp_path / "onnx" / "export.json").read_text())["quantized"]
+    eval_out = tmp_path / "eval"
+    result_eval = run_cli(
+        "eval", *args, f"eval.model_dir={model}", f"eval.file={quantized['dev_file']}", f"eval.output_dir={eval_out}"
+    )
+    assert result_eval.exit_code == 0, result_eval.output
+    evaluated = json.loads((eval_out / "report.json").read_text())
+    assert quantized["dev_metric"] == metric and quantized["dev_examples"] == evaluated["examples"]
+    assert quantized[f"dev_{metric}_fp32"] == pytest.approx(evaluated[metric], abs=1e-6)
+    assert 0 <= quantized[f"dev_{metric}_int8"] and 0 <= quantized["dev_agreement"] <= 1
+    assert f"predicts as fp32 on {round(quantized['dev_agreement'] * quantized['dev_examples'])} of" in result.stdout
+
+
+def test_agreement_is_the_same_prediction_or_a_score_within_a_share_of_the_spread():
+    from bertkit.commands.export import agreement
+
+    def rows(*predictions):
+        return [{"prediction": p} for p in predictions]
+
+    assert agreement(rows("a", "b", "a"), rows("a", "a", "a")) == pytest.approx(2 / 3)
+    assert agreement(rows(["B-PER", "O"], ["O"]), rows(["B-PER", "O"], ["B-LOC"])) == 0.5  # a tagger: every tag
+    # Regression: fp32's scores span 4.0, so a score agrees within 0.04.
+    assert agreement(rows(1.0, 5.0, 3.0), rows(1.03, 4.9, 3.0)) == pytest.approx(2 / 3)

@@ -6,7 +6,9 @@ quantised to int8.
 
 Parity: the ONNX model runs in onnxruntime on sample texts of other batch sizes and lengths than the export's;
 the largest absolute difference from PyTorch must stay under 1e-4 at fp32. Quantisation (onnxruntime's
-dynamic int8) is timed against the fp32 ONNX model, and for a sequence classifier scored on the task's dev file.
+dynamic int8) is timed against the fp32 ONNX model and, for a model of a task family whose head it is (a
+classifier, regression, tagger without CRF, QA model), run on the recipe's dev file through the family's own
+decoding: both models' dev metric, and how often int8 predicts as fp32 does.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 import shutil
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +34,12 @@ from transformers import (
 )
 
 from bertkit.atomic import atomic_dir, check_apart, check_output, write_text
-from bertkit.config import ExportRecipe, save_config
+from bertkit.config import CONFIG_FILE, ExportRecipe, save_config
+from bertkit.config.sections import TaskColumnsConfig, TaskReadingConfig
 from bertkit.errors import BertkitError
 from bertkit.modeling.model import check_fits, check_model_dir, load_model, model_architectures, quiet_transformers
+from bertkit.tasks import get_task
+from bertkit.tasks.common import Task, check_gold
 from bertkit.tokenizer.train import load_tokenizer, save_tokenizer
 
 # Architecture in config.json → the class exported. A pretraining model is exported as a masked LM (fill-mask).
@@ -53,6 +59,8 @@ SAMPLES = [
     "A longer English sentence, to check that a different sequence length works as well.",
 ]
 TOLERANCE = 1e-4
+DEV_BATCH = 32
+SCORE_AGREEMENT = 0.01  # a predicted score agrees within this share of the spread of fp32's scores on the dev file
 
 
 def _onnx():
@@ -94,36 +102,87 @@ def _time(session, enc, repeats: int = 20) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def _accuracy(session, tokenizer, cfg: ExportRecipe, label2id: dict) -> float | None:
-    """A sequence classifier's accuracy on the recipe's dev (else test) file, through onnxruntime."""
-    from bertkit.tasks import get_task
+@dataclass
+class DevCheck:
+    """The recipe's dev file, read as the model's task family reads it: what the int8 model is compared on."""
 
-    task_cfg = cfg.finetune.task
-    path = task_cfg.validation_file or task_cfg.test_file
-    if task_cfg.type != "classification" or path is None:
+    task: Task
+    task_cfg: TaskReadingConfig
+    path: Path
+    examples: list[dict]
+    labels: list[str] | None
+
+
+def _reading(cfg: ExportRecipe, model_dir: Path) -> TaskReadingConfig | None:
+    """How the dev file is read: the recipe's task keys, the others (a tagger's columns, stride) from the model's
+    own bertkit.yaml when it has one; None when that names another task family than the recipe."""
+    columns = cfg.finetune.task.model_dump(include=set(TaskColumnsConfig.model_fields))
+    own = TaskReadingConfig(type=columns["type"])
+    if (model_dir / CONFIG_FILE).is_file():
+        from bertkit.tasks.predictor import load_predict_recipe
+
+        try:
+            own = load_predict_recipe(model_dir, []).finetune.task
+        except BertkitError:  # not a fine-tuned model's recipe: the defaults
+            pass
+    if own.type != columns["type"]:
         return None
-    examples = get_task("classification").read(path, task_cfg, labelled=True)
-    right = 0
-    for start in range(0, len(examples), 32):
-        chunk = examples[start : start + 32]
-        pairs = [e["text_pair"] for e in chunk] if chunk[0]["text_pair"] is not None else None
-        enc = tokenizer(
-            [e["text"] for e in chunk],
-            pairs,
-            padding=True,
-            truncation=True,
-            max_length=task_cfg.max_seq_length,
-            return_tensors="pt",
-        )
-        pred = _run(session, enc)[0].argmax(-1)
-        right += sum(int(p == label2id[e["label"]]) for p, e in zip(pred, chunk, strict=True))
-    return right / len(examples)
+    # The recipe's length may be shorter than the model's windows overlap: the overlap shrinks to fit.
+    return own.model_copy(update={**columns, "stride": min(own.stride, columns["max_seq_length"] - 4)})
+
+
+def _dev_check(cfg: ExportRecipe, model_dir: Path, model) -> DevCheck | None:
+    """The dev (else test) file of the recipe, read before anything is exported, when the exported model is the
+    head of the recipe's task family (its predictions then decode as `bertkit eval` decodes them)."""
+    path = cfg.finetune.task.validation_file or cfg.finetune.task.test_file
+    task_cfg = _reading(cfg, model_dir) if path is not None else None
+    if task_cfg is None or type(model) is not get_task(task_cfg.type).model_class:
+        return None
+    task = get_task(task_cfg.type)
+    examples = task.read(path, task_cfg, labelled=True)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)] if task.has_labels else None
+    if labels:
+        check_gold(examples, labels, path)
+    return DevCheck(task, task_cfg, Path(path), examples, labels)
+
+
+def agreement(fp32: list[dict], int8: list[dict]) -> float:
+    """The share of examples that int8 predicts as fp32 does: the same label, tags, labels or answer; a score
+    (regression) within SCORE_AGREEMENT of the spread of fp32's scores."""
+    a, b = [p["prediction"] for p in fp32], [p["prediction"] for p in int8]
+    if all(isinstance(x, float) for x in a):
+        close = SCORE_AGREEMENT * ((max(a) - min(a)) or 1.0)
+        same = [abs(x - y) <= close for x, y in zip(a, b, strict=True)]
+    else:
+        same = [x == y for x, y in zip(a, b, strict=True)]
+    return sum(same) / len(same)
+
+
+def _compare(dev: DevCheck, tmp: Path, config, tokenizer) -> dict:
+    """Both ONNX models on the dev file through the family's own decoding: its default metric, and agreement."""
+    from bertkit.modeling.onnx_model import OnnxModel
+
+    metric = dev.task.default_metric
+    found = {}
+    for name, file in (("fp32", "model.onnx"), ("int8", "model.int8.onnx")):
+        model = OnnxModel(tmp / file, config)
+        found[name] = dev.task.evaluate(model, tokenizer, dev.examples, dev.labels, dev.task_cfg, DEV_BATCH)
+    (fp32_metrics, fp32), (int8_metrics, int8) = found["fp32"], found["int8"]
+    return {
+        "dev_file": str(dev.path),
+        "dev_examples": len(dev.examples),
+        "dev_metric": metric,
+        f"dev_{metric}_fp32": fp32_metrics.get(metric),
+        f"dev_{metric}_int8": int8_metrics.get(metric),
+        "dev_agreement": agreement(fp32, int8),
+    }
 
 
 def run_export(cfg: ExportRecipe) -> dict:
     """Export `export.model_dir` (default: the fine-tuned model) to ONNX, check it, optionally quantise it."""
     ort = _onnx()
     model_dir, out_dir, model, tokenizer = setup(cfg)
+    dev = _dev_check(cfg, model_dir, model) if cfg.export.quantize else None  # its errors before any export
     sample = tokenizer(SAMPLES[:2], padding=True, return_tensors="pt")
     with torch.no_grad():
         outputs = list(model(**{k: sample[k] for k in INPUTS}).keys())
@@ -140,7 +199,9 @@ def run_export(cfg: ExportRecipe) -> dict:
                 f" (tolerance {TOLERANCE}); nothing was written"
             )
         if cfg.export.quantize:
-            report["quantized"] = _quantize(ort, session, tmp, model, tokenizer, cfg)
+            report["quantized"] = _quantize(ort, session, tmp, model, tokenizer)
+            if dev is not None:
+                report["quantized"] |= _compare(dev, tmp, model.config, tokenizer)
         report["size_mb"] = round(sum(p.stat().st_size for p in tmp.glob("model.onnx*")) / 1e6, 2)  # + .data
         save_tokenizer(tokenizer, tmp)
         shutil.copy(model_dir / "config.json", tmp / "config.json")
@@ -198,9 +259,8 @@ def export_onnx(model, sample, outputs: list[str], path: Path) -> None:
         )
 
 
-def _quantize(ort, session, tmp: Path, model, tokenizer, cfg: ExportRecipe) -> dict:
-    """model.int8.onnx beside model.onnx: its speed-up, difference from PyTorch, size, and (for a sequence
-    classifier) the dev accuracy of both."""
+def _quantize(ort, session, tmp: Path, model, tokenizer) -> dict:
+    """model.int8.onnx beside model.onnx: its speed-up, difference from PyTorch and size."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.disable(logging.WARNING)  # its advice to pre-process models for static quantisation
@@ -211,19 +271,13 @@ def _quantize(ort, session, tmp: Path, model, tokenizer, cfg: ExportRecipe) -> d
     int8 = _session(ort, tmp / "model.int8.onnx")
     enc = tokenizer(SAMPLES * 8, padding=True, return_tensors="pt")
     fp32_s, int8_s = _time(session, enc), _time(int8, enc)
-    report = {
+    return {
         "speedup": round(fp32_s / int8_s, 2),
         "fp32_ms_per_batch": round(fp32_s * 1000, 2),
         "int8_ms_per_batch": round(int8_s * 1000, 2),
         "max_abs_difference": max_difference(model, int8, tokenizer, SAMPLES),
         "size_mb": round((tmp / "model.int8.onnx").stat().st_size / 1e6, 2),
     }
-    if isinstance(model, BertForSequenceClassification):
-        label2id = {str(k): v for k, v in model.config.label2id.items()}
-        fp32_acc = _accuracy(session, tokenizer, cfg, label2id)
-        if fp32_acc is not None:
-            report |= {"dev_accuracy_fp32": fp32_acc, "dev_accuracy_int8": _accuracy(int8, tokenizer, cfg, label2id)}
-    return report
 
 
 def finish(report: dict, out_dir: Path) -> None:
@@ -235,6 +289,18 @@ def finish(report: dict, out_dir: Path) -> None:
     if "quantized" in report:
         q = report["quantized"]
         line = f"int8: {out_dir / 'model.int8.onnx'} ({q['size_mb']} MB), {q['speedup']}× faster than fp32 ONNX"
-        if "dev_accuracy_int8" in q:
-            line += f", dev accuracy {q['dev_accuracy_fp32']:.4f} → {q['dev_accuracy_int8']:.4f}"
         print(line)
+        if "dev_agreement" in q:
+            print(_dev_line(q))
+
+
+def _dev_line(q: dict) -> str:
+    """The int8 model against fp32 on the dev file: the metric of both, and how often they agree."""
+    metric = q["dev_metric"]
+    fp32, int8 = q[f"dev_{metric}_fp32"], q[f"dev_{metric}_int8"]
+    scores = f"{fp32:.4f} → {int8:.4f}" if fp32 is not None and int8 is not None else "not reported"
+    agree = round(q["dev_agreement"] * q["dev_examples"])
+    return (
+        f"int8 on {q['dev_file']}: {metric} {scores} (fp32 → int8); predicts as fp32 on {agree} of "
+        f"{q['dev_examples']} examples ({q['dev_agreement']:.1%})"
+    )
