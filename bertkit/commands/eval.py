@@ -5,7 +5,8 @@
 A BertForPreTraining is scored on masked-LM and NSP/SOP prediction over held-out pretraining data (a
 BertForMaskedLM, as the Hugging Face Trainer's run_mlm saves, on masked-LM only); any other
 model by the recipe's task family (bertkit/tasks/) on a labelled file — or, for a file without gold labels,
-only its predictions are written.
+only its predictions are written. A labelled file other than the dev file puts its scores into the fine-tuned
+model's card as its test scores (training/model_card.add_test_scores: only a card bertkit wrote and nobody edited).
 """
 
 from __future__ import annotations
