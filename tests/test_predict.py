@@ -87,8 +87,8 @@ def test_a_family_without_raw_text_asks_for_a_file():
 
     raw = ["classification", "multi-label-classification", "regression", "token-classification"]
     assert [name for name, task in TASKS.items() if task.raw_example] == raw
-    predictor = SimpleNamespace(task=TASKS["question-answering"], tokenizer=None)
-    with pytest.raises(BertkitError, match="--text: this model's task takes its inputs from a file"):
+    predictor = SimpleNamespace(takes_raw_text=False, columns=["question", "context"])
+    with pytest.raises(BertkitError, match="--text: this model's task takes inputs with the fields question, context"):
         Predictor.raw(predictor, "张三在北京", "--text")
 
 

@@ -117,18 +117,18 @@ END = [2.0, 0.0, 0.0, 1.0, 2.5, 0.0]
 def test_no_answer_wins_when_the_null_score_beats_the_best_span_by_more_than_the_threshold():
     window = (START, END, OFFSETS)
     # null 4.0, best span 5.5: the difference, -1.5, must exceed the threshold.
-    assert best_answer([window], "The tower", 20, 30, True) == ("The tower", 5.5)
-    assert best_answer([window], "The tower", 20, 30, True, -1.5) == ("The tower", 5.5)  # not strictly above
-    assert best_answer([window], "The tower", 20, 30, True, -2.0) == ("", 4.0)
-    assert best_answer([window], "The tower", 20, 30, False, -2.0) == ("The tower", 5.5)  # not allowed
+    assert best_answer([window], "The tower", 20, 30, True) == ("The tower", 5.5, 0)
+    assert best_answer([window], "The tower", 20, 30, True, -1.5) == ("The tower", 5.5, 0)  # not strictly above
+    assert best_answer([window], "The tower", 20, 30, True, -2.0) == ("", 4.0, None)
+    assert best_answer([window], "The tower", 20, 30, False, -2.0) == ("The tower", 5.5, 0)  # not allowed
     # The null score is the lowest over the windows: 4.0 here, not 9.0.
     high_null = ([5.0, *START[1:]], [4.0, *END[1:]], OFFSETS)
-    assert best_answer([high_null, window], "The tower", 20, 30, True, -1.0) == ("The tower", 5.5)
-    assert best_answer([high_null], "The tower", 20, 30, True, -1.0) == ("", 9.0)
+    assert best_answer([high_null, window], "The tower", 20, 30, True, -1.0) == ("The tower", 5.5, 0)
+    assert best_answer([high_null], "The tower", 20, 30, True, -1.0) == ("", 9.0, None)
     # No valid span among the n-best (the one start candidate is [CLS]): no answer, allowed or not.
     cls_first = ([4.0, *START[1:]], END, OFFSETS)
-    assert best_answer([cls_first], "The tower", 1, 30, False) == ("", 6.0)
-    assert best_answer([cls_first], "The tower", 2, 30, False) == ("The tower", 5.5)
+    assert best_answer([cls_first], "The tower", 1, 30, False) == ("", 6.0, None)
+    assert best_answer([cls_first], "The tower", 2, 30, False) == ("The tower", 5.5, 0)
 
 
 def _squad(questions: list[dict], context: str = "Paris is in France.", version: str | None = None) -> dict:

@@ -260,3 +260,80 @@ def test_max_wait_zero_never_waits():
     answers, passes = _batcher_run([[{"id": 1}], [{"id": 2}]], max_wait_ms=0)
     assert answers == [[{"id": 1, "twice": 2}], [{"id": 2, "twice": 4}]]
     assert passes in ([[1], [2]], [[1, 2]])  # what was already queued may still join
+
+
+FAMILY_RECIPES = ["zh-cmrc.yaml", "zh-choice.yaml", "zh-ner.yaml", "zh-pairs.yaml"]
+
+
+@pytest.fixture(scope="module", params=FAMILY_RECIPES)
+def family_model(request, tiny_run, tmp_path_factory):
+    """A tiny model of each family that needs more than one raw text (QA, choice, pairs) or gives spans (NER)."""
+    from conftest import ROOT, recipe_edits, run_cli
+    from test_tasks import FAST
+
+    out = tmp_path_factory.mktemp(request.param.split(".")[0])
+    edits = recipe_edits([f"output_dir={out}", f"finetune.model_dir={tiny_run[0] / 'pretrain'}", *FAST])
+    result = run_cli("finetune", ROOT / "recipes" / "finetune" / request.param, *edits)
+    assert result.exit_code == 0, result.output
+    return next((out / "finetune").iterdir())
+
+
+def _served(model_dir: Path):
+    from starlette.testclient import TestClient
+
+    from bertkit.config.sections import ServeConfig
+    from bertkit.serving.app import create_app
+    from bertkit.tasks.predictor import Predictor, load_predict_recipe
+
+    predictor = Predictor(load_predict_recipe(model_dir, [], "serve"), model_dir)
+    return predictor, TestClient(create_app(predictor, ServeConfig(), model_dir.name))
+
+
+@pytest.mark.slow
+def test_every_family_answers_as_predict_does(family_model):
+    """Objects with the task's columns (QA, multiple choice, pairs) or raw texts (NER): the same answers as
+    predict's decoding of the same inputs read from the task's file."""
+    predictor, client = _served(family_model)
+    cfg = predictor.cfg.finetune.task
+    with client:
+        info = client.get("/info").json()
+        source = {"question-answering": "qa/dev.json", "multiple-choice": "choice/dev.jsonl"}
+        source |= {"token-classification": "ner/dev.jsonl", "classification": "pairs/dev.tsv"}
+        examples = predictor.task.read(DATA / "zh" / source[info["task"]], cfg, labelled=False)[:6]
+        if info["raw_text"]:
+            assert info["task"] == "token-classification" and info["columns"] == ["text"]
+            examples = [predictor.raw("".join(e["tokens"]), "test") for e in examples]
+            inputs = [e["text"] for e in examples]
+        else:
+            fields = {
+                "question-answering": ["question", "context"],
+                "multiple-choice": ["context", "question", "choices"],
+            }
+            assert info["columns"] == fields.get(info["task"], ["sentence1", "sentence2"])
+            keys = {"sentence1": "text", "sentence2": "text_pair"}
+            inputs = [{c: e[keys.get(c, c)] for c in info["columns"]} for e in examples]
+        answer = client.post("/predict", json={"inputs": inputs})
+        assert answer.status_code == 200, answer.text
+        expected = predictor.predict(examples)
+    for got, want in zip(answer.json()["predictions"], expected, strict=True):
+        assert got["prediction"] == want["prediction"]
+        for key in ("entities", "start", "end", "score", "probability"):
+            assert (key in got) == (key in want)
+            if key in want:
+                assert got[key] == pytest.approx(want[key], abs=1e-4) if key != "entities" else got[key] == want[key]
+    if info["task"] == "question-answering":  # the answer's offsets slice the context
+        for got, item in zip(answer.json()["predictions"], inputs, strict=True):
+            assert got["start"] is None or item["context"][got["start"] : got["end"]] == got["prediction"]
+
+
+@pytest.mark.slow
+def test_a_family_taking_objects_refuses_texts_naming_its_fields(family_model):
+    predictor, client = _served(family_model)
+    with client:
+        answer = client.post("/predict", json={"inputs": ["只是一句话"]})
+    if predictor.takes_raw_text:
+        assert answer.status_code == 200
+    else:
+        fields = ", ".join(predictor.columns)
+        assert answer.status_code == 422
+        assert answer.json() == {"error": f"this model's task takes objects with the fields {fields}, not texts"}

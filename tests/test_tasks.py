@@ -201,8 +201,9 @@ def test_answer_decoding_picks_the_best_valid_span_or_no_answer():
     offsets = [None, None, (0, 3), (4, 9), (10, 13), (14, 23), (24, 26), (27, 31), (32, 34), (35, 39), (39, 40)]
     start = [0.0, 9.0, 0, 0, 0, 0, 1.0, 5.0, 0, 0, 0]  # index 1 (question) is not in the context: never chosen
     end = [0.0, 9.0, 0, 0, 0, 0, 0, 5.0, 0, 0, 0]
-    assert best_answer([(start, end, offsets)], context, 5, 10, False) == ("1998", 10.0)
-    assert best_answer([(start, end, offsets)], context, 5, 10, True) == ("1998", 10.0)  # span beats [CLS]
+    found = best_answer([(start, end, offsets)], context, 5, 10, False)
+    assert found == ("1998", 10.0, context.index("1998"))
+    assert best_answer([(start, end, offsets)], context, 5, 10, True) == found  # span beats [CLS]
     no_answer = [20.0, *start[1:]]
     assert best_answer([(no_answer, end, offsets)], context, 5, 10, True)[0] == ""  # [CLS] wins in v2
     assert best_answer([(start, end, offsets)], context, 5, 0 + 1, False)[0] == "1998"  # one-token limit

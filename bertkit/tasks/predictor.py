@@ -56,14 +56,16 @@ class Predictor:
 
     @property
     def takes_raw_text(self) -> bool:
-        return self.task.raw_example is not None
+        """One raw text is one input (not for a model of text pairs)."""
+        return self.task.raw_example is not None and not self.cfg.finetune.task.text_pair_column
 
     def raw(self, text: str, where: str) -> dict:
         """An unlabelled example of one raw text (`where` names its source in the error of a family without)."""
-        if self.task.raw_example is None:
+        if not self.takes_raw_text:
+            fields = ", ".join(self.columns)
             raise BertkitError(
-                f"{where}: this model's task takes its inputs from a file with its columns (.jsonl, .csv, …), not "
-                "raw text"
+                f"{where}: this model's task takes inputs with the fields {fields}, from a file with those columns "
+                "(.jsonl, .csv, …), not raw text"
             )
         return self.task.raw_example(text, self.tokenizer)
 

@@ -1,7 +1,7 @@
 """Extractive question answering: SQuAD v1.1/v2.0 and CMRC2018-style JSON.
 
     examples = read(Path("data/en/qa/train.json"), task_cfg, labelled=True)   # one error for any malformed question
-    best_answer([(start_logits, end_logits, offsets)], context, 20, 30, allow_no_answer=True)   # ("1998", 10.0)
+    best_answer([(start_logits, end_logits, offsets)], context, 20, 30, allow_no_answer=True)   # ("1998", 10.0, 17)
 
 Files: SQuAD JSON ({"version", "data": [{"paragraphs": [{"context", "qas": [{"id", "question", "answers":
 [{"text", "answer_start"}], "is_impossible"}]}]}]}). A context longer than `task.max_seq_length` is cut into
@@ -234,8 +234,9 @@ def best_answer(
     max_answer_length: int,
     allow_no_answer: bool,
     null_score_diff_threshold: float = 0.0,
-) -> tuple[str, float]:
-    """The best span over an example's windows: (answer text, score), or ("", null score) for "no answer".
+) -> tuple[str, float, int | None]:
+    """The best span over an example's windows: (answer text, score, its first character in `context`), or
+    ("", null score, None) for "no answer".
 
     As transformers' run_qa: the null score is the lowest [CLS] start + end logit over the windows, and "no
     answer", when allowed, wins if the null score minus the best span's score exceeds `null_score_diff_threshold`.
@@ -244,7 +245,7 @@ def best_answer(
     Args:
         windows: (start logits, end logits, offsets) per window; offsets are None outside the context.
     """
-    best_text, best_score = "", float("-inf")
+    best_text, best_score, best_start = "", float("-inf"), None
     null_score = float("inf")
     for start_logits, end_logits, offsets in windows:
         null_score = min(null_score, start_logits[0] + end_logits[0])
@@ -257,9 +258,10 @@ def best_answer(
                 score = start_logits[s] + end_logits[e]
                 if score > best_score:
                     best_score, best_text = score, context[offsets[s][0] : offsets[e][1]]
+                    best_start = offsets[s][0]
     if best_score == float("-inf") or (allow_no_answer and null_score - best_score > null_score_diff_threshold):
-        return "", null_score
-    return best_text, best_score
+        return "", null_score, None
+    return best_text, best_score, best_start
 
 
 def is_chinese(text: str) -> bool:
@@ -292,7 +294,7 @@ def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: in
         allow = getattr(model.config, "allow_no_answer", version_2)
     predictions = []
     for example, example_windows in zip(examples, windows, strict=True):
-        text, score = best_answer(
+        text, score, start = best_answer(
             example_windows,
             example["context"],
             cfg.n_best,
@@ -305,6 +307,9 @@ def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: in
                 "id": example["id"],
                 "question": example["question"],
                 "prediction": text,
+                # context[start:end] is the answer; None for "no answer"
+                "start": start,
+                "end": None if start is None else start + len(text),
                 "score": round(score, 4),
                 "answers": None if example["label"] is None else [t for t, _ in example["label"]],
             }
