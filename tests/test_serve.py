@@ -321,6 +321,10 @@ def test_every_family_answers_as_predict_does(family_model):
             assert (key in got) == (key in want)
             if key in want:
                 assert got[key] == pytest.approx(want[key], abs=1e-4) if key != "entities" else got[key] == want[key]
+    if info["task"] == "multiple-choice":  # every candidate's probability, the chosen one's the largest
+        for got, item in zip(answer.json()["predictions"], inputs, strict=True):
+            assert len(got["probabilities"]) == len(item["choices"]) and sum(got["probabilities"]) == pytest.approx(1, abs=1e-5)
+            assert max(got["probabilities"]) == got["probabilities"][got["prediction"]] == got["probability"]
     if info["task"] == "question-answering":  # the answer's offsets slice the context
         for got, item in zip(answer.json()["predictions"], inputs, strict=True):
             assert got["start"] is None or item["context"][got["start"] : got["end"]] == got["prediction"]

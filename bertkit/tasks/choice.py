@@ -153,7 +153,12 @@ def evaluate(model, tokenizer, examples, labels, cfg: TaskConfig, batch_size: in
     )
     pred = [int(p.argmax()) for p in probs]
     predictions = [
-        {**e, "prediction": p, "probability": round(float(probs[i][p]), 6)}
+        {
+            **e,
+            "prediction": p,
+            "probability": round(float(probs[i][p]), 6),
+            "probabilities": [round(float(q), 6) for q in probs[i][: len(e["choices"])]],  # each candidate's
+        }
         for i, (e, p) in enumerate(zip(examples, pred, strict=True))
     ]
     if any(e["label"] is None for e in examples):
