@@ -383,7 +383,7 @@ class TaskFilesConfig(Section):
 
 
 class TaskDataConfig(TaskFilesConfig, TaskColumnsConfig):
-    """The labelled files of a task and their columns (`bertkit export` scores an int8 classifier with them)."""
+    """The labelled files of a task and their columns (`bertkit export` scores its int8 model against fp32 with them)."""
 
 
 class TaskReadingConfig(TaskColumnsConfig):
@@ -517,7 +517,7 @@ class PredictTaskConfig(Section):
 
 
 class ExportTaskConfig(Section):
-    """What `bertkit export` reads of finetune: the task's dev file, to score an int8 classifier."""
+    """What `bertkit export` reads of finetune: the task's dev file, to score the int8 model against fp32."""
 
     task: TaskDataConfig = TaskDataConfig()
 
