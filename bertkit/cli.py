@@ -162,11 +162,19 @@ INPUTS = typer.Argument(
 )
 TEXT = typer.Option(None, "--text", help="A text to predict (repeatable).", show_default=False)
 OUTPUT = typer.Option(None, "--output", help="Write the JSON lines to this new file, not stdout.")
+SKIP_BAD = typer.Option(
+    False, "--skip-bad", help="Report each bad input line (not UTF-8, not JSON, a missing column) and skip it."
+)
 
 
 @app.command(epilog=_keys("predict"))
 def predict(
-    model: str = MODEL, inputs: list[str] = INPUTS, text: list[str] = TEXT, output: Path = OUTPUT, debug: bool = DEBUG
+    model: str = MODEL,
+    inputs: list[str] = INPUTS,
+    text: list[str] = TEXT,
+    output: Path = OUTPUT,
+    skip_bad: bool = SKIP_BAD,
+    debug: bool = DEBUG,
 ) -> None:
     """Predict new text with a fine-tuned model: one JSON line per input, in input order (label and every class's
     probability for a classifier). The model's own bertkit.yaml says its task and columns."""
@@ -182,7 +190,7 @@ def predict(
         files = [i for i in inputs or [] if not OVERRIDE.match(i)]
         with redirect_stdout(sys.stderr):  # stdout is the predictions' alone
             cfg = load_predict_recipe(model_dir, overrides)
-        run_predict(cfg, model_dir, files, text or [], output)
+        run_predict(cfg, model_dir, files, text or [], output, skip_bad)
 
 
 REPO = typer.Argument(..., help="The Hub repo to publish to, owner/name.", show_default=False)

@@ -111,3 +111,147 @@ def test_a_taggers_raw_text_words_slice_the_text(tiny_run, text):
     assert example["tokens"] == [text[s:e] for s, e in example["spans"]]
     assert "".join(example["tokens"]) == "".join(text.split()).replace("\u3000", "")  # nothing lost but spaces
     assert example["spans"] == sorted(example["spans"]) and example["label"] is None
+
+
+# ---- streaming: a chunk at a time, bad lines, nothing half-written ----
+
+
+def _texts(n: int) -> list[str]:
+    """n texts, the topic test file's 100 over and over."""
+    texts = [json.loads(line)["text"] for line in TEST.read_text(encoding="utf-8").splitlines()]
+    return [texts[i % len(texts)] for i in range(n)]
+
+
+@pytest.mark.slow  # 2 × 5,000 examples: seconds on an idle machine
+def test_a_large_file_predicted_a_chunk_at_a_time_equals_it_predicted_whole(topic, tmp_path, monkeypatch):
+    import bertkit.commands.predict as predict
+
+    texts = _texts(5000)
+    (tmp_path / "big.txt").write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+    (tmp_path / "big.jsonl").write_text(
+        "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8"
+    )
+    runs = {}
+    # The raw texts in one chunk; the same texts as JSON lines in chunks of 704 (700 rounded up to a multiple of
+    # predict.batch_size=64): 8 chunks, each predicted and written before the next is read.
+    for name, chunk in (("big.txt", 10**6), ("big.jsonl", 700)):
+        monkeypatch.setattr(predict, "CHUNK", chunk)
+        result = _predict(topic, tmp_path / name)
+        assert result.exit_code == 0, result.output
+        assert "5000/5000" in result.stderr and "examples/s" in result.stderr  # one bar, for the whole file
+        runs[name] = _lines(result.stdout)
+        assert [r["text"] for r in runs[name]] == texts
+    for r, w in zip(runs["big.jsonl"], runs["big.txt"], strict=True):
+        assert r["prediction"] == w["prediction"]
+        assert r["probabilities"] == pytest.approx(w["probabilities"], abs=1e-5)
+
+
+class _Counted:
+    """An iterable that counts how many items were taken from it."""
+
+    def __init__(self, items):
+        self.items, self.taken = items, 0
+
+    def __iter__(self):
+        for item in self.items:
+            self.taken += 1
+            yield item
+
+
+def test_the_reader_and_the_writer_are_lazy(monkeypatch):
+    """The examples are taken a chunk at a time, each chunk predicted and written before the next is read; a file
+    is read a line at a time."""
+    import io
+
+    import bertkit.commands.predict as predict
+
+    monkeypatch.setattr(predict, "CHUNK", 100)
+    examples = _Counted([{"text": str(i)} for i in range(1000)])
+    taken_at_predict = []
+
+    def fake_predict(chunk):
+        taken_at_predict.append(examples.taken)
+        return [{**e, "prediction": "x"} for e in chunk]
+
+    predictor = SimpleNamespace(cfg=SimpleNamespace(predict=SimpleNamespace(batch_size=32)), predict=fake_predict)
+    out = io.StringIO()
+    assert predict.write_predictions(predictor, examples, 1000, out) == 1000
+    # Chunks of 128 (100 rounded up to a multiple of 32): at most one chunk read ahead of what was predicted.
+    assert taken_at_predict == [min(128 * k, 1000) for k in range(1, 9)]
+    assert out.getvalue().count("\n") == 1000
+    data = "".join(f"line {i}\n" for i in range(100_000)).encode()
+    spool = io.BytesIO(data)
+    records = predict._records(predict.Source("<stdin>", "text", spool=spool))
+    assert next(records) == (1, "line 0", None)
+    assert spool.tell() < len(data) // 10  # not read whole
+
+
+def test_a_bad_line_at_the_end_is_one_error_before_anything_is_written(topic, tmp_path):
+    lines = [json.dumps({"text": t}, ensure_ascii=False) for t in _texts(1200)]
+    lines[1198] = '{"text": "unterminated'
+    bad = tmp_path / "new.jsonl"
+    bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    output = tmp_path / "out" / "p.jsonl"
+    for args in ((), ("--output", output)):
+        result = _predict(topic, bad, *args)
+        assert result.exit_code == 2 and result.stdout == ""
+        assert result.stderr.strip().splitlines() == [
+            f"error: {bad}:1199: not valid JSON (Unterminated string starting at); fix the line or pass --skip-bad "
+            "to skip bad lines"
+        ]
+    assert not output.exists() and not list(output.parent.glob("*"))  # no temporary file left either
+    raw = tmp_path / "latin1.txt"
+    raw.write_bytes("好的\n也好\n".encode() + "café\n".encode("latin-1"))
+    result = _predict(topic, raw)
+    assert result.exit_code == 2 and result.stdout == ""
+    message = f"error: {raw}:3: not UTF-8 (byte 0xe9, byte 4 of the line); convert the file to UTF-8; or pass"
+    assert result.stderr.startswith(message) and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_skip_bad_reports_each_bad_line_and_predicts_the_rest(topic, tmp_path):
+    jsonl = tmp_path / "new.jsonl"
+    jsonl.write_bytes(
+        b'{"text": "\xe8\x82\xa1\xe5\xb8\x82"}\n{oops\n\n["a list"]\n{"title": "no text"}\n{"text": ""}\n'
+        b'{"text": "\xff"}\n{"text": "\xe6\x95\x99\xe8\x82\xb2"}\n'
+    )
+    table = tmp_path / "new.csv"
+    table.write_text('text,label\n"a, b",x\n"bad"quote,y\none,two,three\n\n"two\nlines",z\n', encoding="utf-8")
+    result = _predict(topic, jsonl, table, "--skip-bad")
+    assert result.exit_code == 0, result.output
+    assert [r["text"] for r in _lines(result.stdout)] == ["股市", "教育", "a, b", "two\nlines"]
+    assert [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("predict")] == [
+        f"skipped {jsonl}:2: not valid JSON (Expecting property name enclosed in double quotes)",
+        f"skipped {jsonl}:4: each line must be a JSON object",
+        f"skipped {jsonl}:5: no column 'text' (columns: title); set finetune.task.text_column",
+        f"skipped {jsonl}:6: no value in column 'text'; fill it in or remove the row",
+        f"skipped {jsonl}:7: not UTF-8 (byte 0xff, byte 11 of the line); convert the file to UTF-8",
+        f"skipped {table}:3: malformed CSV row (',' expected after '\"'); quote a field that holds quotes or line "
+        "breaks, doubling its quotes",
+        f"skipped {table}:4: 3 fields but the header has 2; quote fields that hold a comma",
+    ]
+    result = _predict(topic, jsonl)  # without --skip-bad: the first bad line, and nothing written
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"error: {jsonl}:2: not valid JSON")
+
+
+def test_an_error_while_predicting_leaves_no_output_file(topic, tmp_path, monkeypatch):
+    import bertkit.commands.predict as predict
+    from bertkit.errors import BertkitError
+    from bertkit.tasks.predictor import Predictor
+
+    monkeypatch.setattr(predict, "CHUNK", 64)
+    calls = []
+    real = Predictor.predict
+
+    def failing(self, examples):
+        calls.append(len(examples))
+        if len(calls) == 3:
+            raise BertkitError("the disk went away")
+        return real(self, examples)
+
+    monkeypatch.setattr(Predictor, "predict", failing)
+    (tmp_path / "in.txt").write_text("".join(t + "\n" for t in _texts(300)), encoding="utf-8")
+    output = tmp_path / "out" / "p.jsonl"
+    result = _predict(topic, tmp_path / "in.txt", "--output", output)
+    assert result.exit_code == 2 and result.stderr.strip().splitlines()[-1] == "error: the disk went away"
+    assert calls == [64, 64, 64] and not list(output.parent.iterdir())  # two chunks were written, then removed

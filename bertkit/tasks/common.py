@@ -8,6 +8,7 @@ probs = predict_rows(model, features, collate, 64, lambda out, batch: out.logits
 
 from __future__ import annotations
 
+import contextvars
 import csv
 import io
 import json
@@ -71,10 +72,23 @@ def label_kwargs(labels: list[str]) -> dict:
     return {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": label_ids(labels)}
 
 
-def read_rows(path: Path) -> list[dict]:
+class ReadRows:
+    """Rows already read from the file `name` (`bertkit predict` streams a large file a chunk at a time): a task's
+    read takes it in place of a path, and its errors name the file."""
+
+    def __init__(self, name: str, rows: list[dict]):
+        self.name, self.rows = name, rows
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def read_rows(path: Path | ReadRows) -> list[dict]:
     """Rows of a JSONL/JSON/CSV/TSV/Parquet/Arrow file, or of a data set (`hf:name[:config]:split`), as dicts.
     CSV and TSV need a header line and follow the csv module's quoting (a quoted field may hold the delimiter, a
     line break, and quotes doubled); a UTF-8 BOM is dropped."""
+    if isinstance(path, ReadRows):
+        return path.rows
     path = Path(path)
     if data_set_ref(path) or path.suffix.lower() in TABLE_SUFFIXES:
         return table_rows(path)
@@ -293,6 +307,10 @@ def length_batches(features: list[dict], batch_size: int, batch_tokens: int | No
     return batches
 
 
+# False: no bar per predict_batches call (`bertkit predict` shows one bar for a whole file, called a chunk at a time).
+BATCH_PROGRESS: contextvars.ContextVar[bool] = contextvars.ContextVar("batch_progress", default=True)
+
+
 @torch.no_grad()
 def predict_batches(
     model, features: list[dict], collate: Callable, batch_size: int
@@ -301,7 +319,8 @@ def predict_batches(
     of similar length (length_batches): callers put results back at their positions."""
     model.eval()
     batch_tokens = CPU_BATCH_TOKENS if model.device.type == "cpu" else None
-    for positions in progress(length_batches(features, batch_size, batch_tokens), desc="predict", leave=False):
+    batches = length_batches(features, batch_size, batch_tokens)
+    for positions in progress(batches, desc="predict", leave=False, disable=not BATCH_PROGRESS.get()):
         chunk = [features[i] for i in positions]
         batch = collate(chunk)
         inputs = {
