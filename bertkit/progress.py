@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 def progress(iterable=None, **kwargs) -> tqdm:
     """tqdm with bertkit's defaults; keyword arguments as tqdm's."""
     # Bars from the main thread only: `bertkit serve`'s model thread would draw one per request.
-    kwargs.setdefault("disable", threading.current_thread() is not threading.main_thread())
+    if threading.current_thread() is not threading.main_thread():
+        kwargs["disable"] = True
     if not sys.stderr.isatty():
         kwargs.setdefault("mininterval", 30.0)
     kwargs.setdefault("dynamic_ncols", True)

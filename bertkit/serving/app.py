@@ -9,6 +9,7 @@ is JSON, `{"error": "..."}` with a 4xx status naming the problem; the server kee
 from __future__ import annotations
 
 import json
+import logging
 from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import Any
@@ -100,6 +101,11 @@ def _errors(app: FastAPI) -> None:
     async def input_error(request: Request, error: BertkitError) -> JSONResponse:
         return JSONResponse({"error": str(error)}, status_code=422)
 
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, error: Exception) -> JSONResponse:
+        logging.getLogger("bertkit.serve").exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse({"error": f"internal error: {type(error).__name__}: {error}"}, status_code=500)
+
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
         return JSONResponse({"error": str(error.detail)}, status_code=error.status_code, headers=error.headers)
@@ -135,17 +141,34 @@ def _inputs(body: bytes, cfg: ServeConfig) -> list:
         raise RequestError(422, f'{where}: {first["msg"]}; send {{"inputs": ["a text", …]}}') from None
     for i, item in enumerate(inputs):
         for field, value in ({"text": item} if isinstance(item, str) else item).items():
-            if isinstance(value, str) and len(value) > cfg.max_text_chars:
-                raise RequestError(
-                    413,
-                    f"inputs.{i}: {field} has {len(value)} characters; at most {cfg.max_text_chars} "
-                    "(serve.max_text_chars)",
-                )
+            for text in value if isinstance(value, list) else [value]:
+                _check_text(text, f"inputs.{i}: {field}", cfg.max_text_chars)
     return inputs
+
+
+def _check_text(text, where: str, limit: int) -> None:
+    if not isinstance(text, str):
+        return
+    if len(text) > limit:
+        raise RequestError(413, f"{where} has {len(text)} characters; at most {limit} (serve.max_text_chars)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:  # JSON lets a lone surrogate (\ud800) through; no tokenizer takes it
+        raise RequestError(
+            422, f"{where}: {e.object[e.start]!r} at {e.start} is not a character; send Unicode text"
+        ) from None
+
+
+def _text(item):
+    return (
+        item["text"] if isinstance(item, dict) and item.keys() == {"text"} and isinstance(item["text"], str) else item
+    )
 
 
 def _examples(predictor: Predictor, inputs: list) -> list[dict]:
     """The model's examples of a request's inputs (on the model's thread: the tokenizer is not shared)."""
+    if predictor.takes_raw_text:  # {"text": …} is a raw text too
+        inputs = [_text(item) for item in inputs]
     if all(isinstance(item, str) for item in inputs):
         if not predictor.takes_raw_text:
             fields = ", ".join(predictor.columns)
