@@ -255,3 +255,25 @@ def test_an_error_while_predicting_leaves_no_output_file(topic, tmp_path, monkey
     result = _predict(topic, tmp_path / "in.txt", "--output", output)
     assert result.exit_code == 2 and result.stderr.strip().splitlines()[-1] == "error: the disk went away"
     assert calls == [64, 64, 64] and not list(output.parent.iterdir())  # two chunks were written, then removed
+
+
+def test_a_parquet_file_streams_by_record_batches_and_names_a_bad_row(topic, tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import bertkit.commands.predict as predict
+
+    monkeypatch.setattr(predict, "CHUNK", 2)  # record batches of 2 rows: the bad row is in the second
+    texts = ["股市今天大涨", "电影票房创新高", None, "教育改革"]
+    path = tmp_path / "new.parquet"
+    pq.write_table(pa.table({"text": texts, "id": [1, 2, 3, 4]}), path, row_group_size=2)
+    result = _predict(topic, path)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.strip() == (
+        f"error: {path}: row 3: no value in column 'text'; fill it in or remove the row; or pass --skip-bad to skip "
+        "bad rows"
+    )
+    result = _predict(topic, path, "--skip-bad")
+    assert result.exit_code == 0, result.output
+    assert [r["text"] for r in _lines(result.stdout)] == ["股市今天大涨", "电影票房创新高", "教育改革"]
+    assert f"skipped {path}: row 3: no value in column 'text'" in result.stderr
