@@ -3,6 +3,7 @@
 e2e_fp32=… e2e_bf16=…       bertkit pretrain ÷ the HF Trainer recipe, real tokens/s (bench_e2e.py; smaller size)
 overhead_fp32=… overhead_bf16=…  bertkit's step time ÷ its own matmul time, BERT-mini (bench_train.py)
 infer=…                     bertkit eval ÷ transformers' pipeline defaults, end to end (bench_infer.py)
+serve=… serve_rps=… serve_p99_ms=…  bertkit serve batched ÷ unbatched requests/s, 32 clients (bench_serve.py)
 """
 
 import json
@@ -20,6 +21,8 @@ def main() -> None:
     step = json.loads((BENCH / "results.json").read_text())
     e2e = json.loads((BENCH / "results-e2e.json").read_text())
     infer = json.loads((BENCH / "results-infer.json").read_text())
+    serve = {r["runner"]: r for r in json.loads((BENCH / "results-serve.json").read_text())["rows"]}
+    batched, unbatched = (next(r for name, r in serve.items() if name.endswith(k)) for k in (", batched", ", unbatched"))
     mini = {r["variant"]: r for r in step["rows"] if r["size"] == "mini"}
     overhead = {
         p: mini[f"bertkit-{p}"]["s_per_step"] / mini[f"bertkit-{p}"]["matmul_s_per_step"] for p in ("fp32", "bf16")
@@ -31,6 +34,8 @@ def main() -> None:
     print(
         f"e2e_fp32={ratio['fp32']:.2f} e2e_bf16={ratio['bf16']:.2f} overhead_fp32={overhead['fp32']:.2f} "
         f"overhead_bf16={overhead['bf16']:.2f} infer={min(speedups):.2f} "
+        f"serve={batched['requests_per_s'] / unbatched['requests_per_s']:.2f} serve_rps={batched['requests_per_s']} "
+        f"serve_p99_ms={batched['p99_ms']} "
         f"cpu={'no-AMX' if 'no AMX' in machine else 'AMX'}"
     )
 
