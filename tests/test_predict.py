@@ -277,3 +277,13 @@ def test_a_parquet_file_streams_by_record_batches_and_names_a_bad_row(topic, tmp
     assert result.exit_code == 0, result.output
     assert [r["text"] for r in _lines(result.stdout)] == ["股市今天大涨", "电影票房创新高", "教育改革"]
     assert f"skipped {path}: row 3: no value in column 'text'" in result.stderr
+
+
+def test_a_data_set_is_read_whole_not_as_raw_text(topic, tmp_path):
+    """`hf:` names a data set (a local dir of JSON lines here); its name has no suffix, yet it is no text file."""
+    (tmp_path / "set").mkdir()
+    rows = [{"text": t, "label": "体育"} for t in ("股市今天大涨", "电影票房创新高", "教育改革")]
+    (tmp_path / "set" / "test.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    result = _predict(topic, f"hf:{tmp_path / 'set'}:test")
+    assert result.exit_code == 0, result.output
+    assert [r["text"] for r in _lines(result.stdout)] == [r["text"] for r in rows]
