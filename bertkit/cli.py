@@ -165,6 +165,9 @@ OUTPUT = typer.Option(None, "--output", help="Write the JSON lines to this new f
 SKIP_BAD = typer.Option(
     False, "--skip-bad", help="Report each bad input line (not UTF-8, not JSON, a missing column) and skip it."
 )
+TOP_K = typer.Option(
+    None, "--top-k", help="Classifiers: also list the k most probable classes (as predict.top_k=k).", show_default=False
+)
 
 
 @app.command(epilog=_keys("predict"))
@@ -174,6 +177,7 @@ def predict(
     text: list[str] = TEXT,
     output: Path = OUTPUT,
     skip_bad: bool = SKIP_BAD,
+    top_k: int = TOP_K,
     debug: bool = DEBUG,
 ) -> None:
     """Predict new text with a fine-tuned model: one JSON line per input, in input order (label and every class's
@@ -186,7 +190,7 @@ def predict(
         from bertkit.tasks.predictor import load_predict_recipe
 
         model_dir = local_or_hub(model, "MODEL")
-        overrides = [i for i in inputs or [] if OVERRIDE.match(i)]
+        overrides = [i for i in inputs or [] if OVERRIDE.match(i)] + ([f"predict.top_k={top_k}"] if top_k else [])
         files = [i for i in inputs or [] if not OVERRIDE.match(i)]
         with redirect_stdout(sys.stderr):  # stdout is the predictions' alone
             cfg = load_predict_recipe(model_dir, overrides)

@@ -30,7 +30,7 @@ def topic(tiny_run):
 def test_stdin_text_and_files_in_input_order(topic, tmp_path):
     texts = tmp_path / "new.txt"
     texts.write_text("股市今天大涨\n\n电影票房创新高\u2028仍是一行\n", encoding="utf-8")
-    result = _predict(topic, "-", texts, "--text", "今天的比赛非常精彩", "predict.top_k=2", stdin="教育改革\n")
+    result = _predict(topic, "-", texts, "--text", "今天的比赛非常精彩", "--top-k", "2", stdin="教育改革\n")
     assert result.exit_code == 0, result.output
     rows = _lines(result.stdout)
     # --text first, then the inputs in order; blank lines skipped; U+2028 inside a line does not split it.
