@@ -22,7 +22,7 @@ def main() -> None:
     e2e = json.loads((BENCH / "results-e2e.json").read_text())
     infer = json.loads((BENCH / "results-infer.json").read_text())
     serve = {r["runner"]: r for r in json.loads((BENCH / "results-serve.json").read_text())["rows"]}
-    batched, unbatched = (next(r for name, r in serve.items() if name.endswith(k)) for k in (", batched", ", unbatched"))
+    batched, unbatched = (next(r for n, r in serve.items() if n.endswith(k)) for k in (", batched", ", unbatched"))
     mini = {r["variant"]: r for r in step["rows"] if r["size"] == "mini"}
     overhead = {
         p: mini[f"bertkit-{p}"]["s_per_step"] / mini[f"bertkit-{p}"]["matmul_s_per_step"] for p in ("fp32", "bf16")

@@ -160,7 +160,8 @@ OVERRIDES_NOT_READ = [
     (
         "tokenize",
         "allow_pickle_weights=true",
-        "allow_pickle_weights is read by pretrain, finetune, eval, embed, probe, export, predict and serve, not tokenize",
+        "allow_pickle_weights is read by pretrain, finetune, eval, embed, probe, export, predict and serve, not "
+        "tokenize",
     ),
     ("tokenize", "masking={rate: 0.2}", "masking.* is read by pretrain and eval, not tokenize"),
     ("probe", "probe.during_pretraining=true", "probe.during_pretraining is read by pretrain, not probe"),

@@ -324,7 +324,8 @@ def test_every_family_answers_as_predict_does(family_model):
                 assert got[key] == pytest.approx(want[key], abs=1e-4) if key != "entities" else got[key] == want[key]
     if info["task"] == "multiple-choice":  # every candidate's probability, the chosen one's the largest
         for got, item in zip(answer.json()["predictions"], inputs, strict=True):
-            assert len(got["probabilities"]) == len(item["choices"]) and sum(got["probabilities"]) == pytest.approx(1, abs=1e-5)
+            assert len(got["probabilities"]) == len(item["choices"])
+            assert sum(got["probabilities"]) == pytest.approx(1, abs=1e-5)
             assert max(got["probabilities"]) == got["probabilities"][got["prediction"]] == got["probability"]
     if info["task"] == "question-answering":  # the answer's offsets slice the context
         for got, item in zip(answer.json()["predictions"], inputs, strict=True):

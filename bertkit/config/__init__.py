@@ -17,8 +17,8 @@ from bertkit.config.recipes import (
     PretrainRecipe,
     ProbeRecipe,
     PushRecipe,
-    ServeRecipe,
     Recipe,
+    ServeRecipe,
     TokenizeRecipe,
 )
 

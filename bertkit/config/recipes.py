@@ -38,8 +38,8 @@ from bertkit.config.sections import (
     PretrainTrainConfig,
     ProbeConfig,
     PushConfig,
-    ServeConfig,
     Section,
+    ServeConfig,
     TokenizerConfig,
 )
 

@@ -383,7 +383,7 @@ class TaskFilesConfig(Section):
 
 
 class TaskDataConfig(TaskFilesConfig, TaskColumnsConfig):
-    """The labelled files of a task and their columns (`bertkit export` scores its int8 model against fp32 with them)."""
+    """The labelled files of a task and their columns (`bertkit export` scores int8 against fp32 with them)."""
 
 
 class TaskReadingConfig(TaskColumnsConfig):
