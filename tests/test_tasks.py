@@ -365,3 +365,21 @@ def test_an_entitys_score_is_the_mean_of_its_words_probabilities():
         {"type": "PER", "text": "张三", "start": 0, "end": 2, "score": 0.7},
         {"type": "LOC", "text": "北京", "start": 3, "end": 5, "score": 0.7},
     ]
+
+
+def test_mixed_label_types_are_one_error_naming_the_first_conflicting_row(tmp_path):
+    from bertkit.config.sections import TaskConfig
+    from bertkit.errors import BertkitError
+    from bertkit.tasks.classification import read
+
+    train = tmp_path / "train.jsonl"
+    rows = [{"text": t, "label": label} for t, label in (("a", 1), ("b", 2), ("c", True), ("d", "1"))]
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(BertkitError) as error:
+        read(train, TaskConfig(type="classification"))
+    assert str(error.value) == (
+        f"{train}: row 3: label True is a bool where row 1's label 1 is a number; give every label the same type"
+    )
+    rows[2]["label"] = 3.0  # numbers of either kind are one type; strings alone are fine
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows[:3]), encoding="utf-8")
+    assert [e["label"] for e in read(train, TaskConfig(type="classification"))] == ["1", "2", "3.0"]

@@ -42,6 +42,8 @@ def read(
     pairs = column(rows, cfg.text_pair_column, path, "finetune.task.text_pair_column") if cfg.text_pair_column else None
     with_labels = labelled or (labelled is None and cfg.label_column in rows[0])
     gold = column(rows, cfg.label_column, path, "finetune.task.label_column") if with_labels else None
+    if gold is not None and not regression and not multi_label:
+        _same_label_type(gold, path)
     read_label = _score if regression else _names if multi_label else _name
     examples = []
     for i, text in enumerate(texts):
@@ -64,6 +66,21 @@ def _score(value, where: str, column: str) -> float:
             "finetune.task.label_column at the scores"
         )
     return score
+
+
+def _label_type(value) -> str:
+    return "a bool" if isinstance(value, bool) else "a number" if isinstance(value, int | float) else "a string"
+
+
+def _same_label_type(gold: list, path) -> None:
+    """Classes are compared as text, so 1, "1" and true would silently merge or split classes: one type per file."""
+    first = _label_type(gold[0])
+    for n, value in enumerate(gold[1:], 2):
+        if _label_type(value) != first:
+            raise BertkitError(
+                f"{path}: row {n}: label {value!r} is {_label_type(value)} where row 1's label {gold[0]!r} is "
+                f"{first}; give every label the same type"
+            )
 
 
 def _name(value, where: str, column: str) -> str:
