@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from conftest import DATA, RECIPE, recipe_edits, run_cli
 from transformers import BertConfig, BertForPreTraining
 
+from bertkit.config.loading import load_recipe
+from bertkit.errors import BertkitError
 from bertkit.tokenizer.train import load_tokenizer
 from bertkit.tokenizer.vocabulary import add_words, extend_embeddings, extends, frequent_split_words
 
@@ -90,3 +93,13 @@ def test_tokenize_and_continue_pretraining_with_an_extended_vocabulary(tiny_run,
     config = json.loads((tmp_path / "pretrain" / "config.json").read_text())
     assert config["vocab_size"] == len(new)
     assert BertForPreTraining.from_pretrained(tmp_path / "pretrain").get_input_embeddings().num_embeddings == len(new)
+
+
+def test_a_word_with_a_space_is_refused_with_the_reason():
+    """The tokenizer splits text at whitespace before it matches tokens: "a b" could never match."""
+    assert load_recipe(None, ["tokenizer.add_words=[' 首都机场 ', pembrolizumab]"], "tokenize").tokenizer.add_words
+    with pytest.raises(BertkitError) as error:
+        load_recipe(None, ["tokenizer.add_words=[ok, 'a b']"], "tokenize")
+    assert str(error.value).startswith(
+        "command line: tokenizer.add_words: 'a b' holds whitespace; a vocabulary entry is one word without spaces"
+    )

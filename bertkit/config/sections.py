@@ -99,6 +99,15 @@ class TokenizerConfig(Section):
     """Also add the corpus' this many most frequent words (the segmenter's, 2+ characters, seen at least
     min_frequency times) that the vocabulary splits or misses."""
 
+    @field_validator("add_words")
+    @classmethod
+    def _one_word_each(cls, words: list[str]) -> list[str]:
+        # Text is split at whitespace before tokens are matched, so an entry holding a space could never match.
+        for word in words:
+            if any(c.isspace() for c in word.strip()):
+                raise ValueError(f"{word!r} holds whitespace; a vocabulary entry is one word without spaces")
+        return words
+
 
 class DataDirConfig(Section):
     """Where the pretraining examples are (`bertkit eval` of a pretrained model reads them there)."""
