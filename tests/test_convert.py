@@ -66,3 +66,22 @@ def test_a_cased_release_keeps_case_and_a_wrong_dir_is_one_line(tmp_path):
     (release / "bert_config.json").unlink()
     result = run_cli("convert", RECIPE, f"convert.checkpoint={release}", f"convert.output_dir={tmp_path / 'o2'}")
     assert result.exit_code == 2 and "bert_config.json: not found" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "key,value,expected",
+    [
+        ("hidden_size", "x", "hidden_size must be an integer, got 'x'"),
+        ("hidden_dropout_prob", "high", "hidden_dropout_prob must be a number, got 'high'"),
+        ("pad_token_id", "a", "pad_token_id must be an integer or null, got 'a'"),
+    ],
+)
+def test_a_wrong_type_in_bert_config_is_one_line_naming_the_file_and_key(tmp_path, key, value, expected):
+    release = tmp_path / "uncased_L-2_H-16_A-2"
+    shutil.copytree(ASSET, release, ignore=shutil.ignore_patterns("*.py", "*.npz", "expected.json"))
+    config = json.loads((release / "bert_config.json").read_text())
+    (release / "bert_config.json").write_text(json.dumps({**config, key: value}))
+    result = run_cli("convert", RECIPE, f"convert.checkpoint={release}", f"convert.output_dir={tmp_path / 'out'}")
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {release / 'bert_config.json'}: {expected}; fix the file\n"
+    assert not (tmp_path / "out").exists()

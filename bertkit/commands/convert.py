@@ -230,6 +230,7 @@ def run_convert(cfg: ConvertRecipe) -> Path:
 
 def setup(cfg: ConvertRecipe):
     """(output dir, checkpoint prefix, its BertConfig, vocab.txt), checked before any tensor is read."""
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import BertConfig
 
     c = cfg.convert
@@ -241,9 +242,27 @@ def setup(cfg: ConvertRecipe):
     try:
         google = json.loads(config_file.read_text(encoding="utf-8"))
         config = BertConfig(**{k: v for k, v in google.items() if k != "directionality"})
+    except StrictDataclassError as e:  # a value of the wrong type, e.g. "hidden_size": "x"
+        raise BertkitError(f"{config_file}: {_wrong_type(e, google)}; fix the file") from None
     except (ValueError, TypeError) as e:
         raise BertkitError(f"{config_file}: not a BERT config ({e})") from None
     return out, prefix, config, vocab
+
+
+_KINDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false", "NoneType": "null"}
+
+
+def _wrong_type(error: Exception, google: dict) -> str:
+    """The one line "hidden_size must be an integer, got 'x'" from huggingface_hub's strict-dataclass message."""
+    text = str(error)
+    key = re.search(r"field '(\w+)'", text)
+    if key is None or key.group(1) not in google:
+        return text.splitlines()[-1].strip()
+    kinds = list(dict.fromkeys(re.findall(r"expected (\w+), got", text)))
+    if "float" in kinds and "int" in kinds:  # "a number" already takes an integer
+        kinds.remove("int")
+    wanted = " or ".join(_KINDS.get(kind, kind) for kind in kinds) or "another type"
+    return f"{key.group(1)} must be {wanted}, got {google[key.group(1)]!r}"
 
 
 def finish(cfg: ConvertRecipe, out: Path, model, prefix: Path, vocab: Path, tensors: int) -> Path:
