@@ -65,6 +65,14 @@ def test_overrides_apply_and_are_type_checked(tmp_path):
     assert load_recipe(recipe, ["data.files=my_corpus.txt"], "tokenize").data.files == ["my_corpus.txt"]
 
 
+def test_a_key_given_twice_on_the_command_line_is_said(capsys):
+    """Scripts compose override lists, so the last one wins, but not silently."""
+    cfg = load_recipe(None, ["train.lr=1e-3", "train.max_steps=5", "train.lr=2e-3"], "pretrain")
+    assert cfg.train.lr == pytest.approx(2e-3)
+    expected = "command line: train.lr is given more than once; the last, train.lr=2e-3, is used\n"
+    assert capsys.readouterr().err == expected
+
+
 def test_unknown_key_names_key_source_and_nearest(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("train:\n  learning_rate: 1e-3\n")

@@ -190,3 +190,12 @@ def test_length_grouped_batches_keep_each_texts_vectors_in_order(tiny_run):
     tokens, rows = embed_texts(model, tokenizer, texts, [-1], "none", batch_size=2)
     assert [r["text"] for r in rows] == sorted(r["text"] for r in rows) and len(rows) == len(tokens)
     assert "".join(r["token"] for r in rows if r["text"] == 2 and r["token"] not in ("[CLS]", "[SEP]")) == "模型"
+
+
+def test_a_text_files_lines_end_at_newlines_only(tmp_path):
+    """U+2028, U+0085 and \\x1c are characters of a line, not its end: embed's rows match the file's lines."""
+    from bertkit.commands.embed import read_texts
+
+    path = tmp_path / "texts.txt"
+    path.write_bytes("一\u2028二\r\n\n三\x85四\x1c五\n".encode())
+    assert read_texts(path, "text") == ["一\u2028二", "三\x85四\x1c五"]

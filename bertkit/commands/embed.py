@@ -31,7 +31,9 @@ def read_texts(path: Path, text_column: str) -> list[str]:
     if not path.is_file():
         raise BertkitError(f"{path}: no such file; check embed.file")
     try:
-        texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        # Lines end at \n (and \r\n) only, not at the other separators str.splitlines knows (U+2028, \x1c, …):
+        # the output's rows must match the file's lines.
+        texts = [line.strip() for line in path.read_bytes().decode("utf-8").split("\n") if line.strip()]
     except UnicodeDecodeError:
         raise BertkitError(f"{path}: not UTF-8 text; convert the file to UTF-8") from None
     if not texts:

@@ -13,6 +13,7 @@ key, where it came from, and the command or key meant.
 from __future__ import annotations
 
 import difflib
+import sys
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
@@ -258,6 +259,8 @@ def load_recipe(path: Path | str | None, overrides: list[str] | None, command: s
     overridden = set()
     for text in overrides or []:
         keys, value = parse_override(text)
+        if ".".join(keys) in overridden:  # scripts compose override lists; the last wins, but not silently
+            print(f"command line: {'.'.join(keys)} is given more than once; the last, {text}, is used", file=sys.stderr)
         for key in _overridden_keys(recipe, ".".join(keys), value):
             if annotation(recipe, key) is None:
                 raise BertkitError(f"command line: {not_read(command, key)}")
