@@ -281,6 +281,7 @@ class TrainConfig(Section):
     max_steps: int | None = Field(None, ge=1)
     """Optimizer steps; when unset, `epochs` passes over the data."""
     epochs: float = Field(1.0, gt=0)
+    """Passes over the training data (a fraction stops mid-pass); ignored when `max_steps` is set."""
     clip_grad_norm: float | None = Field(1.0, gt=0)
     """Gradient norm clipping; null turns it off (a norm ≤ 0 would flip or zero every gradient)."""
     gradient_checkpointing: bool = False
