@@ -103,3 +103,16 @@ def test_a_word_with_a_space_is_refused_with_the_reason():
     assert str(error.value).startswith(
         "command line: tokenizer.add_words: 'a b' holds whitespace; a vocabulary entry is one word without spaces"
     )
+
+
+def test_a_word_file_line_with_a_space_is_refused_naming_the_line(tokenizer, tmp_path):
+    from bertkit.commands.tokenize import _extended
+
+    words = tmp_path / "words.txt"
+    words.write_text("首都机场\r\n\nNew York\n", encoding="utf-8")
+    cfg = load_recipe(None, [f"tokenizer.add_words_file={words}"], "tokenize")
+    with pytest.raises(BertkitError) as error:
+        _extended(tokenizer, [], cfg)
+    assert str(error.value) == (
+        f"{words}:3: 'New York' holds whitespace; a vocabulary entry is one word without spaces, one a line"
+    )

@@ -281,11 +281,18 @@ def _extended(tokenizer, files, cfg: TokenizeRecipe):
     words = list(t.add_words)
     if t.add_words_file:
         try:
-            words += t.add_words_file.read_text(encoding="utf-8-sig").split("\n")
+            lines = t.add_words_file.read_text(encoding="utf-8-sig").split("\n")
         except (OSError, UnicodeDecodeError) as e:
             raise BertkitError(
                 f"{t.add_words_file}: cannot read tokenizer.add_words_file ({e}); give a UTF-8 file, one word per line"
             ) from None
+        for n, word in enumerate(lines, 1):  # as add_words' check: a spaced entry could never match
+            if any(c.isspace() for c in word.strip()):
+                raise BertkitError(
+                    f"{t.add_words_file}:{n}: {word.strip()!r} holds whitespace; a vocabulary entry is one word "
+                    "without spaces, one a line"
+                )
+        words += lines
     if t.add_frequent_words:
         cut = segmenter(t.segmenter, t.user_dict)
         if cut is None:
