@@ -30,7 +30,6 @@ import csv
 import itertools
 import json
 import os
-import secrets
 import shutil
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TextIO
 
-from bertkit.atomic import is_full_disk
+from bertkit.atomic import atomic_file
 from bertkit.config import PredictRecipe
 from bertkit.errors import BertkitError
 from bertkit.hub import data_set_ref
@@ -404,23 +403,10 @@ def _sink(output: Path | None) -> Iterator[TextIO]:
             raise SystemExit(141) from None  # 128 + SIGPIPE, the shell's code for it
         return
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    # Not mkstemp: a file created by open() gets the umask's usual permissions, as the published file should.
-    tmp = output.parent / f".{output.name}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "x", encoding="utf-8", newline="") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        if output.exists():  # appeared while predicting: still never replaced
+
+    def still_new() -> None:  # a file that appeared while predicting is still never replaced
+        if output.exists():
             raise BertkitError(f"{output}: exists; bertkit predict writes a new file, choose another name")
-        os.replace(tmp, output)
-    except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if is_full_disk(e):
-            raise BertkitError(
-                f"{output}: no space left on device (or over the file size limit) while writing it; nothing was "
-                "written; free space and run again"
-            ) from None
-        raise
+
+    with atomic_file(output, "w", check=still_new) as f:
+        yield f
