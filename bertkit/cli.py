@@ -190,7 +190,9 @@ def predict(
         from bertkit.tasks.predictor import load_predict_recipe
 
         model_dir = local_or_hub(model, "MODEL")
-        overrides = [i for i in inputs or [] if OVERRIDE.match(i)] + ([f"predict.top_k={top_k}"] if top_k else [])
+        overrides = [i for i in inputs or [] if OVERRIDE.match(i)] + (
+            [f"predict.top_k={top_k}"] if top_k is not None else []
+        )
         files = [i for i in inputs or [] if not OVERRIDE.match(i)]
         with redirect_stdout(sys.stderr):  # stdout is the predictions' alone
             cfg = load_predict_recipe(model_dir, overrides)

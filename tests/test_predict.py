@@ -64,6 +64,10 @@ def test_bad_calls_are_one_line(topic, tmp_path):
         ((topic, "--text", "x", "--output", existing), f"{existing}: exists; bertkit predict writes a new file"),
         ((topic,), "nothing to predict; give --text, a file, or - for standard input"),
         ((topic, "--text", "x", "train.lr=1"), "command line: train.lr is read by pretrain, not predict"),
+        (
+            (topic, "--text", "x", "--top-k", "0"),
+            "command line: predict.top_k: Input should be greater than or equal to 1",
+        ),
         ((topic, tmp_path / "missing.txt"), f"{tmp_path / 'missing.txt'}: no such file"),
     ]
     plain = tmp_path / "plain"
