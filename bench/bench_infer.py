@@ -105,7 +105,7 @@ def init_model(work: Path, size: str) -> Path:
             sentences.append(line.strip())
             if len(sentences) > 200_000:
                 break
-    tokenizer = train_wordpiece((s for s in sentences if s), TokenizerConfig(vocab_size=21128))
+    tokenizer = train_wordpiece(lambda: (s for s in sentences if s), TokenizerConfig(vocab_size=21128))
     config = bert_config(
         size, vocab_size=len(tokenizer), max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id
     )

@@ -136,7 +136,7 @@ def sentences() -> list[str]:
 
 @pytest.fixture(scope="session")
 def tokenizer(sentences):
-    return train_wordpiece(sentences, TokenizerConfig(vocab_size=3000))
+    return train_wordpiece(lambda: sentences, TokenizerConfig(vocab_size=3000))
 
 
 @pytest.fixture(scope="session")

@@ -558,7 +558,7 @@ def _tokenizer(files, size: int | None, cfg: TokenizeRecipe):
         amount = f"{mb:.1f} MB" if mb < float("inf") else "all"
         print(f"training a WordPiece vocabulary of {cfg.tokenizer.vocab_size} on {amount} of {len(files)} source(s)")
         tokenizer = train_wordpiece(
-            _training_sentences(files, cfg), cfg.tokenizer, model_max_length=cfg.model.max_position_embeddings
+            lambda: _training_sentences(files, cfg), cfg.tokenizer, model_max_length=cfg.model.max_position_embeddings
         )
     return _extended(tokenizer, files, cfg)
 
