@@ -61,9 +61,7 @@ def test_same_vocabulary_in_every_process(tmp_path):
     from bertkit.tokenizer.train import SPECIAL_TOKENS, _vocab_order
 
     corpus = [str(DATA / "en" / "corpus.txt"), *ZH]
-    runs = [
-        subprocess.Popen([sys.executable, "-c", _TRAIN_ONE, str(tmp_path / str(i)), *corpus]) for i in range(5)
-    ]
+    runs = [subprocess.Popen([sys.executable, "-c", _TRAIN_ONE, str(tmp_path / str(i)), *corpus]) for i in range(5)]
     assert [run.wait(timeout=300) for run in runs] == [0] * 5
     vocabs = {(tmp_path / str(i) / "vocab.txt").read_bytes() for i in range(5)}
     assert len(vocabs) == 1
