@@ -1,6 +1,7 @@
 """Atomic writes, and the rule that bertkit replaces only what it wrote itself.
 
 check_output(out_dir, "output_dir", overwrite)   # before any work: absent, empty, or an earlier bertkit output
+                                                 # (and held by this run until release_outputs(): see claim)
 check_apart({"export.output_dir": out_dir}, {"export.model_dir": model_dir})   # an output never holds an input
 with atomic_dir(out_dir) as tmp:      # write everything into tmp …
     model.save_pretrained(tmp)        # … and it is renamed to out_dir on success, marked as bertkit's
@@ -13,16 +14,23 @@ replaces or deletes it, whatever `overwrite` says.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import errno
 import functools
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
 from bertkit.errors import BertkitError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; outputs are not locked there
+    fcntl = None
 
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # EFBIG: a file size limit (`ulimit -f`)
 MARKER = ".bertkit-output"
@@ -68,10 +76,60 @@ def _is_empty_dir(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink() and next(path.iterdir(), None) is None
 
 
+_HELD: dict[Path, int] = {}  # output path → the descriptor holding its lock, until release_outputs()
+
+
+def _lock_file(path: Path) -> Path:
+    return path.parent / f".{path.name}.lock"
+
+
+def claim(path: Path, key: str) -> None:
+    """Hold `path` for this run until release_outputs() (or the process' end): a second run writing it refuses,
+    naming this one. The lock is a flock on a hidden file beside `path` (`path` itself is replaced when an
+    output publishes), which the kernel drops when the holder dies: a killed run's lock is taken over. Written
+    here rather than with the `filelock` package because its lock file cannot tell who holds it (3.x truncates
+    it on every attempt). Under torchrun/accelerate, rank 0 holds it for the whole job."""
+    path = Path(path).absolute()
+    if fcntl is None or path in _HELD or os.environ.get("RANK", "0") != "0":
+        return
+    lock = _lock_file(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode(errors="replace").strip() or "a process that has not said who it is"
+            os.close(fd)
+            raise BertkitError(
+                f"{key}: {path} is being written by another bertkit run ({holder}); wait for it to end, or choose "
+                f"another {key}"
+            ) from None
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                break  # else the holder unlinked it on release between our open and flock: lock the new one
+        os.close(fd)
+    since = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()}, since {since}: {' '.join(sys.argv)}".encode())
+    _HELD[path] = fd
+
+
+def release_outputs() -> None:
+    """Give up what claim() holds: at the end of a command, however it ends."""
+    for path, fd in _HELD.items():
+        with contextlib.suppress(OSError):  # unlinked while locked, so no waiter is left on an orphan
+            if os.stat(_lock_file(path)).st_ino == os.fstat(fd).st_ino:
+                os.unlink(_lock_file(path))
+        os.close(fd)
+    _HELD.clear()
+
+
 def check_output(path: Path, key: str, overwrite: bool) -> None:
     """Before any work: `path` (set by recipe key `key`) may be written if it does not exist, is an empty dir,
-    or is an earlier bertkit output and `overwrite` is set."""
+    or is an earlier bertkit output and `overwrite` is set. Claims it for this run first (claim)."""
     path = Path(path)
+    claim(path, key)
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         raise BertkitError(f"{key}: {path} is a file or link, not a directory; choose another {key}")
     if not path.exists() or _is_empty_dir(path):

@@ -11,12 +11,15 @@ bertkit export   recipes/demo-zh.yaml export.quantize=true
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
 
+from bertkit.atomic import release_outputs
 from bertkit.errors import reported
 
 app = typer.Typer(
@@ -35,6 +38,16 @@ OVERRIDES = typer.Argument(
     show_default=False,
 )
 DEBUG = typer.Option(False, "--debug", help="Show the full traceback of an error.")
+
+
+@contextlib.contextmanager
+def _command(debug: bool) -> Iterator[None]:
+    """A command's errors as one line (reported), and the outputs it claimed given up however it ends."""
+    with reported(debug):
+        try:
+            yield
+        finally:
+            release_outputs()
 
 
 def _keys(command: str) -> str:
@@ -62,7 +75,7 @@ def _load(recipe: Path, overrides: list[str] | None, command: str):
 def tokenize(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
     """Train a WordPiece vocabulary on data.files (or reuse tokenizer.from_dir) and build sentence-pair
     pretraining examples with whole-word ids. Writes <output_dir>/tokenizer and <output_dir>/data."""
-    with reported(debug):
+    with _command(debug):
         cfg = _load(recipe, overrides, "tokenize")
         from bertkit.commands.tokenize import run_tokenize
 
@@ -74,7 +87,7 @@ def tokenize(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: boo
 def pretrain(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
     """Pretrain BERT (masked LM + next sentence prediction) on the tokenized data; works under
     `accelerate launch`. Writes a Hugging Face model dir to <output_dir>/pretrain."""
-    with reported(debug):
+    with _command(debug):
         cfg = _load(recipe, overrides, "pretrain")
         from bertkit.commands.pretrain import run_pretrain
 
@@ -85,7 +98,7 @@ def pretrain(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: boo
 def finetune(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
     """Fine-tune a task head (finetune.task) from finetune.model_dir, default the recipe's pretrained model.
     Keeps the best dev checkpoint in <output_dir>/finetune/<task.name>."""
-    with reported(debug):
+    with _command(debug):
         cfg = _load(recipe, overrides, "finetune")
         from bertkit.commands.finetune import run_finetune
 
@@ -97,7 +110,7 @@ def evaluate(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: boo
     """Score eval.model_dir (default: the fine-tuned model): MLM/NSP for a pretrained model, the task family's
     metrics for a fine-tuned one (accuracy and F1, entity F1, EM/F1, Pearson/Spearman). Prints a table; writes
     report.json and predictions to <output_dir>/eval/<model>."""
-    with reported(debug):
+    with _command(debug):
         cfg = _load(recipe, overrides, "eval")
         from bertkit.commands.eval import run_eval
 
@@ -108,7 +121,7 @@ def evaluate(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: boo
 def embed(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
     """Contextual embeddings of every text of embed.file from embed.model_dir: per text (cls/mean/max pooling)
     or per token with offsets, from one layer or a mix. Writes embeddings.npy and index.jsonl."""
-    with reported(debug):
+    with _command(debug):
         cfg = _load(recipe, overrides, "embed")
         from bertkit.commands.embed import run_embed
 
@@ -119,7 +132,7 @@ def embed(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool =
 def probe(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
     """Layer-wise probing: a logistic regression per layer on frozen features of probe.train_file, scored on
     probe.test_file. Prints accuracy by layer; writes probe.json and probe.png."""
-    with reported(debug):
+    with _command(debug):
         cfg = _load(recipe, overrides, "probe")
         from bertkit.commands.probe import run_probe
 
@@ -130,7 +143,7 @@ def probe(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool =
 def export(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
     """ONNX export of export.model_dir (default: the fine-tuned model) with dynamic batch and sequence axes,
     checked against PyTorch in onnxruntime; export.quantize=true adds an int8 model, timed and scored."""
-    with reported(debug):
+    with _command(debug):
         cfg = _load(recipe, overrides, "export")
         from bertkit.commands.export import run_export
 
@@ -141,7 +154,7 @@ def export(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool 
 def convert(recipe: Path = RECIPE, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
     """A google-research/bert TensorFlow release (bert_model.ckpt.*, bert_config.json, vocab.txt) as a Hugging
     Face BERT dir (BertForPreTraining, safetensors); no TensorFlow needed."""
-    with reported(debug):
+    with _command(debug):
         cfg = _load(recipe, overrides, "convert")
         from bertkit.commands.convert import run_convert
 
@@ -182,7 +195,7 @@ def predict(
 ) -> None:
     """Predict new text with a fine-tuned model: one JSON line per input, in input order (label and every class's
     probability for a classifier). The model's own bertkit.yaml says its task and columns."""
-    with reported(debug):
+    with _command(debug):
         from contextlib import redirect_stdout
 
         from bertkit.commands.predict import run_predict
@@ -214,7 +227,7 @@ def push(
 ) -> None:
     """Publish a model dir on the Hugging Face Hub (HF_ENDPOINT for a mirror; HF_TOKEN or `hf auth login`):
     weights, config, tokenizer, model card and bertkit.yaml; checkpoints only with push.checkpoints=true."""
-    with reported(debug):
+    with _command(debug):
         from bertkit.commands.push import run_push
         from bertkit.config import load_recipe
 
@@ -226,7 +239,7 @@ def push(
 def serve(model: str = MODEL, overrides: list[str] = OVERRIDES, debug: bool = DEBUG) -> None:
     """Serve a fine-tuned model over HTTP: POST /predict (predict's JSON, concurrent requests batched), GET /health,
     the API's docs at /docs, and a page at / to try it by hand. The model's own bertkit.yaml says its task."""
-    with reported(debug):
+    with _command(debug):
         from bertkit.commands.serve import run_serve
         from bertkit.hub import local_or_hub
         from bertkit.tasks.predictor import load_predict_recipe

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TextIO
 
-from bertkit.atomic import atomic_file
+from bertkit.atomic import atomic_file, claim
 from bertkit.config import PredictRecipe
 from bertkit.errors import BertkitError
 from bertkit.hub import data_set_ref
@@ -96,8 +96,10 @@ def run_predict(
 ) -> int:
     """Predict every input (the --text values, then each input in order); JSON lines to `output` or stdout.
     Returns the number of predictions written."""
-    if output is not None and Path(output).exists():
-        raise BertkitError(f"{output}: exists; bertkit predict writes a new file, choose another name or remove it")
+    if output is not None:
+        claim(output, "--output")  # two predicts into one file: the second refuses at once
+        if Path(output).exists():
+            raise BertkitError(f"{output}: exists; bertkit predict writes a new file, choose another name or remove it")
     if not inputs and not texts:
         raise BertkitError("nothing to predict; give --text, a file, or - for standard input")
     sources = _sources(cfg, inputs, texts)
