@@ -28,6 +28,7 @@ import json
 import random
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -211,6 +212,7 @@ TRAINER_ROW = "BERT pretrained by the HF Trainer, same minutes"
 
 
 DEFAULT_WORK = ROOT / "runs" / "results"
+REPORTS = ROOT / "bench"  # --reports: where results-zh*.{md,json,png} go (the tests' tiny runs: a temp dir)
 MODEL_ROWS = ("BERT pretrained by bertkit", TRAINER_ROW, "BERT from random init", "BiLSTM baseline")
 
 
@@ -246,7 +248,7 @@ def model_args(work: Path) -> dict[str, list[str]]:
 def rescore(work: Path) -> None:
     """Fine-tune and evaluate the model rows of an earlier report again (after a change to the fine-tuning),
     from the models that run pretrained."""
-    report = json.loads((ROOT / "bench" / "results-zh.json").read_text())
+    report = json.loads((REPORTS / "results-zh.json").read_text())
     for name, args in model_args(work).items():
         if name in report["models"]:
             score_model(work, name, args, report["results"])
@@ -268,14 +270,14 @@ def budgets(work: Path, minutes: list[float]) -> None:
             **summary,
             **{task: next(iter(by_model.values())) for task, by_model in results.items()},
         }
-    main = ROOT / "bench" / "results-zh.json"
+    main = REPORTS / "results-zh.json"
     if main.exists():  # the make results run: its budget, and the BiLSTM and classical rows to beat
         report["main"] = json.loads(main.read_text())
     text = render_budgets(report)
     print("\n" + text)
-    (ROOT / "bench" / "results-zh-budgets.md").write_text(text, encoding="utf-8")
-    (ROOT / "bench" / "results-zh-budgets.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    plot_budgets(report, ROOT / "bench" / "results-zh-budgets.png")
+    (REPORTS / "results-zh-budgets.md").write_text(text, encoding="utf-8")
+    (REPORTS / "results-zh-budgets.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    plot_budgets(report, REPORTS / "results-zh-budgets.png")
 
 
 def budget_rows(report: dict) -> dict[float, dict]:
@@ -303,7 +305,7 @@ def render_budgets(report: dict) -> str:
         "| --- | --- | --- |" + " --- |" * len(tasks),
     ]
     for m, run in rows.items():
-        cells = [f"{next(v for k, v in run[t].items() if k != 'seconds'):.4f}" for t in tasks]
+        cells = [shown(run[t]) for t in tasks]
         where = " (make results)" if run.get("from") else ""
         lines.append(f"| {m:g} min{where} | {run['steps']} | {run['mlm_accuracy']:.3f} | " + " | ".join(cells) + " |")
     main = report.get("main")
@@ -311,8 +313,7 @@ def render_budgets(report: dict) -> str:
         for model in [m for m in main["models"] if m not in ("BERT pretrained by bertkit", TRAINER_ROW)]:
             cells = []
             for t in tasks:
-                r = main["results"][t].get(model)
-                cells.append("–" if r is None else f"{next(v for k, v in r.items() if k != 'seconds'):.4f}")
+                cells.append(shown(main["results"][t].get(model)))
             lines.append(f"| {model} | – | – | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -337,12 +338,12 @@ def plot_budgets(report: dict, out: Path) -> None:
     _decorate(curves, "training minutes (2 CPU cores)", "held-out MLM accuracy", "MLM accuracy during pretraining")
     tasks = [k for k in next(iter(rows.values())) if "(" in k]
     for task, color in zip(tasks, ("tab:blue", "tab:orange"), strict=False):
-        values = [next(v for k, v in rows[m][task].items() if k != "seconds") for m in rows]
+        values = [score(rows[m][task]) for m in rows]
         scores.plot(list(rows), values, "o-", color=color, label=f"pretrained BERT: {task}")
         main = report.get("main")
         if main and "BiLSTM baseline" in main["results"][task]:
             scores.axhline(
-                main["results"][task]["BiLSTM baseline"]["f1" if "F1" in task else "accuracy"],
+                score(main["results"][task]["BiLSTM baseline"]),
                 color=color,
                 linestyle="--",
                 label=f"BiLSTM: {task}",
@@ -389,23 +390,46 @@ def task_overrides(data: Path) -> dict[str, list[str]]:
     }
 
 
+SEEDS = 3  # fine-tuning seeds per cell (--seeds): a one-seed win is not mistaken for one
+
+
 def score_model(work: Path, name: str, model_args: list[str], results: dict) -> None:
-    """Fine-tune and evaluate one model on both tasks (identical settings for every row) into `results`."""
+    """Fine-tune and evaluate one model on both tasks (identical settings for every row), once per fine-tuning
+    seed, into `results`: the mean, the sample standard deviation and each seed's score."""
     for task, task_args in task_overrides(work / "raw").items():
         metric = "accuracy" if "accuracy" in task else "f1"
-        out = work / "runs" / re.sub(r"[^a-z0-9]+", "-", f"{task.split()[0]} {name}".lower())
-        common = [
-            RECIPE,
-            *base_overrides(work),
-            f"output_dir={out}",
-            *task_args,
-            *model_args,
-            "finetune.train.batch_size=32",
-            "finetune.train.precision=bf16",
-        ]
-        took = bertkit("finetune", *common) + bertkit("eval", *common)
-        report = json.loads(next((out / "eval").glob("*/report.json")).read_text())
-        results.setdefault(task, {})[name] = {metric: report[metric], "seconds": round(took)}
+        scores, took = [], 0.0
+        for seed in range(SEEDS):
+            out = work / "runs" / re.sub(r"[^a-z0-9]+", "-", f"{task.split()[0]} {name} seed {seed}".lower())
+            common = [
+                RECIPE,
+                *base_overrides(work),
+                f"output_dir={out}",
+                *task_args,
+                *model_args,
+                "finetune.train.batch_size=32",
+                "finetune.train.precision=bf16",
+                f"finetune.train.seed={seed}",
+            ]
+            took += bertkit("finetune", *common) + bertkit("eval", *common)
+            scores.append(json.loads(next((out / "eval").glob("*/report.json")).read_text())[metric])
+        results.setdefault(task, {})[name] = {
+            "value": statistics.mean(scores),
+            "sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+            "seeds": scores,
+            "seconds": round(took),
+        }
+
+
+def score(cell: dict) -> float:
+    """A cell's score (the seeds' mean; reports before seeds kept it under the metric's name)."""
+    return cell["value"] if "value" in cell else next(v for k, v in cell.items() if k != "seconds")
+
+
+def shown(cell: dict | None) -> str:
+    if cell is None:
+        return "–"
+    return f"{score(cell):.4f}" + (f" ± {cell['sd']:.4f}" if cell.get("sd") else "")
 
 
 def render(report: dict) -> str:
@@ -417,8 +441,7 @@ def render(report: dict) -> str:
         cells = []
         for task in tasks:
             r = results[task].get(model)
-            value = None if r is None else next(v for k, v in r.items() if k != "seconds")
-            cells.append("–" if r is None else f"{value:.4f} ({r['seconds']} s)")
+            cells.append("–" if r is None else f"{shown(r)} ({r['seconds']} s)")
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     layers = len(next(iter(probes.values()))["accuracy_by_layer"])
     majority = next(iter(probes.values()))["majority_baseline"]
@@ -438,9 +461,10 @@ def render(report: dict) -> str:
         f"Data: {report['reviews']} reviews, {report['ner_sentences']} tagged sentences, pretraining corpus "
         f"{report['corpus_mb']} MB; {report['train_examples']} training and {report['test_examples']} test "
         f"examples per task. Times: tokenize {seconds['tokenize']:.0f} s, pretraining {seconds['pretrain']:.0f} s "
-        f"({pretraining['steps']} steps of 32 × 128 tokens, BERT-tiny, bf16, recipes/pretrain/laptop-hour.yaml; "
-        f"held-out MLM accuracy {pretraining['mlm_accuracy']:.3f}); fine-tuning (5 epochs, bf16) + eval per cell "
-        f"in brackets; total {report['total_seconds'] / 60:.1f} min on the machine that ran it."
+        f"({pretraining['steps']} steps of 32 × 128 tokens, BERT-tiny, recipes/pretrain/laptop-hour.yaml; "
+        f"held-out MLM accuracy {pretraining['mlm_accuracy']:.3f}); fine-tuning (5 epochs, bf16; "
+        f"{report.get('seeds', 1)} seed(s) per cell, mean ± sd) + eval per cell in brackets, all seeds; total "
+        f"{report['total_seconds'] / 60:.1f} min on {report.get('machine', 'the machine that ran it')}."
     )
     if "trainer" in report:
         t = report["trainer"]
@@ -448,14 +472,56 @@ def render(report: dict) -> str:
             f" The Trainer row (`--trainer`, run afterwards): {t['steps']} steps in {t['seconds']:.0f} s, held-out"
             f" MLM accuracy {t['mlm_accuracy']:.3f} (bertkit eval, same masks)."
         )
+    quality = report.get("time_to_quality")
+    if quality:
+        reached = quality["minutes_to_trainer_mlm_accuracy"]
+        trainer = report["trainer"]
+        summary += (
+            f" Minutes to the Trainer's model (`--speedup`): bertkit passed its {trainer['seconds'] / 60:.0f}-minute"
+            f" held-out MLM accuracy ({quality['trainer_mlm_accuracy']:.3f}) after "
+            + (f"{reached:.1f} min ({trainer['seconds'] / 60 / reached:.0f}× fewer)" if reached else "— not within")
+            + f"; pretrained for {quality['minutes']:g} min ({quality['steps']} steps, MLM accuracy"
+            f" {quality['mlm_accuracy']:.3f}) and fine-tuned the same way it scores "
+            + " / ".join(f"{shown(c)}" for c in quality["scores"].values())
+            + " against the Trainer model's "
+            + " / ".join(shown(report["results"][t][TRAINER_ROW]) for t in quality["scores"])
+            + f" ({' / '.join(quality['scores'])})."
+        )
     return "\n".join(lines) + "\n\n" + summary + "\n"
+
+
+SHORT = {
+    "BERT pretrained by bertkit": "bertkit",
+    TRAINER_ROW: "trainer",
+    "BERT from random init": "random_init",
+    "BiLSTM baseline": "bilstm",
+    "TF-IDF + logistic regression": "tfidf",
+    "dictionary of training entities": "dictionary",
+}
+
+
+def summary_line(report: dict) -> str:
+    """One `name=value …` line: each model row's score per task, and the time-to-quality ratio."""
+    keys = {"sentiment (accuracy)": "sentiment", "NER (entity F1)": "ner"}
+    fields = []
+    for model in report["models"]:
+        for task, by_model in report["results"].items():
+            if model in by_model:
+                row = SHORT.get(model) or re.sub(r"[^a-z0-9]+", "_", model.lower()).strip("_")
+                fields.append(f"{row}.{keys.get(task, task)}={score(by_model[model]):.4f}")
+    quality = report.get("time_to_quality")
+    if quality and quality["minutes_to_trainer_mlm_accuracy"]:
+        ratio = report["trainer"]["seconds"] / 60 / quality["minutes_to_trainer_mlm_accuracy"]
+        fields.append(f"mlm_speedup={ratio:.1f}x")
+    return "results: " + " ".join(fields)
 
 
 def write_report(report: dict) -> None:
     text = render(report)
     print("\n" + text)
-    (ROOT / "bench" / "results-zh.md").write_text(text, encoding="utf-8")
-    (ROOT / "bench" / "results-zh.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    print(summary_line(report))
+    (REPORTS / "results-zh.md").write_text(text, encoding="utf-8")
+    (REPORTS / "results-zh.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
 
 def add_trainer_row(work: Path) -> None:
@@ -465,7 +531,7 @@ def add_trainer_row(work: Path) -> None:
 
     from bertkit.atomic import check_output, mark_output, remove_output
 
-    report = json.loads((ROOT / "bench" / "results-zh.json").read_text())
+    report = json.loads((REPORTS / "results-zh.json").read_text())
     train = yaml.safe_load(RECIPE.read_text())["train"]
     out = work / "trainer"
     # An earlier --trainer run's model is replaced; a dir bertkit did not mark is refused.
@@ -491,7 +557,55 @@ def add_trainer_row(work: Path) -> None:
     write_report(report)
 
 
+def speedup(work: Path) -> None:
+    """Minutes to the Trainer's model: bertkit pretrains for a tenth of the Trainer row's minutes (its own LR
+    schedule, evaluated every 100 steps), then is fine-tuned like every row. Records when its held-out MLM
+    accuracy passed the Trainer model's, and its fine-tuned scores beside the Trainer model's."""
+    report = json.loads((REPORTS / "results-zh.json").read_text())
+    if "trainer" not in report:
+        sys.exit("--speedup compares with the Trainer row: run `make results-trainer` first")
+    minutes = report["pretraining"]["minutes"] / 10
+    out = work / "speedup"
+    pretrain(work, out, minutes, "train.eval_every=100")
+    run = pretraining_summary(out / "pretrain")
+    target = report["trainer"]["mlm_accuracy"]
+    points = sorted((run["minutes_by_step"][s], a) for s, a in run["mlm_accuracy_by_step"].items())
+    reached = None
+    for (m0, a0), (m1, a1) in zip([(0.0, 0.0), *points], points, strict=False):
+        if a1 >= target:  # linear between the evaluations around the crossing
+            reached = m0 + (m1 - m0) * (target - a0) / (a1 - a0) if a1 > a0 else m1
+            break
+    results: dict = {}
+    name = f"BERT pretrained by bertkit, {minutes:g} min"
+    score_model(work, name, [f"finetune.model_dir={out / 'pretrain'}", BERT_LR], results)
+    report["time_to_quality"] = {
+        "minutes": minutes,
+        "steps": run["steps"],
+        "mlm_accuracy": run["mlm_accuracy"],
+        "trainer_mlm_accuracy": target,
+        "minutes_to_trainer_mlm_accuracy": reached,
+        "scores": {task: by_model[name] for task, by_model in results.items()},
+    }
+    write_report(report)
+
+
+def add_variant(work: Path, name: str, overrides: list[str]) -> None:
+    """One more pretrained row at the recipe's budget with `overrides` (e.g. model.objective=electra), in a work
+    dir of its own, fine-tuned like every row and added to the report: what a lever buys at equal minutes."""
+    report = json.loads((REPORTS / "results-zh.json").read_text())
+    out = work / f"variant-{re.sub(r'[^a-z0-9]+', '-', name.lower())}"
+    took = pretrain(work, out, report["pretraining"]["minutes"], *overrides)
+    row = f"BERT pretrained by bertkit, {name}"
+    summary = pretraining_summary(out / "pretrain")
+    score_model(work, row, [f"finetune.model_dir={out / 'pretrain'}", BERT_LR], report["results"])
+    report.setdefault("variants", {})[row] = {"overrides": overrides, "seconds": round(took), **summary}
+    if row not in report["models"]:
+        report["models"].insert(1, row)
+    write_report(report)
+
+
 def main() -> None:
+    global SEEDS, REPORTS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
     parser.add_argument("--pretrain-minutes", type=float, default=None, help="default: the recipe's budget")
@@ -506,13 +620,30 @@ def main() -> None:
     parser.add_argument(
         "--budgets", type=float, nargs="+", help="pretrain for each of these minutes instead (work dir of its own)"
     )
+    parser.add_argument("--reports", type=Path, default=REPORTS, help="where the tables, JSON and plots go")
+    parser.add_argument("--seeds", type=int, default=SEEDS, help="fine-tuning seeds per cell (mean ± sd)")
+    parser.add_argument(
+        "--speedup", action="store_true", help="after --trainer: bertkit at a tenth of its minutes (~10 min)"
+    )
+    parser.add_argument(
+        "--variant", nargs="+", metavar=("NAME", "OVERRIDE"), help="add a row pretrained with these overrides"
+    )
     args = parser.parse_args()
+    SEEDS, REPORTS = args.seeds, args.reports
+    REPORTS.mkdir(parents=True, exist_ok=True)
     if args.budgets and args.work == DEFAULT_WORK:
         args.work = ROOT / "runs" / "results-budgets"
     if args.trainer:
         return add_trainer_row(args.work)
     if args.rescore:
         return rescore(args.work)
+    if args.speedup:
+        return speedup(args.work)
+    if args.variant:
+        return add_variant(args.work, args.variant[0], args.variant[1:])
+    from bench_infer import cpu_name  # bench_infer imports this module
+
+    machine = cpu_name()
     started = time.perf_counter()
     sizes = build_data(args.work, args.train_examples, args.test_examples)
     base = base_overrides(args.work)
@@ -524,7 +655,7 @@ def main() -> None:
     pretraining["minutes"] = args.pretrain_minutes or recipe_minutes()
     shutil.copyfile(
         args.work / "pretrain" / "probe-during-pretraining.png",
-        ROOT / "bench" / "results-zh-probe-during-pretraining.png",
+        REPORTS / "results-zh-probe-during-pretraining.png",
     )
     # The same architecture, untrained: pretraining with a zero learning rate saves the random initialisation.
     random_init = args.work / "random-init"
@@ -556,7 +687,7 @@ def main() -> None:
             "probe", RECIPE, *base, f"embed.model_dir={directory}", f"probe.output_dir={out}"
         )
         probes[model] = json.loads((out / "probe.json").read_text())
-    plot_probes(probes, ROOT / "bench" / "results-zh-probe.png")
+    plot_probes(probes, REPORTS / "results-zh-probe.png")
     write_report(
         {
             "models": [*models, *classical],
@@ -566,6 +697,8 @@ def main() -> None:
             "seconds": seconds,
             "total_seconds": time.perf_counter() - started,
             "train_examples": args.train_examples,
+            "seeds": SEEDS,
+            "machine": machine,
             "test_examples": args.test_examples,
             **sizes,
         }
