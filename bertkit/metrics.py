@@ -79,6 +79,21 @@ def pretraining_metrics(
     return out
 
 
+def rtd_metrics(loss_sum: float, correct: int, tokens: int, replaced: int, flagged: int, caught: int) -> dict:
+    """ELECTRA's discriminator on `tokens` real tokens, `replaced` of them by the generator: accuracy, mean BCE,
+    and precision/recall/F1 of the replaced class (`flagged` tokens called replaced, `caught` of them rightly).
+    The share replaced is the accuracy of calling every token original."""
+    precision, recall = caught / max(1, flagged), caught / max(1, replaced)
+    return {
+        "rtd_accuracy": correct / max(1, tokens),
+        "rtd_f1": 2 * precision * recall / (precision + recall) if caught else 0.0,
+        "rtd_precision": precision,
+        "rtd_recall": recall,
+        "rtd_loss": loss_sum / max(1, tokens),
+        "replaced_share": replaced / max(1, tokens),
+    }
+
+
 def multilabel_metrics(gold: list[list[int]], pred: list[list[int]], labels: list[str]) -> dict:
     """Multi-label classification from 0/1 indicator rows: micro/macro F1, exact match (every label of an
     example right) and per-class precision, recall, F1 and support."""

@@ -3,7 +3,8 @@
     report = run_eval(load_recipe("recipes/demo-zh.yaml", ["eval.model_dir=runs/demo-zh/pretrain"]))
 
 A BertForPreTraining is scored on masked-LM and NSP/SOP prediction over held-out pretraining data (a
-BertForMaskedLM, as the Hugging Face Trainer's run_mlm saves, on masked-LM only); any other
+BertForMaskedLM, as the Hugging Face Trainer's run_mlm saves, on masked-LM only; an ELECTRA output on its
+generator's masked LM and its discriminator's replaced-token detection); any other
 model by the recipe's task family (bertkit/tasks/) on a labelled file — or, for a file without gold labels,
 only its predictions are written. A labelled file other than the dev file puts its scores into the fine-tuned
 model's card as its test scores (training/model_card.add_test_scores: only a card bertkit wrote and nobody edited).
@@ -22,8 +23,10 @@ from transformers import BertForPreTraining, PreTrainedTokenizerBase
 
 from bertkit.atomic import atomic_dir, check_apart, check_output, write_text
 from bertkit.config import EvalRecipe, save_config
+from bertkit.config.sections import ModelConfig
 from bertkit.errors import BertkitError
 from bertkit.metrics import format_table
+from bertkit.modeling.electra import GENERATOR_SUBDIR, electra_objective, is_electra
 from bertkit.modeling.model import (
     PretrainingObjective,
     check_fits,
@@ -85,10 +88,16 @@ def _pretraining_report(cfg: EvalRecipe, model_dir: Path, tokenizer, accelerator
     splits, meta = load_pretraining_data(dataset_dir)
     if cfg.eval.split not in splits:
         raise BertkitError(f"{dataset_dir}: no split '{cfg.eval.split}' (have {', '.join(splits)}); set eval.split")
-    model = load_model(BertForPreTraining, model_dir, cfg.allow_pickle_weights)
+    if is_electra(model_dir):
+        electra = ModelConfig(objective="electra")
+        objective = electra_objective(electra, tokenizer, cfg.allow_pickle_weights, restore=model_dir)
+        model = objective.discriminator
+    else:
+        model = load_model(BertForPreTraining, model_dir, cfg.allow_pickle_weights)
+        objective = PretrainingObjective(model)
     check_vocabulary(model, load_tokenizer(Path(dataset_dir) / TOKENIZER_SUBDIR), model_dir)  # the data's ids
     check_fits(model, tokenizer, model_dir, meta["max_seq_length"], "data.max_seq_length")
-    objective = accelerator.prepare(PretrainingObjective(model))
+    objective = accelerator.prepare(objective)
     pair = pair_objective(meta) if pair_head else None
     split = splits[cfg.eval.split]
     report = evaluate_pretraining(
@@ -142,8 +151,8 @@ def setup(cfg: EvalRecipe) -> Setup:
 
 
 def is_pretrained(run: Setup) -> bool:
-    """A pretraining model (scored on MLM/NSP), not a fine-tuned one."""
-    return bool({"BertForPreTraining", "BertForMaskedLM"} & set(run.architectures))
+    """A pretraining model (scored on MLM/NSP, or ELECTRA's objective), not a fine-tuned one."""
+    return bool({"BertForPreTraining", "BertForMaskedLM"} & set(run.architectures)) or is_electra(run.model_dir)
 
 
 def evaluate(cfg: EvalRecipe, run: Setup, out_dir: Path) -> dict:
@@ -152,6 +161,12 @@ def evaluate(cfg: EvalRecipe, run: Setup, out_dir: Path) -> dict:
     if is_pretrained(run):
         pair_head = "BertForPreTraining" in run.architectures
         report, data = _pretraining_report(cfg, run.model_dir, run.tokenizer, run.accelerator, pair_head)
+    elif run.architectures == ["BertModel"]:
+        raise BertkitError(
+            f"{run.model_dir}: a BertModel, an encoder without a head, so there is nothing to score: fine-tune it "
+            f"first (bertkit finetune finetune.model_dir={run.model_dir}); an ELECTRA pretrain dir is scored on its "
+            f"objective only with its {GENERATOR_SUBDIR}/ beside it"
+        )
     else:
         report, data = _task_report(cfg, run, out_dir)
     return {"model": str(run.model_dir), "data": data, **report}

@@ -1,10 +1,12 @@
-"""`bertkit pretrain`: masked-LM (+ NSP or SOP) pretraining, wired into fit().
+"""`bertkit pretrain`: masked-LM (+ NSP or SOP) or ELECTRA pretraining, wired into fit().
 
     out_dir = run_pretrain(load_recipe("recipes/demo-zh.yaml", ["train.max_steps=50"]))
     BertForMaskedLM.from_pretrained(out_dir)   # or BertForPreTraining, BertModel, pipeline("fill-mask")
 
-The objective follows the data: `nsp` examples train MLM+NSP, `sop` MLM+SOP (the same seq_relationship head),
-`packed` MLM only. The same command runs under `accelerate launch` or `torchrun` on several processes.
+With model.objective=mlm the objective follows the data: `nsp` examples train MLM+NSP, `sop` MLM+SOP (the same
+seq_relationship head), `packed` MLM only. model.objective=electra trains replaced-token detection on any of them
+(bertkit/modeling/electra.py) and saves the discriminator as a BertModel. The same command runs under
+`accelerate launch` or `torchrun` on several processes.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from bertkit.errors import BertkitError, Interrupted
 from bertkit.evaluation.pretraining import evaluate_pretraining
 from bertkit.evaluation.probe import probe_model, read_probe_data, require_probe_files
 from bertkit.modeling.dropout import use_fast_dropout
+from bertkit.modeling.electra import ElectraObjective, electra_objective, is_electra
 from bertkit.modeling.model import (
     PretrainingObjective,
     build_pretraining_model,
@@ -145,7 +148,7 @@ class Setup:
     """What set-up builds and the training and the finish use."""
 
     accelerator: Accelerator
-    objective: torch.nn.Module  # PretrainingObjective, prepared
+    objective: torch.nn.Module  # PretrainingObjective or ElectraObjective, prepared
     optimizer: torch.optim.Optimizer
     scheduler: LambdaLR
     tokenizer: PreTrainedTokenizerBase
@@ -196,9 +199,8 @@ def setup(cfg: PretrainRecipe) -> Setup:
             remove_output(out_dir)
         mark_output(out_dir)
     accelerator.wait_for_everyone()
-    model = _model(cfg, tokenizer, phases, resume_from)
     global_sum = (lambda t: accelerator.reduce(t, "sum")) if accelerator.num_processes > 1 else None
-    objective = PretrainingObjective(model, global_sum, accelerator.num_processes)
+    objective = _objective(cfg, tokenizer, phases, resume_from, global_sum, accelerator.num_processes)
     optimizer = make_optimizer(objective, cfg.train)
     objective, optimizer = accelerator.prepare(objective, optimizer)
     loaders = [accelerator.prepare(_loader(cfg, phase, tokenizer, attention)) for phase in phases]
@@ -221,10 +223,14 @@ def setup(cfg: PretrainRecipe) -> Setup:
         else:
             (out_dir / METRICS_FILE).unlink(missing_ok=True)
         print(
-            f"pretraining a {model.config.num_hidden_layers}-layer BERT (H={model.config.hidden_size}, "
-            f"{parameter_count(model) / 1e6:.1f}M parameters) for {ends[-1]} steps, "
+            f"pretraining {_describe(accelerator.unwrap_model(objective))} for {ends[-1]} steps, "
             f"{accelerator.num_processes} process(es) on {accelerator.device}"
         )
+        if cfg.model.objective == "electra" and any(pair_objective(phase.meta) for phase in phases):
+            print(
+                "note: model.objective=electra leaves the data's sentence-pair labels unused (ELECTRA has no NSP/SOP "
+                "task); data.objective=packed makes full rows without them"
+            )
         print(describe_schedule(cfg.train, ends[-1], state.seconds))
     accelerator.init_trackers("tensorboard", config={"steps": ends[-1], "lr": cfg.train.lr})
     return Setup(
@@ -244,22 +250,53 @@ def setup(cfg: PretrainRecipe) -> Setup:
     )
 
 
-def _model(cfg: PretrainRecipe, tokenizer, phases: list[Phase], resume_from: Path | None) -> BertForPreTraining:
-    """The checkpoint's model, `model.init_from`, or a fresh one of the recipe's size; long enough for the data."""
-    if resume_from:
-        model = load_model(BertForPreTraining, resume_from)
-        check_vocabulary(model, tokenizer, resume_from)
-    else:
-        model = build_pretraining_model(cfg.model, tokenizer, cfg.allow_pickle_weights)
-    longest = max(phase.meta["max_seq_length"] for phase in phases)
-    if longest > model.config.max_position_embeddings:
+def _objective(
+    cfg: PretrainRecipe, tokenizer, phases: list[Phase], resume_from: Path | None, global_sum, num_processes: int
+) -> PretrainingObjective | ElectraObjective:
+    """model.objective on the checkpoint's model, `model.init_from`, or a fresh one of the recipe's size; long
+    enough for the data."""
+    electra = cfg.model.objective == "electra"
+    if resume_from and is_electra(resume_from) != electra:
+        saved = "electra" if is_electra(resume_from) else "mlm"
         raise BertkitError(
-            f"examples of {longest} tokens exceed the model's {model.config.max_position_embeddings} positions; "
+            f"{resume_from}: a checkpoint of model.objective={saved}, resumed with model.objective="
+            f"{cfg.model.objective}; resume with model.objective={saved}, or start afresh with overwrite=true"
+        )
+    if electra:
+        objective = electra_objective(
+            cfg.model, tokenizer, cfg.allow_pickle_weights, resume_from, global_sum, num_processes
+        )
+        models = [objective.discriminator, objective.generator]
+    else:
+        if resume_from:
+            model = load_model(BertForPreTraining, resume_from)
+            check_vocabulary(model, tokenizer, resume_from)
+        else:
+            model = build_pretraining_model(cfg.model, tokenizer, cfg.allow_pickle_weights)
+        objective, models = PretrainingObjective(model, global_sum, num_processes), [model]
+    longest = max(phase.meta["max_seq_length"] for phase in phases)
+    if longest > objective.config.max_position_embeddings:
+        raise BertkitError(
+            f"examples of {longest} tokens exceed the model's {objective.config.max_position_embeddings} positions; "
             "raise model.max_position_embeddings or tokenize with a smaller data.max_seq_length"
         )
-    if cfg.train.gradient_checkpointing:
-        checkpoint_layers(model)
-    return use_fast_dropout(model)
+    for model in models:
+        if cfg.train.gradient_checkpointing:
+            checkpoint_layers(model)
+        use_fast_dropout(model)
+    return objective
+
+
+def _describe(objective: PretrainingObjective | ElectraObjective) -> str:
+    """The model in words, for the line that starts training."""
+    c = objective.config
+    model = objective.discriminator if isinstance(objective, ElectraObjective) else objective.model
+    bert = f"a {c.num_hidden_layers}-layer BERT (H={c.hidden_size}, {parameter_count(model) / 1e6:.1f}M parameters)"
+    if not isinstance(objective, ElectraObjective):
+        return bert
+    g = objective.generator.config
+    more = (parameter_count(objective) - parameter_count(model)) / 1e6  # shared embeddings counted once
+    return f"{bert} as ELECTRA's discriminator, with a generator (H={g.hidden_size}) and head of {more:.2f}M more"
 
 
 def _packed_attention(cfg: PretrainRecipe, accelerator: Accelerator) -> str:
@@ -292,7 +329,7 @@ def train(cfg: PretrainRecipe, run: Setup) -> TrainState:
     accelerator, state = run.accelerator, run.state
 
     def save(state: TrainState) -> None:
-        model = accelerator.unwrap_model(run.objective).model
+        model = accelerator.unwrap_model(run.objective)  # saves its model (ELECTRA: its three parts)
         root = run.out_dir / "checkpoints"
         save_checkpoint(
             accelerator,
@@ -315,8 +352,9 @@ def train(cfg: PretrainRecipe, run: Setup) -> TrainState:
         if accelerator.is_main_process:
             label = f"phase {index + 1}/{len(run.phases)}: " if len(run.phases) > 1 else ""
             print(
-                f"{label}{_what(phase)} on {len(phase.splits['train'])} examples of {phase.meta['max_seq_length']} "
-                f"tokens from {phase.dataset_dir}, steps {start + 1}–{run.ends[index]}, batch {phase.batch_size}"
+                f"{label}{_what(cfg, phase)} on {len(phase.splits['train'])} examples of "
+                f"{phase.meta['max_seq_length']} tokens from {phase.dataset_dir}, steps {start + 1}–{run.ends[index]}, "
+                f"batch {phase.batch_size}"
             )
         evaluates = "validation" in phase.splits or cfg.probe.during_pretraining
         state = fit(
@@ -339,7 +377,9 @@ def train(cfg: PretrainRecipe, run: Setup) -> TrainState:
     return state
 
 
-def _what(phase: Phase) -> str:
+def _what(cfg: PretrainRecipe, phase: Phase) -> str:
+    if cfg.model.objective == "electra":
+        return "ELECTRA (replaced-token detection + generator MLM)"
     pair = pair_objective(phase.meta)
     return f"MLM+{pair.upper()}" if pair else "MLM"
 
@@ -356,10 +396,10 @@ def _evaluate(cfg: PretrainRecipe, run: Setup, phase: Phase, state: TrainState) 
             cfg.masking,
             cfg.eval.batch_size,
             cfg.eval.seed,
-            pair_objective(phase.meta),
+            None if cfg.model.objective == "electra" else pair_objective(phase.meta),
         )
     if cfg.probe.during_pretraining and accelerator.is_main_process:
-        bert = accelerator.unwrap_model(run.objective).model.bert
+        bert = accelerator.unwrap_model(run.objective).encoder
         scores = probe_model(bert, run.tokenizer, cfg, run.probe_data)["accuracy_by_layer"]
         metrics |= {f"probe/layer_{k}": score for k, score in enumerate(scores)}
     return metrics
@@ -372,7 +412,7 @@ def finish(cfg: PretrainRecipe, run: Setup, state: TrainState) -> Path:
     accelerator.end_training()
     if accelerator.is_main_process:
         # Into a temporary sibling, then renamed: checkpoints/, metrics and TensorBoard logs are carried over.
-        final = accelerator.unwrap_model(run.objective).model
+        final = accelerator.unwrap_model(run.objective)  # saves its model (ELECTRA: its three parts)
         evaluations = [r for r in read_metrics(out_dir / METRICS_FILE) if "eval/mlm_accuracy" in r]
         last = evaluations[-1] if evaluations else {}
         scores = {k.removeprefix("eval/"): v for k, v in last.items() if k.startswith("eval/")}
@@ -380,8 +420,14 @@ def finish(cfg: PretrainRecipe, run: Setup, state: TrainState) -> Path:
         save_model(final, run.tokenizer, out_dir, cfg, keep, scores, run.resolved)
         # The objective of the phase training stopped in.
         phase = run.phases[next(i for i, end in enumerate(run.ends) if state.step <= end)]
-        plot = plot_curves(out_dir / METRICS_FILE, out_dir / "curves.png", f"pretraining, {_what(phase)}")
-        print(f"model: {out_dir} (loads with BertForPreTraining / BertForMaskedLM / BertModel.from_pretrained)")
+        plot = plot_curves(out_dir / METRICS_FILE, out_dir / "curves.png", f"pretraining, {_what(cfg, phase)}")
+        if isinstance(final, ElectraObjective):
+            print(
+                f"model: {out_dir} (the discriminator: loads with BertModel / BertFor….from_pretrained); generator: "
+                f"{out_dir / 'generator'} (ElectraForMaskedLM)"
+            )
+        else:
+            print(f"model: {out_dir} (loads with BertForPreTraining / BertForMaskedLM / BertModel.from_pretrained)")
         if plot:
             print(f"curves: {plot}")
         if cfg.probe.during_pretraining:

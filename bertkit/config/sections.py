@@ -197,6 +197,28 @@ class ModelConfig(PositionsConfig):
     embeddings and attention weights under which every head starts out looking at nearby tokens
     (bertkit/modeling/initialization.py). `local` leaves the early plateau of a small BERT in hundreds of steps instead
     of thousands; the weights are ordinary BERT weights. Ignored with init_from."""
+    objective: Literal["mlm", "electra"] = "mlm"
+    """What pretraining trains: `mlm` BERT's masked LM, plus NSP/SOP when the data carries pairs; `electra`
+    ELECTRA's replaced-token detection (Clark et al. 2020): a small masked-LM generator, sharing the BERT's
+    embeddings, fills the masked positions with tokens sampled from its predictions, and the BERT (the
+    discriminator) learns from every token whether it was replaced. NSP/SOP labels are not used. The output is
+    the discriminator as a plain BertModel, with the generator in generator/ (docs/pretraining.md)."""
+    generator_size: float = Field(0.25, gt=0, le=1)
+    """objective=electra: the generator's hidden size as a share of the BERT's (ELECTRA found 1/4 to 1/2 best),
+    with max(1, H/64) heads, an FFN of 4H and as many layers. Not used when model.init_from (or the checkpoint
+    resumed) has a generator: it goes on with that one."""
+    discriminator_weight: float = Field(50.0, gt=0)
+    """objective=electra: λ, the weight of the replaced-token-detection loss, added to the generator's MLM loss
+    (50 in the paper)."""
+
+    @model_validator(mode="after")
+    def _electra_keys(self):
+        # Read by the ELECTRA objective only: set under objective=mlm they would be silently ignored. Defaults
+        # pass, so that a saved bertkit.yaml loads.
+        for name in ("generator_size", "discriminator_weight"):
+            if self.objective != "electra" and getattr(self, name) != type(self).model_fields[name].default:
+                raise RuleError("{0} is for {1}=electra; remove it, or set {1}=electra", name, "objective")
+        return self
 
 
 class MaskingConfig(Section):

@@ -270,4 +270,4 @@ class PretrainingCollator:
         }
         if "next_sentence_label" in examples[0]:
             batch["next_sentence_label"] = torch.tensor([e["next_sentence_label"] for e in examples])
-        return pack_batch(batch, self.pack_to, self.varlen) if self.pack_to else batch
+        return pack_batch(batch, self.pack_to, self.varlen, self.pad_id) if self.pack_to else batch

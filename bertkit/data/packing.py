@@ -38,10 +38,12 @@ def assign_rows(lengths: list[int], capacity: int) -> list[list[int]]:
     return [sorted(r) for r in rows]  # sequences in input order within a row
 
 
-def pack_batch(batch: dict[str, torch.Tensor], capacity: int = 0, varlen: bool = False) -> dict[str, torch.Tensor]:
+def pack_batch(
+    batch: dict[str, torch.Tensor], capacity: int = 0, varlen: bool = False, pad_id: int = 0
+) -> dict[str, torch.Tensor]:
     """Pack the sequences of a padded batch (input_ids, token_type_ids, attention_mask, labels and optionally
     next_sentence_label) into rows of `capacity` tokens, or with `varlen` all into one (rounded up to a
-    multiple of 8)."""
+    multiple of 8); the rows' padding holds `pad_id`, as the padded batch's does (ELECTRA finds real tokens by it)."""
     lengths = batch["attention_mask"].sum(1).tolist()
     rows = [list(range(len(lengths)))] if varlen else assign_rows(lengths, capacity)
     width = round_up(max(sum(lengths[i] for i in row) for row in rows))
@@ -64,7 +66,7 @@ def pack_batch(batch: dict[str, torch.Tensor], capacity: int = 0, varlen: bool =
     src = (torch.tensor(src_seq), torch.tensor(src_pos))
     dst = (torch.tensor(dst_row), torch.tensor(dst_col))
     out = {}
-    for name, fill in (("input_ids", 0), ("token_type_ids", 0), ("labels", IGNORE_INDEX)):
+    for name, fill in (("input_ids", pad_id), ("token_type_ids", 0), ("labels", IGNORE_INDEX)):
         packed = torch.full((n_rows, width), fill, dtype=batch[name].dtype)
         packed[dst] = batch[name][src]
         out[name] = packed

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 
 import torch
-from transformers import BertForPreTraining
+from transformers import BertForPreTraining, BertModel
 
 # Position embeddings' per-element std, in units of initializer_range: strong enough to steer attention at
 # the start, weak enough to leave token identity in the LayerNorm'd sum (BERT-tiny on Chinese MLM escapes the
@@ -48,16 +48,18 @@ def _factor(target: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 @torch.no_grad()
-def local_attention_init(model: BertForPreTraining) -> None:
-    """Sinusoidal positions and mimetic attention weights, in place; random draws from torch's global RNG."""
+def local_attention_init(model: BertForPreTraining | BertModel) -> None:
+    """Sinusoidal positions and mimetic attention weights of a BERT (or its encoder alone: ELECTRA's
+    discriminator), in place; random draws from torch's global RNG."""
     config = model.config
+    bert = getattr(model, "bert", model)
     hidden, heads = config.hidden_size, config.num_attention_heads
     head_dim = hidden // heads
-    embeddings = model.bert.embeddings.position_embeddings.weight
+    embeddings = bert.embeddings.position_embeddings.weight
     codes = sinusoidal_positions(*embeddings.shape)
     embeddings.copy_(codes * (POSITION_SCALE * config.initializer_range * math.sqrt(2)))
     identity = torch.eye(hidden)
-    for layer in model.bert.encoder.layer:
+    for layer in bert.encoder.layer:
         attention = layer.attention.self
         # Scores are x·W_qᵀ·W_k·xᵀ per head: each head gets its own rank-head_dim share of A·Z + B·I.
         for h in range(heads):

@@ -2,10 +2,11 @@
 
     model = build_pretraining_model(cfg.model, tokenizer)      # transformers.BertForPreTraining
     objective = PretrainingObjective(model)                    # forward(**batch) → {"loss", "mlm_loss", …}
-    objective.model.save_pretrained(out)                       # the standard BertForPreTraining layout
+    objective.save_pretrained(out)                             # the standard BertForPreTraining layout
 
 The objective runs the MLM head only on the masked positions (as NVIDIA's BERT does): the vocabulary decoder
-is most of the work of a small BERT's step, and the loss is the same as BertForPreTraining's.
+is most of the work of a small BERT's step, and the loss is the same as BertForPreTraining's. ELECTRA's objective
+(bertkit/modeling/electra.py) is built from the same pieces: varlen_kwargs, global_mean, masked_lm.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from torch import nn
-from transformers import BertConfig, BertForPreTraining, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import BertConfig, BertForPreTraining, BertModel, PreTrainedModel, PreTrainedTokenizerBase
 from transformers import logging as hf_logging
 
 from bertkit.config.sections import ModelConfig
@@ -164,34 +165,90 @@ def check_fits(
         )
 
 
+def load_for_pretraining(
+    cls: type[PreTrainedModel],
+    directory: Path,
+    tokenizer: PreTrainedTokenizerBase,
+    allow_pickle: bool = False,
+    **kwargs,
+) -> PreTrainedModel:
+    """`cls` from `directory` to continue pretraining on data of `tokenizer`: the dir's vocabulary, or that
+    vocabulary with tokens added after it (tokenizer.add_words… at tokenize time: the embeddings grow)."""
+    from bertkit.tokenizer.train import has_tokenizer, load_tokenizer
+    from bertkit.tokenizer.vocabulary import extend_embeddings, extends
+
+    model = load_model(cls, directory, allow_pickle, **kwargs)
+    released = load_tokenizer(directory) if has_tokenizer(directory) else None
+    if released is not None and extends(released, tokenizer):
+        added = extend_embeddings(model, released, tokenizer)
+        print(f"{directory}: {added} tokens added to its vocabulary, each starting as its pieces' mean")
+        return model
+    check_vocabulary(model, tokenizer, directory)
+    return model
+
+
 def build_pretraining_model(
     cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, allow_pickle: bool = False
 ) -> BertForPreTraining:
     """A fresh BERT of the recipe's size, or `init_from` for continued pretraining."""
     if cfg.init_from:
-        from bertkit.tokenizer.train import has_tokenizer, load_tokenizer
-        from bertkit.tokenizer.vocabulary import extend_embeddings, extends
-
-        model = load_model(BertForPreTraining, cfg.init_from, allow_pickle)
-        released = load_tokenizer(cfg.init_from) if has_tokenizer(cfg.init_from) else None
-        if released is not None and extends(released, tokenizer):  # tokenizer.add_words… at tokenize time
-            added = extend_embeddings(model, released, tokenizer)
-            print(f"{cfg.init_from}: {added} tokens added to its vocabulary, each starting as its pieces' mean")
-            return model
-        check_vocabulary(model, tokenizer, cfg.init_from)
-        return model
+        return load_for_pretraining(BertForPreTraining, cfg.init_from, tokenizer, allow_pickle)
     model = BertForPreTraining(bert_config(cfg, tokenizer))
     if cfg.init == "local":
         local_attention_init(model)
     return model
 
 
+def varlen_kwargs(model: PreTrainedModel, cu_seq_lens, max_length) -> dict:
+    """The attention keywords of a varlen packed batch (none for a padded or 4D-masked one); the model must run
+    an attention implementation that keeps the row's sequences apart by them."""
+    if cu_seq_lens is None:
+        return {}
+    implementation = model.config._attn_implementation
+    if implementation not in VARLEN:  # any other would let the row's sequences see each other
+        raise BertkitError(
+            f"varlen packed batches need a varlen attention implementation ({', '.join(sorted(VARLEN))}), "
+            f"the model has {implementation!r}; call bertkit.modeling.dropout.use_fast_dropout(model) first"
+        )
+    return {
+        "cu_seq_lens_q": cu_seq_lens,
+        "cu_seq_lens_k": cu_seq_lens,
+        "max_length_q": max_length,
+        "max_length_k": max_length,
+    }
+
+
+def global_mean(
+    total: torch.Tensor,
+    count: torch.Tensor,
+    global_sum: Callable[[torch.Tensor], torch.Tensor] | None,
+    num_processes: int,
+) -> torch.Tensor:
+    """`total` over the `count` of the global batch: under data parallelism (`global_sum`), each process' share
+    scaled so that the processes' average, which DDP takes, is the mean over every process' items."""
+    if global_sum is not None:
+        count = global_sum(count.detach()).float() / num_processes
+    # A sum over the count rather than a mean: the same value, and 0 (not NaN) when there is nothing.
+    return total / count.clamp(min=1)
+
+
+def masked_lm(
+    hidden: torch.Tensor, labels: torch.Tensor, decoder: Callable[[torch.Tensor], torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits (N, V), labels (N,), summed cross-entropy, N) of the N predicted positions of `hidden` (B, T, H):
+    only they reach the vocabulary `decoder`."""
+    predicted = labels != IGNORE_INDEX  # (B, T)
+    logits = decoder(hidden[predicted])  # (N, V)
+    targets = labels[predicted]
+    return logits, targets, F.cross_entropy(logits.float(), targets, reduction="sum"), predicted.sum()
+
+
 class PretrainingObjective(nn.Module):
     """MLM (+ NSP/SOP when the batch has next_sentence_label) on a BertForPreTraining, loss as transformers'.
 
     `global_sum`, given under data parallelism, sums a tensor over processes: the MLM loss is then the mean
-    over every masked token of the global batch (each process' share scaled so that the processes' average,
-    which DDP takes, is that mean), the same loss and gradient as one process with the whole batch.
+    over every masked token of the global batch (global_mean), the same loss and gradient as one process with
+    the whole batch. `save_pretrained` writes the model; `encoder` is its BertModel.
     """
 
     def __init__(
@@ -204,6 +261,17 @@ class PretrainingObjective(nn.Module):
         self.model = model
         self.global_sum = global_sum
         self.num_processes = num_processes
+
+    @property
+    def config(self) -> BertConfig:
+        return self.model.config
+
+    @property
+    def encoder(self) -> BertModel:
+        return self.model.bert
+
+    def save_pretrained(self, directory: Path) -> None:
+        self.model.save_pretrained(directory)
 
     def forward(
         self,
@@ -222,33 +290,15 @@ class PretrainingObjective(nn.Module):
         (N, 2) of each sequence's [CLS], a 4D block-diagonal attention_mask or varlen cu_seq_lens, and its
         real tokens num_tokens, passed on in the result: fit() counts throughput in them, which the packed
         batch's mask no longer says)."""
-        varlen = {}
-        if cu_seq_lens is not None:
-            implementation = self.model.config._attn_implementation
-            if implementation not in VARLEN:  # any other would let the row's sequences see each other
-                raise BertkitError(
-                    f"varlen packed batches need a varlen attention implementation ({', '.join(sorted(VARLEN))}), "
-                    f"the model has {implementation!r}; call bertkit.modeling.dropout.use_fast_dropout(model) first"
-                )
-            varlen = {"cu_seq_lens_q": cu_seq_lens, "cu_seq_lens_k": cu_seq_lens}
-            varlen |= {"max_length_q": max_length, "max_length_k": max_length}
         out = self.model.bert(
             input_ids=input_ids,
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
             position_ids=position_ids,
-            **varlen,
+            **varlen_kwargs(self.model, cu_seq_lens, max_length),
         )
-        predicted = labels != IGNORE_INDEX  # (B, T)
-        hidden = out.last_hidden_state[predicted]  # (N, H): only the masked positions reach the decoder
-        mlm_logits = self.model.cls.predictions(hidden)  # (N, V)
-        mlm_labels = labels[predicted]
-        mlm_sum = F.cross_entropy(mlm_logits.float(), mlm_labels, reduction="sum")
-        count = predicted.sum()
-        if self.global_sum is not None:
-            count = self.global_sum(count.detach()).float() / self.num_processes
-        # A sum over the count rather than a mean: the same value, and 0 (not NaN) when nothing is masked.
-        mlm_loss = mlm_sum / count.clamp(min=1)
+        mlm_logits, mlm_labels, mlm_sum, count = masked_lm(out.last_hidden_state, labels, self.model.cls.predictions)
+        mlm_loss = global_mean(mlm_sum, count, self.global_sum, self.num_processes)
         result = {"mlm_loss": mlm_loss, "mlm_logits": mlm_logits, "mlm_labels": mlm_labels, "mlm_sum": mlm_sum}
         loss = mlm_loss
         if next_sentence_label is not None:

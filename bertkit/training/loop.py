@@ -5,8 +5,9 @@
                 log_file=out / "metrics.jsonl")
 
 `model(**batch)` must return a mapping or ModelOutput with a scalar "loss", and may say how many real tokens
-the batch held as "num_tokens" (else the batch's attention_mask counts them, for the throughput); fit knows
-nothing else about the task or how the batch was made. Evaluation and checkpointing are the caller's
+the batch held as "num_tokens" (else the batch's attention_mask counts them, for the throughput) and the parts
+of its loss as other "…_loss" scalars (logged beside it: mlm_loss, rtd_loss); fit knows nothing else about the
+task or how the batch was made. Evaluation and checkpointing are the caller's
 functions, called every `train.eval_every` / `save_every` steps (0 or None: never before the end) and at the end.
 `state` (bertkit/training/state.py) says where training is (step, epoch, micro-batches into the epoch, training
 time); a resumed run passes the checkpoint's state and continues exactly where it stopped.
@@ -110,17 +111,21 @@ class Stopper:
 
 
 class Window:
-    """Loss and real tokens since the last log line, kept on the device: read (a sync) once per line."""
+    """Loss (and its parts) and real tokens since the last log line, kept on the device: read (a sync) once per
+    line."""
 
     def __init__(self, accelerator: Accelerator):
         self.accelerator = accelerator
         self.loss = torch.zeros((), device=accelerator.device)
+        self.parts: dict[str, torch.Tensor] = {}  # "mlm_loss" → its sum over the window
         self.tokens = torch.zeros((), device=accelerator.device, dtype=torch.long)
         self.finite = torch.ones((), dtype=torch.bool, device=accelerator.device)  # no NaN/inf loss so far
         self.count, self.start = 0, time.perf_counter()
 
-    def add(self, loss: torch.Tensor, tokens: torch.Tensor) -> None:
+    def add(self, loss: torch.Tensor, tokens: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
         self.loss += loss.detach()
+        for name, value in parts.items():
+            self.parts[name] = self.parts.get(name, 0) + value.detach().float()
         self.finite &= torch.isfinite(loss.detach())
         self.tokens += tokens
         self.count += 1
@@ -133,14 +138,17 @@ class Window:
                 "lower train.lr, clip gradients (train.clip_grad_norm) or use train.precision=bf16 instead of fp16"
             )
 
-    def read(self) -> tuple[float, float]:
-        """(mean loss, real tokens per second) of the window, which starts anew."""
-        mean_loss = self.accelerator.reduce(self.loss, "mean").item() / self.count
+    def read(self) -> tuple[float, float, dict[str, float]]:
+        """(mean loss, real tokens per second, mean of each part) of the window, which starts anew."""
+        losses = torch.stack([self.loss.float(), *self.parts.values()])  # one reduce for all
+        means = [total / self.count for total in self.accelerator.reduce(losses, "mean").tolist()]
         tok_s = self.accelerator.reduce(self.tokens, "sum").item() / max(time.perf_counter() - self.start, 1e-9)
+        parts = dict(zip(self.parts, means[1:], strict=True))
         self.loss.zero_()
         self.tokens.zero_()
+        self.parts = {}
         self.count, self.start = 0, time.perf_counter()
-        return mean_loss, tok_s
+        return means[0], tok_s, parts
 
 
 def total_steps(train: TrainConfig, batches_per_epoch: int) -> int:
@@ -214,7 +222,8 @@ class Training:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         tokens = out.get("num_tokens")
-        self.window.add(out["loss"], batch["attention_mask"].sum() if tokens is None else tokens)
+        parts = {k: v for k, v in out.items() if k.endswith("_loss") and k != "loss"}
+        self.window.add(out["loss"], batch["attention_mask"].sum() if tokens is None else tokens, parts)
 
     def after_step(self, state: TrainState) -> str | None:
         """After an optimizer step: the step counted (advance), then the log line, the evaluation and the
@@ -251,14 +260,14 @@ class Training:
     def log(self, state: TrainState) -> None:
         """The window's loss and throughput: a metrics.jsonl line, the trackers' and the progress bar's."""
         self.window.check_finite(state.step)
-        loss, tok_s = self.window.read()
+        loss, tok_s, parts = self.window.read()
         lr = self.scheduler.get_last_lr()[0]
         stopper = self.stopper
         # Under a time budget the bar counts to where the budget is expected to end, and says what it leaves.
         self.bar.total = stopper.last_step(state, self.max_steps)
         left = {"budget_left": f"{max(0.0, stopper.budget - state.seconds) / 60:.1f}min"} if stopper.timed else {}
         self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}", **left)
-        record = {"step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr}
+        record = {"step": state.step, "epoch": state.epoch, "loss": loss, **parts, "lr": lr}
         _log(self.accelerator, self.log_file, record | {"tokens_per_s": tok_s, "seconds": round(state.seconds, 2)})
 
     def evaluation(self, state: TrainState) -> None:

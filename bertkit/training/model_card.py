@@ -18,12 +18,13 @@ from pathlib import Path
 
 from bertkit import __version__
 from bertkit.atomic import is_ours, write_text
-from bertkit.config import CONFIG_FILE, Recipe
+from bertkit.config import CONFIG_FILE, PretrainRecipe, Recipe
 from bertkit.data.dataset import METADATA_FILE
 
 # The Hub's pipeline tag of each head (what its widget and search use).
 PIPELINE_TAGS = {
     "BertForPreTraining": "fill-mask",
+    "BertModel": "feature-extraction",  # ELECTRA's discriminator: an encoder to fine-tune
     "BertForMaskedLM": "fill-mask",
     "BertForSequenceClassification": "text-classification",
     "BertForTokenClassification": "token-classification",
@@ -33,7 +34,6 @@ PIPELINE_TAGS = {
     "BiLSTMForSequenceClassification": "text-classification",
     "BiLSTMForTokenClassification": "token-classification",
 }
-PRETRAINING = ("BertForPreTraining", "BertForMaskedLM")
 README = "README.md"
 SEAL = re.compile(r"\n<!-- bertkit model card ([0-9a-f]{64})[^\n]*-->\n\Z")
 TEST_HEADING = "## Scores (test set)"
@@ -64,6 +64,7 @@ def _data(cfg: Recipe, pretraining: bool) -> list[str]:
             data = f"`{cfg.dataset_dir}`"
         return [
             f"- Pretraining data: {data}",
+            f"- Objective: {_objective(cfg)}",
             f"- Masking: {cfg.masking.rate:g} of the tokens, {'whole words' if cfg.masking.whole_word else 'tokens'}",
         ]
     task = cfg.finetune.task
@@ -71,6 +72,25 @@ def _data(cfg: Recipe, pretraining: bool) -> list[str]:
     if task.validation_file:
         lines.append(f"- Model selection: the best dev score on `{task.validation_file}`")
     return lines
+
+
+def _objective(cfg: PretrainRecipe) -> str:
+    m = cfg.model
+    if m.objective == "electra":
+        return (
+            "ELECTRA's replaced-token detection (Clark et al. 2020); this model is the discriminator, trained with "
+            f"weight {m.discriminator_weight:g} beside a generator (`generator/`, hidden size {m.generator_size:g} "
+            "of this one's, sharing its embeddings; its head in `discriminator_head.safetensors`; the mlm_* scores "
+            "are the generator's)"
+        )
+    return "masked LM, plus next-sentence or sentence-order prediction when the data has sentence pairs"
+
+
+ELECTRA_USE = [
+    "",
+    "Fine-tune it as any BERT (`BertForSequenceClassification.from_pretrained`: the pooler starts fresh, as ELECTRA's "
+    'classifier heads do). The generator: `ElectraForMaskedLM.from_pretrained("<this dir>/generator")`.',
+]
 
 
 def _use(architecture: str) -> list[str]:
@@ -104,7 +124,7 @@ def write_model_card(directory: Path, model, cfg: Recipe, metrics: dict | None =
     """README.md in `directory` for `model` as `cfg` trained it; `metrics`: its scores, when known."""
     c = model.config
     architecture = (getattr(c, "architectures", None) or [type(model).__name__])[0]
-    pretraining = architecture in PRETRAINING
+    pretraining = isinstance(cfg, PretrainRecipe)
     started, base = _start(cfg, pretraining)
     front = ["---", "library_name: transformers", "tags:", "- bert", "- bertkit"]
     if architecture in PIPELINE_TAGS:
@@ -132,6 +152,8 @@ def write_model_card(directory: Path, model, cfg: Recipe, metrics: dict | None =
         body += ["", "## Scores" + (" (held-out pretraining data)" if pretraining else " (dev set)"), ""]
         body += _table(scores)
     body += ["", "## Use", "", *_use(architecture)]
+    if pretraining and cfg.model.objective == "electra":
+        body += ELECTRA_USE
     write_text(Path(directory) / README, _sealed("\n".join(front + body) + "\n"))
 
 
