@@ -124,4 +124,9 @@ def load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
     missing = [t for t in ("cls_token", "sep_token", "mask_token", "pad_token") if getattr(tok, t) is None]
     if missing:
         raise BertkitError(f"{directory}: tokenizer lacks {', '.join(missing)}; it is not a BERT tokenizer")
+    # Released tokenizer.json files may fix padding and truncation (sentence-transformers' pad every text to 128):
+    # bertkit encodes through the backend and packs, pads and truncates itself; transformers' own calls set
+    # both afresh each time.
+    tok.backend_tokenizer.no_padding()
+    tok.backend_tokenizer.no_truncation()
     return tok
