@@ -293,3 +293,13 @@ def test_continued_pretraining_from_an_electra_output(electra_run, data_dir, tmp
     first = [r for r in _log(tmp_path) if "loss" in r][0]
     fresh = [r for r in _log(out) if "loss" in r][0]
     assert first["mlm_loss"] < fresh["mlm_loss"]  # the trained generator, not a fresh one
+
+
+@pytest.mark.slow
+def test_export_of_the_discriminator_has_no_random_pooler(electra_run, tmp_path):
+    out, _ = electra_run
+    result = run_cli(
+        "export", RECIPE, f"output_dir={out}", f"export.model_dir={out / 'pretrain'}", f"export.output_dir={tmp_path}"
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "export.json").read_text())["outputs"] == ["last_hidden_state"]

@@ -232,7 +232,12 @@ def setup(cfg: ExportRecipe):
             f"bertkit exports {', '.join(EXPORTABLE)}"
         )
     # Eager attention: the exporter traces its plain matmuls; SDPA's fused kernel is not needed in ONNX.
-    model = load_model(cls, model_dir, cfg.allow_pickle_weights, attn_implementation="eager").eval()
+    model, loading = load_model(
+        cls, model_dir, cfg.allow_pickle_weights, attn_implementation="eager", output_loading_info=True
+    )
+    if cls is BertModel and any(key.startswith("pooler.") for key in loading["missing_keys"]):
+        model.pooler = None  # saved without one (ELECTRA's discriminator): no pooler_output of random weights
+    model.eval()
     tokenizer = load_tokenizer(model_dir)
     length = cfg.finetune.task.max_seq_length if cfg.export.quantize else None  # only the int8 scoring uses it
     check_fits(model, tokenizer, model_dir, length, "finetune.task.max_seq_length")
