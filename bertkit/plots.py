@@ -15,13 +15,14 @@ matplotlib.use("Agg")  # files only: no display is needed or wanted
 import matplotlib.pyplot as plt  # noqa: E402
 
 from bertkit.atomic import write_bytes  # noqa: E402
+from bertkit.textfile import split_lines  # noqa: E402
 
 
 def read_metrics(metrics_file: Path) -> list[dict]:
     """The records of a metrics.jsonl; none if it does not exist."""
     if not metrics_file.is_file():
         return []
-    return [json.loads(line) for line in metrics_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [json.loads(line) for line in split_lines(metrics_file.read_text(encoding="utf-8")) if line.strip()]
 
 
 def plot_curves(metrics_file: Path, out: Path, title: str = "") -> Path | None:

@@ -58,7 +58,7 @@ def test_sentence_splitting():
 def test_non_utf8_lines_skipped_with_count_or_strict_error(tmp_path):
     path = tmp_path / "bad.txt"
     path.write_bytes("好的。\n".encode() + b"\xff\xfe broken\n" + "还好。\n\n下一篇。\n".encode())
-    docs, report = _read([path])
+    docs, report = _read([path], max_skipped_share=0.2)  # 1 of 5 lines: over the default 5% (test_encodings.py)
     assert docs == [["好的。", "还好。"], ["下一篇。"]]
     assert report.skipped == {"not UTF-8": 1} and report.first_skipped == f"{path}:2 (not UTF-8)"
     assert "skipped 1 lines (not UTF-8: 1); first at" in report.summary()
@@ -69,7 +69,7 @@ def test_non_utf8_lines_skipped_with_count_or_strict_error(tmp_path):
 def test_a_10mb_single_line_is_skipped_without_reading_it_whole(tmp_path):
     path = tmp_path / "long.txt"
     path.write_bytes("短句。\n".encode() + "长".encode() * (10 * 1024 * 1024 // 3) + "\n最后一句。\n".encode())
-    docs, report = _read([path])
+    docs, report = _read([path], max_skipped_share=0.5)
     assert docs == [["短句。", "最后一句。"]]
     assert report.skipped == {"line longer than 20000 characters": 1}
     with pytest.raises(BertkitError, match=r"long.txt:2: line longer than 20000 characters"):

@@ -80,7 +80,7 @@ def test_a_data_set_streams_one_document_per_row(tmp_path):
     repo = _data_set(tmp_path / "wiki", ["第一句。\n第二句。", None, "Second document.\n\nIts second line.", ""])
     source = f"hf:{repo}:train"
     assert resolve_files([source]) == [source] and total_bytes([source]) is None  # streamed: size unknown
-    docs, report = _read([source])
+    docs, report = _read([source], max_skipped_share=0.25)
     assert docs == DOCS and report.skipped == {"no text in field 'text'": 1}
     assert report.first_skipped == f"{source}:2 (no text in field 'text')"
     assert _read([f"hf:{repo}:train[:1]"])[0] == DOCS[:1]

@@ -20,6 +20,7 @@ from bertkit.config import EmbedRecipe, save_config
 from bertkit.errors import BertkitError
 from bertkit.evaluation.features import embed_texts, load_encoder
 from bertkit.tasks.common import column, read_rows
+from bertkit.textfile import split_lines
 from bertkit.training.runtime import run_state
 
 
@@ -31,9 +32,8 @@ def read_texts(path: Path, text_column: str) -> list[str]:
     if not path.is_file():
         raise BertkitError(f"{path}: no such file; check embed.file")
     try:
-        # Lines end at \n (and \r\n) only, not at the other separators str.splitlines knows (U+2028, \x1c, …):
-        # the output's rows must match the file's lines.
-        texts = [line.strip() for line in path.read_bytes().decode("utf-8").split("\n") if line.strip()]
+        # The output's rows match the file's lines: split_lines splits where the file's lines end, nothing else.
+        texts = [line.strip() for line in split_lines(path.read_bytes().decode("utf-8")) if line.strip()]
     except UnicodeDecodeError:
         raise BertkitError(f"{path}: not UTF-8 text; convert the file to UTF-8") from None
     if not texts:

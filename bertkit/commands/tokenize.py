@@ -46,6 +46,7 @@ from bertkit.data.dataset import METADATA_FILE, STATISTICS_FILE, TOKENIZER_SUBDI
 from bertkit.data.pretraining import BUILDERS, LABELLED, Sentence, Special, word_ids_from_starts
 from bertkit.errors import BertkitError
 from bertkit.progress import progress
+from bertkit.textfile import split_lines
 from bertkit.tokenizer.train import load_tokenizer, save_tokenizer, train_wordpiece
 from bertkit.tokenizer.vocabulary import add_words, frequent_split_words
 from bertkit.tokenizer.words import encode_with_words, segmenter
@@ -281,7 +282,7 @@ def _extended(tokenizer, files, cfg: TokenizeRecipe):
     words = list(t.add_words)
     if t.add_words_file:
         try:
-            lines = t.add_words_file.read_text(encoding="utf-8-sig").split("\n")
+            lines = split_lines(t.add_words_file.read_text(encoding="utf-8-sig"))
         except (OSError, UnicodeDecodeError) as e:
             raise BertkitError(
                 f"{t.add_words_file}: cannot read tokenizer.add_words_file ({e}); give a UTF-8 file, one word per line"

@@ -131,15 +131,24 @@ class DataConfig(DataDirConfig):
     """Corpus files, glob patterns or directories (their .txt/.jsonl, .gz/.bz2/.xz too): one sentence per line, a
     blank line between documents. Also URLs fsspec opens (`s3://bucket/dir/*.txt.gz`, `hf://datasets/owner/name/
     path`, `gs://`, `https://`) and `datasets` data sets streamed by name (`hf:name[:config]:split`, a split cut as
-    `train[:100000]`; one row a document, its text in text_field). A single path may be given as a plain string."""
+    `train[:100000]`; one row a document, its text in text_field), and Parquet files (read the same way). A single
+    path may be given as a plain string."""
     text_field: str = "text"
-    """JSONL files: the field holding a document's text."""
+    """JSONL and Parquet files and data sets: the field holding a document's text."""
+    encoding: str | None = None
+    """Text files' encoding, a Python codec name (gb18030, big5, shift_jis, utf-16); default UTF-8. A byte-order
+    mark (UTF-8, UTF-16, UTF-32) decides for its file whatever this says. A file that is mostly not in the
+    encoding is refused with the encoding its start reads as."""
     split_sentences: bool = False
     """Split lines into sentences at Chinese 。！？； and English . ! ? (for text that is not one sentence per
     line)."""
     on_error: Literal["skip", "strict"] = "skip"
     """Lines that are not UTF-8, not valid JSON or longer than max_line_chars: `skip` counts them and reports the
     first; `strict` stops with file:line."""
+    max_skipped_share: float = Field(0.05, ge=0, le=1)
+    """on_error=skip skips at most this share of a file's lines (a data set's rows): more is refused, judged from
+    the file's 1000th line on and at its end. Mostly bad lines mean a wrong encoding or format, not a few broken
+    lines."""
     max_line_chars: int = Field(20000, ge=1)
     """Longer lines are bad input (see on_error)."""
     objective: Literal["nsp", "sop", "packed"] = "nsp"
@@ -165,6 +174,15 @@ class DataConfig(DataDirConfig):
     @classmethod
     def _one_path(cls, value):
         return [value] if isinstance(value, str) else value
+
+    @field_validator("encoding")
+    @classmethod
+    def _text_encoding(cls, value):
+        try:
+            "a".encode(value or "utf-8")
+        except LookupError:  # an unknown name, or a codec that is no text encoding (rot13, hex)
+            raise ValueError("not a text encoding Python knows; give a codec name: gb18030, big5, utf-16") from None
+        return value
 
 
 class PositionsConfig(Section):

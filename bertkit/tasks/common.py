@@ -23,6 +23,7 @@ from bertkit.data.padding import pad, padded_length
 from bertkit.errors import BertkitError
 from bertkit.hub import data_set_ref
 from bertkit.progress import progress
+from bertkit.textfile import split_lines
 
 
 @dataclass(frozen=True)
@@ -160,9 +161,7 @@ def table_rows(path: Path) -> list[dict]:
 
 def _jsonl_rows(text: str, path: Path) -> list[dict]:
     rows = []
-    # Lines end at "\n" only: str.splitlines() also splits at U+2028, U+0085, \x1c… which JSON strings may hold.
-    for n, line in enumerate(text.split("\n"), 1):
-        line = line.removesuffix("\r")  # CRLF files
+    for n, line in enumerate(split_lines(text), 1):
         if not line.strip():
             continue
         try:

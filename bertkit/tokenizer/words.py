@@ -19,6 +19,7 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from bertkit.errors import BertkitError
+from bertkit.textfile import split_lines
 
 
 def segmenter(name: str, user_dict: Path | None = None) -> Callable[[str], list[str]] | None:
@@ -52,7 +53,7 @@ def _user_words(path: Path) -> list[tuple[str, int | None, str | None]]:
     if not path.is_file():
         raise BertkitError(f"{path}: user dictionary not found; check tokenizer.user_dict")
     words = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(split_lines(path.read_text(encoding="utf-8")), 1):
         parts = line.split()
         if not parts:
             continue
