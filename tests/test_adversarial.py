@@ -3,13 +3,21 @@
 A new case is one row of CASES: (id, command, overrides, files, expected substring of the error line).
 `files` maps a name to the text (or bytes) written into the case's own temporary dir before the run. In
 overrides and file texts, {tmp} is that dir, {run} the shared tiny run (tokenize → pretrain → finetune of the
-demo recipe, see conftest.tiny_run) and {data} the repo's sample data. Every command gets BASE[command] first,
-then the case's overrides (a later key=value wins), and output_dir={tmp}/out. A file named recipe.yaml
-replaces the demo recipe.
+demo recipe, see conftest.tiny_run), {earlier} a copy of its tokenize output (a rerun into it with
+overwrite=true must leave it as it was) and {data} the repo's sample data. Every command gets BASE[command]
+first, then the case's overrides (a later key=value wins), and output_dir={tmp}/out. A file named recipe.yaml
+replaces the demo recipe. Nothing is lost: {run} and {earlier} hash the same after every case as before.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import DATA, RECIPE, run_cli
 
@@ -32,6 +40,16 @@ BASE = {
     ],
     "export": ["export.model_dir={run}/finetune/topic"],
 }
+
+
+def _parquet(**columns) -> bytes:
+    out = io.BytesIO()
+    pq.write_table(pa.table(columns), out)
+    return out.getvalue()
+
+
+ZH_DOCUMENTS = "第一篇文章的第一句话。\n这是第二句话，说明了一些事情。\n\n" * 50  # 150 lines, 100 of them text
+RERUN = ["output_dir={earlier}", "overwrite=true"]  # a corpus case reruns into an earlier tokenize output
 
 CASES = [
     # (id, command, overrides, files, expected in the error line)
@@ -169,6 +187,79 @@ CASES = [
         {"c.jsonl": '{"content": "第一句。", "id": 1}\n'},
         "c.jsonl:1: no text field 'text' (fields: content, id); set data.text_field",
     ),
+    # corpora that are not what they seem: each refused naming the cause, the earlier output kept
+    (
+        "corpus-gbk",
+        "tokenize",
+        [*RERUN, "data.files={tmp}/c.txt"],
+        {"c.txt": ZH_DOCUMENTS.encode("gbk")},
+        "c.txt: 100 of its 150 lines skipped (not UTF-8: 100), over data.max_skipped_share=0.05; it reads as GB18030: "
+        "set data.encoding=gb18030, or convert it: iconv -f GB18030 -t UTF-8",
+    ),
+    (
+        "corpus-binary",
+        "tokenize",
+        [*RERUN, "data.files={tmp}/c.txt"],
+        {"c.txt": bytes(range(256)) * 40},
+        "it holds NUL bytes, so it is not text (binary data?); give text files, one sentence per line",
+    ),
+    (
+        "corpus-json-array",
+        "tokenize",
+        [*RERUN, "data.files={tmp}/c.json"],
+        {"c.json": '[{"text": "第一句。"},\n {"text": "第二句。"}]\n'},
+        "c.json: a .json file is no corpus format; give JSONL, one object a line",
+    ),
+    (
+        "corpus-jsonl-one-line-array",
+        "tokenize",
+        [*RERUN, "data.files={tmp}/c.jsonl"],
+        {"c.jsonl": '[{"text": "第一句。"}, {"text": "第二句。"}]\n'},
+        "c.jsonl: 1 of its 1 lines skipped (a JSON array, not an object: 1)",
+    ),
+    (
+        "corpus-parquet-no-text-column",
+        "tokenize",
+        [*RERUN, "data.files={tmp}/c.parquet"],
+        {"c.parquet": _parquet(content=ZH_DOCUMENTS.split("\n\n"))},
+        "c.parquet: no text field 'text' (fields: content); set data.text_field",
+    ),
+    (
+        "corpus-parquet-junk",
+        "tokenize",
+        [*RERUN, "data.files={tmp}/c.parquet"],
+        {"c.parquet": b"PAR1" * 100},
+        "c.parquet: not a Parquet file (",
+    ),
+    ("corpus-dev-zero", "tokenize", [*RERUN, "data.files=/dev/zero"], {}, "/dev/zero: not a regular file"),
+    (
+        "corpus-unknown-encoding",
+        "tokenize",
+        [*RERUN, "data.encoding=gbkk"],
+        {},
+        "data.encoding: not a text encoding Python knows; give a codec name: gb18030, big5, utf-16, got 'gbkk'",
+    ),
+    (
+        "task-parquet-junk",  # no stray "Failed to read schema…" line from datasets' logging before the error
+        "finetune",
+        ["finetune.task.train_file={tmp}/t.parquet"],
+        {"t.parquet": b"PAR1" * 100},
+        "t.parquet: cannot read it (ArrowInvalid: ",
+    ),
+    (
+        "task-ner-from-a-classifier",
+        "finetune",
+        [
+            "finetune.model_dir={run}/finetune/topic",
+            "finetune.task.type=token-classification",
+            "finetune.task.stride=8",
+            "finetune.task.train_file={data}/zh/ner/train.jsonl",
+            "finetune.task.validation_file={data}/zh/ner/dev.jsonl",
+        ],
+        {},
+        "topic: a fine-tuned BertForSequenceClassification of 5 labels (体育, 娱乐, 教育, 科技, 财经), not a "
+        "pretrained BERT for finetune.task.type=token-classification; start from a pretrained BERT dir",
+    ),
     # question answering
     (
         "qa-stride-too-large",
@@ -289,24 +380,44 @@ CASES = [
 ]
 
 
-def _fill(text, tmp, run):
+def _fill(text, tmp, run, earlier):
     if isinstance(text, bytes):
         return text
-    return text.replace("{tmp}", str(tmp)).replace("{run}", str(run)).replace("{data}", str(DATA))
+    places = {"{tmp}": tmp, "{run}": run, "{earlier}": earlier, "{data}": DATA}
+    for name, place in places.items():
+        text = text.replace(name, str(place))
+    return text
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def earlier(tiny_run, tmp_path_factory) -> Path:
+    """A copy of the tiny run's tokenize output, for the cases that rerun into it."""
+    out = tmp_path_factory.mktemp("earlier")
+    for part in ("tokenizer", "data"):
+        shutil.copytree(tiny_run[0] / part, out / part, symlinks=True)
+    return out
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line(case, tiny_run, tmp_path):
+def test_bad_input_is_one_line(case, tiny_run, earlier, tmp_path):
     _, command, overrides, files, expected = case
     run, _ = tiny_run
     for name, content in files.items():
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        content = _fill(content, tmp_path, run)
+        content = _fill(content, tmp_path, run, earlier)
         path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
-    args = [_fill(o, tmp_path, run) for o in [*BASE[command], *overrides]]
+    args = [_fill(o, tmp_path, run, earlier) for o in [*BASE[command], *overrides]]
     recipe = tmp_path / "recipe.yaml" if "recipe.yaml" in files else RECIPE
+    before = {run: _digest(run), earlier: _digest(earlier)}
     result = run_cli(command, recipe, f"output_dir={tmp_path / 'out'}", *args)
+    assert {d: _digest(d) for d in before} == before, "an earlier output changed"
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output, result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]

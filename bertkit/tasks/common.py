@@ -128,18 +128,14 @@ def table_rows(path: Path) -> list[dict]:
     and lists of them: CLUE's labels, CoNLL-2003's tags) so that they read as a JSONL file's would; a hidden
     label (-1, as in CLUE's test splits) is no label."""
     import datasets
-    from datasets import ClassLabel, Dataset
+    from datasets import ClassLabel
 
     datasets.disable_progress_bars()
     ref = data_set_ref(path)
     if ref is None and not path.is_file():
         raise BertkitError(f"{path}: no such file; check the task's *_file settings")
     try:
-        if ref is None:
-            read = Dataset.from_parquet if path.suffix.lower() == ".parquet" else Dataset.from_file
-            table = read(str(path))
-        else:
-            table = ref.load()
+        table = _table_file(path) if ref is None else ref.load()
     # Not found, or offline and not cached (both OSError); an unknown config or split (ValueError); a bad file.
     except (OSError, ValueError, KeyError, TypeError) as e:
         first = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
@@ -157,6 +153,20 @@ def table_rows(path: Path) -> list[dict]:
     if not rows:
         raise BertkitError(f"{path}: holds no rows; give a split with examples")
     return rows
+
+
+def _table_file(path: Path):
+    """A Parquet or Arrow file as a Dataset."""
+    from datasets import Dataset
+
+    if path.suffix.lower() != ".parquet":
+        return Dataset.from_file(str(path))
+    import pyarrow.parquet as pq
+
+    # Its footer first: for a file that is no Parquet, datasets logs a stray "Failed to read schema…" line on
+    # stderr before it raises; pyarrow raises the same ArrowInvalid (a ValueError) and logs nothing.
+    pq.read_schema(str(path))
+    return Dataset.from_parquet(str(path))
 
 
 def _jsonl_rows(text: str, path: Path) -> list[dict]:

@@ -9,6 +9,7 @@ head on a pretrained BERT, or the BiLSTM baseline (finetune.model_type).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Protocol
 
@@ -58,6 +59,7 @@ class BertHead:
 
     def build(self, cfg: FinetuneRecipe, task: Task, tokenizer, model_dir: Path, labels, settings: dict) -> nn.Module:
         cls = task.head(cfg.finetune.task)
+        _check_head(model_dir, task, labels, cfg.finetune.task.type)
         model = load_model(cls, model_dir, cfg.allow_pickle_weights, **task.model_kwargs(labels))
         # Set after loading: from_pretrained passes keys its config class does not know to the model's __init__.
         model.config.update(settings)
@@ -77,6 +79,31 @@ class BertHead:
                 "task type"
             )
         return load_model(heads[0], model_dir, cfg.allow_pickle_weights)
+
+
+def _check_head(model_dir: Path, task: Task, labels, task_type: str) -> None:
+    """A dir with another task's fine-tuned head (a topic classifier given to NER) is refused, whatever its
+    encoder: transformers matches head weights by name and shape, so it fails on a head of another size (its
+    message points at a load report the user never sees) and, where the sizes agree, trains on from the old
+    task's head and label order without a word. A pretrained BERT, or this family's head over these labels (to
+    train on), passes."""
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    heads = {c.__name__ for t in TASKS.values() for c in (t.model_class, t.crf_class) if c is not None}
+    found = next((a for a in config.get("architectures") or [] if a in heads), None)
+    if found is None:
+        return
+    old = [str(name) for _, name in sorted((config.get("id2label") or {}).items(), key=lambda kv: int(kv[0]))]
+    new = task.model_kwargs(labels)
+    same_head = found in (task.model_class.__name__, getattr(task.crf_class, "__name__", None))
+    wanted = list(new.get("id2label", {}).values()) or old  # QA and multiple choice have no label set
+    if same_head and len(old) == new.get("num_labels", len(old)) and old == wanted:
+        return
+    shown = ", ".join(old[:5]) + (", …" if len(old) > 5 else "")
+    raise BertkitError(
+        f"{model_dir}: a fine-tuned {found} of {len(old)} labels ({shown}), not a pretrained BERT for "
+        f"finetune.task.type={task_type}{' with these labels' if same_head else ''}; start from a pretrained BERT "
+        "dir (bertkit pretrain's output, or a Hub BERT)"
+    )
 
 
 class BiLSTMBaseline:
