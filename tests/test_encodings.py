@@ -15,9 +15,12 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import DATA, RECIPE
 from pydantic import ValidationError
 
 from bertkit.commands.embed import read_texts
+from bertkit.commands.tokenize import run_tokenize
+from bertkit.config import load_recipe
 from bertkit.config.sections import DataConfig
 from bertkit.data.corpus import ReadReport, read_documents, resolve_files
 from bertkit.errors import BertkitError
@@ -68,6 +71,19 @@ def test_data_encoding_decodes_a_file_without_a_mark(tmp_path, encoding):
     path.write_bytes(text.encode(encoding))
     docs, _ = _read([path], on_error="strict", encoding=encoding)
     assert docs == [[line.strip() for line in split_lines(text)[:2]], DOCS[1]]
+
+
+def test_utf16_and_cr_only_copies_tokenize_to_the_utf8_vocabulary(tmp_path):
+    """The silent wrong result of issue 26: a UTF-16 corpus made a junk vocabulary with exit 0."""
+    text = (DATA / "zh" / "corpus-a.txt").read_text(encoding="utf-8")
+    copies = {"utf8": text.encode(), "utf16": text.encode("utf-16"), "cr": text.replace("\n", "\r").encode()}
+    vocabularies = {}
+    for name, data in copies.items():
+        (tmp_path / f"{name}.txt").write_bytes(data)
+        overrides = [f"output_dir={tmp_path / name}", f"data.files={tmp_path / name}.txt", "tokenizer.vocab_size=300"]
+        tokenizer_dir, _ = run_tokenize(load_recipe(RECIPE, [*overrides, "data.num_proc=1"], "tokenize"))
+        vocabularies[name] = (tokenizer_dir / "vocab.txt").read_text(encoding="utf-8")
+    assert vocabularies["utf16"] == vocabularies["utf8"] == vocabularies["cr"]
 
 
 def test_an_unknown_encoding_is_a_config_error():
