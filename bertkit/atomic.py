@@ -249,9 +249,15 @@ def atomic_dir(final: Path, keep: Iterable[str] = ()) -> Iterator[Path]:
     for name in keep:
         if (final / name).exists() and not (tmp / name).exists():
             os.replace(final / name, tmp / name)
+    replace_dir(tmp, final)
+
+
+def replace_dir(new: Path, final: Path) -> None:
+    """Put the complete dir `new` (a sibling of `final`) in `final`'s place: the old one is swapped out first, so a
+    crash at any point leaves the old or the new dir, plus at most a stray temporary dir."""
     # A fresh empty dir to swap the old one into: no fixed name that could already hold something.
     old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old"))
     if final.exists():
         os.replace(final, old)
-    os.replace(tmp, final)
+    os.replace(new, final)
     shutil.rmtree(old, ignore_errors=True)

@@ -171,3 +171,48 @@ def test_a_failed_finetune_rerun_leaves_the_earlier_model_config_and_metrics(tin
     _refused(run_cli("finetune", RECIPE, *ft, "overwrite=true", "finetune.train.lr=1e-3"), "disk trouble")
     assert _snapshot(model) == before
     assert sorted(p.name for p in model.parent.iterdir()) == ["topic"]  # the staging dir is gone
+
+
+def _pretrain_args(run, out, *extra):
+    model = ["model.max_position_embeddings=64", "model.hidden_size=64", "model.num_hidden_layers=1"]
+    return ["pretrain", str(RECIPE), f"output_dir={out}", f"data.dataset_dir={run / 'data'}", *model, *extra]
+
+
+@pytest.mark.slow
+def test_a_pretrain_rerun_keeps_the_earlier_model_until_it_finishes(tiny_run, tmp_path):
+    """Issue 26: `overwrite=true` deleted the finished model before training started. Now the rerun trains in a
+    staging dir beside it; a failure (an error, SIGKILL) leaves the earlier output byte-identical; the killed run
+    continues with train.resume=auto and replaces it when it finishes."""
+    import subprocess
+    import sys
+    import time
+
+    from bertkit.training.checkpoint import checkpoint_dirs
+
+    run, _ = tiny_run
+    out = tmp_path / "out"
+    common = ["train.batch_size=8", "train.eval_every=0"]
+    assert run_cli(*_pretrain_args(run, out, *common, "train.max_steps=4")).exit_code == 0
+    model = out / "pretrain"
+    before = _snapshot(model)
+    assert {"model.safetensors", "config.json", "metrics.jsonl", "README.md"} <= set(before)
+
+    diverging = ["overwrite=true", "train.lr=1e30", "train.max_steps=3", "train.save_every=1"]
+    assert run_cli(*_pretrain_args(run, out, *common, *diverging)).exit_code == 2
+    assert _snapshot(model) == before
+
+    long = [*common, "overwrite=true", "train.max_steps=100000", "train.max_time_minutes=5", "train.save_every=5"]
+    killed = subprocess.Popen([sys.executable, "-m", "bertkit", *_pretrain_args(run, out, *long)])
+    staged = out / ".pretrain.next"
+    deadline = time.monotonic() + 120
+    while not any(int(d.name[5:]) >= 5 for d in checkpoint_dirs(staged / "checkpoints")):  # not the error's step-1
+        assert time.monotonic() < deadline and killed.poll() is None
+        time.sleep(0.1)
+    killed.kill()  # SIGKILL: no handler runs
+    killed.wait()
+    assert _snapshot(model) == before
+
+    resumed = run_cli(*_pretrain_args(run, out, *long, "train.resume=auto", "train.max_time_minutes=0.01"))
+    assert resumed.exit_code == 0, resumed.output
+    assert f"resuming from {staged / 'checkpoints'}" in resumed.output
+    assert _snapshot(model)["model.safetensors"] != before["model.safetensors"] and not staged.exists()

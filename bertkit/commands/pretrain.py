@@ -26,7 +26,16 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 from transformers import BertForPreTraining, PreTrainedTokenizerBase
 
-from bertkit.atomic import check_apart, check_output, is_ours, mark_output, remove_output, write_text
+from bertkit.atomic import (
+    check_apart,
+    check_output,
+    claim,
+    is_ours,
+    mark_output,
+    remove_output,
+    replace_dir,
+    write_text,
+)
 from bertkit.config import PretrainRecipe, save_config
 from bertkit.data.dataset import TOKENIZER_SUBDIR, load_pretraining_data, pair_objective
 from bertkit.data.loader import EpochSampler, KeyedDataset
@@ -126,11 +135,20 @@ def _layout(cfg: PretrainRecipe, phases: list[Phase]) -> dict:
     return layout
 
 
+def staging_dir(out_dir: Path) -> Path:
+    """Where a run that replaces an earlier output trains: the earlier model stays whole in `out_dir` until the
+    new one is complete and takes its place (an error, SIGTERM, SIGKILL or a full disk leaves it untouched)."""
+    return out_dir.parent / f".{out_dir.name}.next"
+
+
 def _claim_output(out_dir: Path, cfg: PretrainRecipe, resume_from: Path | None) -> bool:
-    """Whether pretraining may write `out_dir`, and whether it starts afresh there (replacing what is there).
-    Resuming from one of its own checkpoints continues in place; an earlier run is replaced only with
-    overwrite=true, except an unfinished one that left neither a model nor a checkpoint, under resume=auto."""
-    if resume_from is not None and out_dir.resolve() in resume_from.resolve().parents:
+    """Whether pretraining may write `out_dir`, and whether it starts afresh (replacing what is there, once it
+    finishes). Resuming from one of its own checkpoints continues (in place, or in the staging dir of an
+    unfinished replacement); an earlier run is replaced only with overwrite=true, except an unfinished one that
+    left neither a model nor a checkpoint, under resume=auto."""
+    if resume_from is not None and any(
+        d.resolve() in resume_from.resolve().parents for d in (out_dir, staging_dir(out_dir))
+    ):
         return False
     earlier = checkpoint_dirs(out_dir / "checkpoints")
     if earlier and not cfg.overwrite and is_ours(out_dir):
@@ -156,7 +174,8 @@ class Setup:
     loaders: list[DataLoader]
     ends: list[int]  # phase i runs until step ends[i]; one schedule spans them all
     state: TrainState  # where training stands: the start, or the resumed checkpoint's
-    out_dir: Path
+    out_dir: Path  # where the run writes: final_dir, or its staging dir while an earlier output stays in final_dir
+    final_dir: Path
     layout: dict
     probe_data: dict  # the probe's files when probe.during_pretraining, read once before training
     resolved: dict  # what the recipe's `auto` settings became here (resolved.yaml)
@@ -189,8 +208,14 @@ def setup(cfg: PretrainRecipe) -> Setup:
         | {f"data.more_dataset_dirs ({d})": d for d in cfg.data.more_dataset_dirs}
         | {"model.init_from": cfg.model.init_from},
     )
-    resume_from = resolve_resume(cfg.train.resume, out_dir / "checkpoints")
+    claim(out_dir, "output_dir")  # before anything is read from it: no second run can write it meanwhile
+    final_dir, staged = out_dir, staging_dir(out_dir)
+    # train.resume=auto continues an unfinished replacement first: it is newer than what out_dir holds.
+    unfinished = staged if checkpoint_dirs(staged / "checkpoints") else out_dir
+    resume_from = resolve_resume(cfg.train.resume, unfinished / "checkpoints")
     fresh = _claim_output(out_dir, cfg, resume_from)
+    if (fresh and out_dir.exists() and next(out_dir.iterdir(), None)) or (resume_from and unfinished == staged):
+        out_dir = staged
     accelerator = make_accelerator(cfg.train.precision, "train.precision", cfg.train.grad_accum, out_dir)
     attention = _packed_attention(cfg, accelerator)
     set_seed(cfg.train.seed)
@@ -198,6 +223,8 @@ def setup(cfg: PretrainRecipe) -> Setup:
         if fresh:
             remove_output(out_dir)
         mark_output(out_dir)
+        if out_dir != final_dir:
+            print(f"training in {out_dir}: {final_dir} keeps the earlier model until this run finishes")
     accelerator.wait_for_everyone()
     global_sum = (lambda t: accelerator.reduce(t, "sum")) if accelerator.num_processes > 1 else None
     objective = _objective(cfg, tokenizer, phases, resume_from, global_sum, accelerator.num_processes)
@@ -244,6 +271,7 @@ def setup(cfg: PretrainRecipe) -> Setup:
         ends,
         state,
         out_dir,
+        final_dir,
         layout,
         probe_data,
         resolved,
@@ -418,6 +446,9 @@ def finish(cfg: PretrainRecipe, run: Setup, state: TrainState) -> Path:
         scores = {k.removeprefix("eval/"): v for k, v in last.items() if k.startswith("eval/")}
         keep = ("checkpoints", METRICS_FILE, "tensorboard")
         save_model(final, run.tokenizer, out_dir, cfg, keep, scores, run.resolved)
+        if out_dir != run.final_dir and state.signal is None:  # complete: it replaces the earlier output
+            replace_dir(out_dir, run.final_dir)
+            out_dir = run.final_dir
         # The objective of the phase training stopped in.
         phase = run.phases[next(i for i, end in enumerate(run.ends) if state.step <= end)]
         plot = plot_curves(out_dir / METRICS_FILE, out_dir / "curves.png", f"pretraining, {_what(cfg, phase)}")
@@ -440,10 +471,11 @@ def finish(cfg: PretrainRecipe, run: Setup, state: TrainState) -> Path:
                 "train.max_time_minutes"
             )
     if state.signal is not None:
+        earlier = f" ({run.final_dir} keeps the earlier model)" if out_dir != run.final_dir else ""
         raise Interrupted(
             state.signal,
             f"{signal.Signals(state.signal).name} at step {state.step} of {steps}; "
-            f"checkpoint {out_dir / 'checkpoints' / f'step-{state.step}'} and the model saved; "
+            f"checkpoint {out_dir / 'checkpoints' / f'step-{state.step}'} and the model saved{earlier}; "
             "continue with train.resume=auto",
         )
     return out_dir
