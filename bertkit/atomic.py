@@ -76,7 +76,7 @@ def _is_empty_dir(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink() and next(path.iterdir(), None) is None
 
 
-_HELD: dict[Path, int] = {}  # output path → the descriptor holding its lock, until release_outputs()
+_HELD: dict[Path, tuple[int, Path | None]] = {}  # output → its lock's descriptor and the first dir claim made
 
 
 def _lock_file(path: Path) -> Path:
@@ -93,6 +93,7 @@ def claim(path: Path, key: str) -> None:
     if fcntl is None or path in _HELD or os.environ.get("RANK", "0") != "0":
         return
     lock = _lock_file(path)
+    made = next((d for d in reversed(lock.parents) if not d.exists()), None)  # removed again if left empty
     lock.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -112,16 +113,22 @@ def claim(path: Path, key: str) -> None:
     since = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()}, since {since}: {' '.join(sys.argv)}".encode())
-    _HELD[path] = fd
+    _HELD[path] = (fd, made)
 
 
 def release_outputs() -> None:
     """Give up what claim() holds: at the end of a command, however it ends."""
-    for path, fd in _HELD.items():
+    for path, (fd, made) in _HELD.items():
+        lock = _lock_file(path)
         with contextlib.suppress(OSError):  # unlinked while locked, so no waiter is left on an orphan
-            if os.stat(_lock_file(path)).st_ino == os.fstat(fd).st_ino:
-                os.unlink(_lock_file(path))
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                os.unlink(lock)
         os.close(fd)
+        for d in [lock.parent, *lock.parent.parents] if made else []:  # the dirs claim made, if still empty
+            with contextlib.suppress(OSError):
+                d.rmdir()
+            if d == made:
+                break
     _HELD.clear()
 
 

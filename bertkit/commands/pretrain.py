@@ -161,6 +161,20 @@ def _claim_output(out_dir: Path, cfg: PretrainRecipe, resume_from: Path | None) 
     return True
 
 
+def _run_dir(cfg: PretrainRecipe, out_dir: Path) -> tuple[Path, Path | None, bool]:
+    """Where this run writes (`out_dir`, or its staging dir while an earlier output stays whole there), the
+    checkpoint it resumes from, and whether it starts afresh."""
+    claim(out_dir, "output_dir")  # before anything is read from it: no second run can write it meanwhile
+    staged = staging_dir(out_dir)
+    # train.resume=auto continues an unfinished replacement first: it is newer than what out_dir holds.
+    unfinished = staged if checkpoint_dirs(staged / "checkpoints") else out_dir
+    resume_from = resolve_resume(cfg.train.resume, unfinished / "checkpoints")
+    fresh = _claim_output(out_dir, cfg, resume_from)
+    if (fresh and out_dir.exists() and next(out_dir.iterdir(), None)) or (resume_from and unfinished == staged):
+        return staged, resume_from, fresh
+    return out_dir, resume_from, fresh
+
+
 @dataclass
 class Setup:
     """What set-up builds and the training and the finish use."""
@@ -201,21 +215,14 @@ def setup(cfg: PretrainRecipe) -> Setup:
     load_pretraining_data(first_dir)  # a clear error before anything else when the data is missing
     tokenizer = load_tokenizer(first_dir / TOKENIZER_SUBDIR)
     phases = _phases(cfg, tokenizer)
-    out_dir = cfg.pretrain_dir
+    final_dir = cfg.pretrain_dir
     check_apart(
-        {"output_dir": out_dir},
+        {"output_dir": final_dir},
         {f"dataset dir of phase {i + 1}": phase.dataset_dir for i, phase in enumerate(phases)}
         | {f"data.more_dataset_dirs ({d})": d for d in cfg.data.more_dataset_dirs}
         | {"model.init_from": cfg.model.init_from},
     )
-    claim(out_dir, "output_dir")  # before anything is read from it: no second run can write it meanwhile
-    final_dir, staged = out_dir, staging_dir(out_dir)
-    # train.resume=auto continues an unfinished replacement first: it is newer than what out_dir holds.
-    unfinished = staged if checkpoint_dirs(staged / "checkpoints") else out_dir
-    resume_from = resolve_resume(cfg.train.resume, unfinished / "checkpoints")
-    fresh = _claim_output(out_dir, cfg, resume_from)
-    if (fresh and out_dir.exists() and next(out_dir.iterdir(), None)) or (resume_from and unfinished == staged):
-        out_dir = staged
+    out_dir, resume_from, fresh = _run_dir(cfg, final_dir)
     accelerator = make_accelerator(cfg.train.precision, "train.precision", cfg.train.grad_accum, out_dir)
     attention = _packed_attention(cfg, accelerator)
     set_seed(cfg.train.seed)
