@@ -303,3 +303,21 @@ def test_export_of_the_discriminator_has_no_random_pooler(electra_run, tmp_path)
     )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "export.json").read_text())["outputs"] == ["last_hidden_state"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "settings",
+    [
+        ("train.precision=bf16",),
+        ("train.packed_attention=varlen", "train.gradient_checkpointing=true"),
+    ],
+)
+def test_mixed_precision_varlen_and_checkpointing_train_as_fp32(electra_run, data_dir, tmp_path, settings):
+    """bf16 autocast, varlen packing and recomputed layers: step 1's generator loss as the fp32 run's (before any
+    update, and before any sample can differ); the run ends with a model."""
+    out, _ = electra_run
+    _pretrain(tmp_path, data_dir, "train.max_steps=2", *STEPS[1:], *settings)
+    first, fp32 = [r for r in _log(tmp_path) if "loss" in r][0], [r for r in _log(out) if "loss" in r][0]
+    assert first["mlm_loss"] == pytest.approx(fp32["mlm_loss"], rel=1e-2 if "bf16" in settings[0] else 1e-5)
+    assert (tmp_path / "pretrain" / "model.safetensors").is_file()
