@@ -322,6 +322,12 @@ def _objective(
     return objective
 
 
+def _to_save(objective: PretrainingObjective | ElectraObjective):
+    """What checkpoints and the final dir are written from: the BertForPreTraining, or ELECTRA's objective, whose
+    save_pretrained writes its three parts."""
+    return objective if isinstance(objective, ElectraObjective) else objective.model
+
+
 def _describe(objective: PretrainingObjective | ElectraObjective) -> str:
     """The model in words, for the line that starts training."""
     c = objective.config
@@ -364,7 +370,7 @@ def train(cfg: PretrainRecipe, run: Setup) -> TrainState:
     accelerator, state = run.accelerator, run.state
 
     def save(state: TrainState) -> None:
-        model = accelerator.unwrap_model(run.objective)  # saves its model (ELECTRA: its three parts)
+        model = _to_save(accelerator.unwrap_model(run.objective))
         root = run.out_dir / "checkpoints"
         save_checkpoint(
             accelerator,
@@ -447,7 +453,7 @@ def finish(cfg: PretrainRecipe, run: Setup, state: TrainState) -> Path:
     accelerator.end_training()
     if accelerator.is_main_process:
         # Into a temporary sibling, then renamed: checkpoints/, metrics and TensorBoard logs are carried over.
-        final = accelerator.unwrap_model(run.objective)  # saves its model (ELECTRA: its three parts)
+        final = _to_save(accelerator.unwrap_model(run.objective))
         evaluations = [r for r in read_metrics(out_dir / METRICS_FILE) if "eval/mlm_accuracy" in r]
         last = evaluations[-1] if evaluations else {}
         scores = {k.removeprefix("eval/"): v for k, v in last.items() if k.startswith("eval/")}

@@ -2,7 +2,7 @@
 
     model = build_pretraining_model(cfg.model, tokenizer)      # transformers.BertForPreTraining
     objective = PretrainingObjective(model)                    # forward(**batch) → {"loss", "mlm_loss", …}
-    objective.save_pretrained(out)                             # the standard BertForPreTraining layout
+    objective.model.save_pretrained(out)                       # the standard BertForPreTraining layout
 
 The objective runs the MLM head only on the masked positions (as NVIDIA's BERT does): the vocabulary decoder
 is most of the work of a small BERT's step, and the loss is the same as BertForPreTraining's. ELECTRA's objective
@@ -248,7 +248,7 @@ class PretrainingObjective(nn.Module):
 
     `global_sum`, given under data parallelism, sums a tensor over processes: the MLM loss is then the mean
     over every masked token of the global batch (global_mean), the same loss and gradient as one process with
-    the whole batch. `save_pretrained` writes the model; `encoder` is its BertModel.
+    the whole batch. `encoder` is the model's BertModel.
     """
 
     def __init__(
@@ -269,9 +269,6 @@ class PretrainingObjective(nn.Module):
     @property
     def encoder(self) -> BertModel:
         return self.model.bert
-
-    def save_pretrained(self, directory: Path) -> None:
-        self.model.save_pretrained(directory)
 
     def forward(
         self,

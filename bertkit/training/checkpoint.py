@@ -4,8 +4,8 @@
     save_checkpoint(accelerator, root, state, model, tokenizer, optimizer, scheduler, keep_last=2, layout=layout)
     state = load_checkpoint(accelerator, path, optimizer, scheduler, layout)   # after accelerator.prepare
 
-`model` is a PreTrainedModel, or a pretraining objective, which writes its parts with its own `save_pretrained`
-(ELECTRA: the discriminator, generator/ and its head; bertkit/modeling/electra.py). A checkpoint `step-N/` is a
+`model` is a PreTrainedModel, or ELECTRA's objective, which writes its three parts with its own
+`save_pretrained` (the discriminator, generator/ and its head; bertkit/modeling/electra.py). A checkpoint `step-N/` is a
 model dir (it loads with `from_pretrained`) plus `training_state.pt` (optimizer, scheduler, grad scaler, step,
 epoch, position in the epoch, training time so far) and `rng_states.pt` (every process' Python and torch RNG
 states). Both load with `torch.load(weights_only=True)`: no pickled code runs.
