@@ -258,7 +258,7 @@ def test_an_error_while_predicting_leaves_no_output_file(topic, tmp_path, monkey
     output = tmp_path / "out" / "p.jsonl"
     result = _predict(topic, tmp_path / "in.txt", "--output", output)
     assert result.exit_code == 2 and result.stderr.strip().splitlines()[-1] == "error: the disk went away"
-    assert calls == [64, 64, 64] and not list(output.parent.iterdir())  # two chunks were written, then removed
+    assert calls == [64, 64, 64] and not output.parent.exists()  # two chunks written, then removed; so is its dir
 
 
 def test_a_parquet_file_streams_by_record_batches_and_names_a_bad_row(topic, tmp_path, monkeypatch):
