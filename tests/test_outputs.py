@@ -216,3 +216,38 @@ def test_a_pretrain_rerun_keeps_the_earlier_model_until_it_finishes(tiny_run, tm
     assert resumed.exit_code == 0, resumed.output
     assert f"resuming from {staged / 'checkpoints'}" in resumed.output
     assert _snapshot(model)["model.safetensors"] != before["model.safetensors"] and not staged.exists()
+
+
+KILLED = [t for t in TARGETS if t[2] != "mine" and t[0] != "pretrain"]  # pretrain: its own test above
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command,key,where,extra", KILLED, ids=[f"{t[0]}-{t[2]}" for t in KILLED])
+def test_a_rerun_killed_while_writing_keeps_the_earlier_output(tiny_run, tmp_path, command, key, where, extra):
+    """SIGKILL (no handler runs) at the moment the rerun's new output is being written into its temporary
+    sibling: the earlier output is byte-identical, and the next rerun replaces it."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import edited_recipe
+
+    run, overrides = tiny_run
+    out = tmp_path / "out"
+    fill = {"{out}": str(out), "{run}": str(run), "{data}": str(DATA)}
+    for k, v in fill.items():
+        extra = [e.replace(k, v) for e in extra]
+    recipe = edited_recipe(RECIPE, [o for o in overrides if not o.startswith("output_dir=")])
+    args = [sys.executable, "-m", "bertkit", command, str(recipe), f"output_dir={out}", *extra]
+    if command == "finetune":
+        args.append("finetune.train.max_steps=4")  # the write, not the training, is under test
+    assert subprocess.run(args, capture_output=True).returncode == 0
+    target = out / where
+    before = _snapshot(target)
+    rerun = subprocess.Popen([*args, "overwrite=true"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while rerun.poll() is None and not list(target.parent.glob(f".{target.name}.*.tmp")):
+        time.sleep(0.005)
+    rerun.kill()
+    assert rerun.wait() == -9, "the rerun ended before its new output was being written"
+    assert _snapshot(target) == before
+    assert subprocess.run([*args, "overwrite=true"], capture_output=True).returncode == 0
