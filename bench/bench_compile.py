@@ -14,8 +14,8 @@ padded to a fixed count (the most any batch here needs), one shape for every bat
   fixed compiled, torch dropout   torch's dropout, whose random numbers inductor generates inside its kernels
 Each variant runs in its own process, bf16 autocast and fp32; s/step over the steps after a warm-up that covers
 every compile (compile time reported apart). "vs eager" compares at the same shapes (fixed with fixed).
-Ends with `compile_bf16=X compile_fp32=Y` (fixed eager s/step ÷ fixed compiled s/step, the better of the two
-dropouts: above 1 only if compiling pays) and `cpu=`.
+Writes bench/results-compile.json (--out). Ends with `compile_bf16=X compile_fp32=Y` (fixed eager s/step ÷ fixed
+compiled s/step, the better of the two dropouts: above 1 only if compiling pays) and `cpu=`.
 """
 
 from __future__ import annotations
@@ -104,6 +104,9 @@ def main() -> None:
     parser.add_argument("--worker", nargs="*")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=6)
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parent / "results-compile.json", help="the JSON report"
+    )
     args = parser.parse_args()
     if args.worker is not None:
         print(json.dumps(worker(*args.worker, args.steps, args.warmup)))
@@ -128,8 +131,8 @@ def main() -> None:
         print(
             f"| {r['precision']} | {r['variant']} | {r['s_per_step']:.3f} | {r['speedup']:.2f} | {r['warmup_s']:.0f} |"
         )
-    out = Path(__file__).resolve().parent / "results-compile.json"
-    out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1) + "\n")
     amx = "no-AMX" if "no AMX" in machine else "AMX"
     print(f"\ncompile_bf16={summary['bf16']:.2f} compile_fp32={summary['fp32']:.2f} cpu={amx}")
 

@@ -4,7 +4,7 @@ For English and Chinese separately: generate a corpus of --mb MB from the shippe
 of 4–12 random sentences), time the raw throughput of BertTokenizerFast batch-encoding its lines (what any
 pipeline must at least pay), then run `bertkit tokenize` on it as a subprocess (vocabulary training, coverage
 report, whole-word ids, NSP pairs, Arrow files) and measure its wall time and the peak resident memory of its
-whole process tree. Prints a table, writes bench/results-data.json, and ends with
+whole process tree. Prints a table, writes bench/results-data.json (--out), and ends with
 `ratio_en=X.XX ratio_zh=Y.YY peak_rss_mb=N …` (ratio = bertkit MB/s ÷ raw MB/s, for building the examples
 from a given vocabulary, as google-research/bert's create_pretraining_data.py takes a vocab file; the
 `_with_vocab` ratios include training the vocabulary on the same corpus). Peak memory is the proportional set
@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--raw-mb", type=float, default=20, help="corpus MB that the raw encoding baseline times")
     parser.add_argument("--num-proc", type=int, default=os.cpu_count())
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-data")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results-data.json", help="the JSON report")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     rows = {}
@@ -164,8 +165,8 @@ def main() -> None:
             r["examples"],
         ]
         print("  ".join(f"{v:>11}" for v in values))
-    (ROOT / "bench").mkdir(exist_ok=True)
-    (ROOT / "bench" / "results-data.json").write_text(json.dumps(rows, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=2) + "\n")
     peak = max(r["peak_memory_mb"] for r in rows.values())
     print(
         f"ratio_en={rows['en']['ratio']:.2f} ratio_zh={rows['zh']['ratio']:.2f} peak_rss_mb={peak} "

@@ -16,7 +16,7 @@ MFU: useful model FLOPs (bench_train.py's count, over the data's real lengths, 1
 masked) per second ÷ a 2048³ matmul's rate at the same precision, timed in this run; "3× needs" is the MFU
 bertkit would need to run at three times the Trainer (above 1: beyond the machine's matmul peak).
 
-Writes bench/results-e2e.json and prints a table and `e2e_fp32=… e2e_bf16=…` (the smaller ratio over sizes).
+Writes bench/results-e2e.json (--out) and prints a table and `e2e_fp32=… e2e_bf16=…` (the smaller ratio over sizes).
 """
 
 from __future__ import annotations
@@ -172,6 +172,7 @@ def main() -> None:
     parser.add_argument("--megabytes", type=float, default=1.0)
     parser.add_argument("--sizes", nargs="*", default=list(SIZES))
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-e2e")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results-e2e.json", help="the JSON report")
     args = parser.parse_args()
     if args.worker:
         data, size, precision, steps, warmup = args.worker
@@ -216,7 +217,8 @@ def main() -> None:
         )
     report = {"mean_length": mean_length, "examples": stats["examples"], "batch": BATCH, "rows": rows}
     report |= {"peak_flop_s": peaks, "flops_per_token": flops_per_token}
-    (ROOT / "bench" / "results-e2e.json").write_text(json.dumps(report, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
     fp32 = min(r["ratio"] for r in rows if r["precision"] == "fp32")
     bf16 = min(r["ratio"] for r in rows if r["precision"] == "bf16")
     print(f"e2e_fp32={fp32:.2f} e2e_bf16={bf16:.2f}")

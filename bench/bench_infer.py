@@ -40,6 +40,8 @@ predict over the pipeline with batch_size=64, among its rows that agree with the
 and the backend of each).
 
     python bench/bench_infer.py --examples 200 --steps 5 --work /tmp/bench-infer --out /tmp/results-infer.json
+
+(tests/test_bench.py runs it smaller still, with --test-examples and --corpus-mb.)
 """
 
 from __future__ import annotations
@@ -376,6 +378,12 @@ def main() -> None:
     parser.add_argument("--worker", nargs=4)
     parser.add_argument("--examples", type=int, default=10_000, help="inputs per task")
     parser.add_argument("--steps", type=int, default=600, help="fine-tuning steps of each model")
+    parser.add_argument(
+        "--test-examples", type=int, default=1000, help="dev and test examples per task, when the data is built here"
+    )
+    parser.add_argument(
+        "--corpus-mb", type=float, help="cut the corpus the vocabulary is trained on (default: all), when built here"
+    )
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-infer")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results-infer.json")
     args = parser.parse_args()
@@ -386,7 +394,7 @@ def main() -> None:
     print(f"uptime: {os.getloadavg()[0]:.2f} load; {cpu_name()}")
     work = args.work
     if not (work / "raw" / "sentiment-test.jsonl").exists():
-        build_data(work, n_train=4000, n_test=1000)
+        build_data(work, n_train=4000, n_test=args.test_examples, corpus_mb=args.corpus_mb)
     init = init_model(work, "small")
     rows = [row for task in TASKS for row in rows_of(task, task_runs(work, task, init, args.steps, args.examples))]
     print_table(rows)
@@ -401,6 +409,7 @@ def main() -> None:
         "rows": rows,
         "predict": {t: {"speedup_wall_vs_batch64": s, "backend": b} for t, (s, b) in predict.items()},
     }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(
         f"infer={min(fp32.values()):.2f} infer_classifier={fp32['classifier']:.2f} infer_tagger={fp32['tagger']:.2f} "

@@ -11,7 +11,7 @@ the client is this process: `--clients` threads, each on its own kept-alive conn
 Each answer is checked against the one-at-a-time row's (same label; probabilities to 1e-4). The client shares the
 2 cores with the server, as a co-located caller would.
 
-Prints a table, writes bench/results-serve.json, ends with
+Prints a table, writes bench/results-serve.json (--out), ends with
 `serve=X.XX serve_rps=… serve_rps_unbatched=… serve_p50_ms=… serve_p99_ms=… cpu=…` (serve: requests/s batched ÷
 unbatched at the same concurrency).
 """
@@ -37,10 +37,10 @@ from bench_infer import TASKS, cpu_name, init_model, recipe, timed  # noqa: E402
 from results import build_data  # noqa: E402
 
 
-def classifier(work: Path, examples: int, steps: int) -> tuple[Path, list[str]]:
+def classifier(work: Path, examples: int, steps: int, corpus_mb: float | None) -> tuple[Path, list[str]]:
     """make bench-infer's classifier dir (fine-tuned here when missing) and its test reviews."""
     if not (work / "raw" / "sentiment-test.jsonl").exists():
-        build_data(work, n_train=4000, n_test=examples)
+        build_data(work, n_train=4000, n_test=examples, corpus_mb=corpus_mb)
     model_dir = work / "classifier" / "finetune" / TASKS["classifier"][1]
     if not (model_dir / "config.json").exists():
         timed(
@@ -119,11 +119,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--examples", type=int, default=2000, help="test reviews, when the data is built here")
     parser.add_argument("--steps", type=int, default=200, help="fine-tuning steps, when the model is built here")
+    parser.add_argument(
+        "--corpus-mb", type=float, help="cut the corpus the vocabulary is trained on (default: all), when built here"
+    )
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-infer")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results-serve.json")
     args = parser.parse_args()
     print(f"uptime: {os.getloadavg()[0]:.2f} load; {cpu_name()}")
-    model_dir, texts = classifier(args.work, args.examples, args.steps)
+    model_dir, texts = classifier(args.work, args.examples, args.steps, args.corpus_mb)
     runs = {
         "1 client, one at a time": (1, ["serve.max_wait_ms=0"]),
         f"{args.clients} clients, unbatched": (args.clients, ["serve.max_batch_size=1", "serve.max_wait_ms=0"]),
@@ -154,6 +157,7 @@ def main() -> None:
         values = [r["runner"], r["requests_per_s"], r["p50_ms"], r["p99_ms"], r["forward_passes"], r["agreement"]]
         print("  ".join(f"{v:>26}" for v in values))
     machine = cpu_name()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": machine, "model": str(model_dir), "rows": rows}, indent=2) + "\n")
     single, unbatched, batched = rows
     print(

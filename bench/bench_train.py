@@ -19,11 +19,11 @@ MFU = model FLOP/s ÷ the matmul peak measured in the same run (2048³ torch.mm,
 aten::mm/addmm/bmm); "ceiling" = stock s/step ÷ that: the speedup if everything else in the step took no time.
 
 Fine-tuning (sequence classification, BERT-mini, 2 labels, batch 32, lengths uniform in 16..128, one epoch of
-12 batches): stock = BertForSequenceClassification with every input padded to 128 (run_glue's default) in
-random batches, torch's AdamW; bertkit = batches grouped by length (finetune.group_by_length) and padded to
-their longest, its dropout, allocator and fused AdamW.
+12 batches, --finetune-batches): stock = BertForSequenceClassification with every input padded to 128 (run_glue's
+default) in random batches, torch's AdamW; bertkit = batches grouped by length (finetune.group_by_length) and
+padded to their longest, its dropout, allocator and fused AdamW.
 
-Prints the tables, writes bench/results.json, ends with
+Prints the tables, writes bench/results.json (--out), ends with
 `speedup_fp32=X.XX speedup_bf16=Y.YY mfu_fp32=0.ZZ ceiling_fp32=… ceiling_bf16=… finetune_speedup_fp32=…`.
 """
 
@@ -286,13 +286,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--sizes", nargs="*", default=list(SIZES))
+    parser.add_argument("--finetune-batches", type=int, default=12, help="the fine-tuning epoch's batches")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json", help="where the JSON report goes")
     args = parser.parse_args()
     if args.worker is not None:
         kind, *rest = args.worker
         if kind == "peak":
             result = {"peak": matmul_peak(rest[0])}
         elif kind == "finetune":
-            result = finetune_worker(rest[0])
+            result = finetune_worker(rest[0], int(rest[1]))
         else:
             result = worker(kind, rest[0], args.steps, args.warmup)
         print(json.dumps(result))
@@ -332,19 +334,20 @@ def main() -> None:
             f"{r['peak_rss_mb']:.0f}",
         ]
         print("  ".join(f"{v:>13}" for v in values))
-    tuning = [run_worker("finetune", v) for v in VARIANTS]
+    tuning = [run_worker("finetune", v, str(args.finetune_batches)) for v in VARIANTS]
     for r in tuning:
         r["speedup"] = r["tokens_per_s"] / tuning[0]["tokens_per_s"]
-    print(f"\nfine-tuning (sequence classification), BERT-mini, batch {BATCH}, lengths 16..{MAX_LEN}, one epoch")
+    print(
+        f"\nfine-tuning (sequence classification), BERT-mini, batch {BATCH}, lengths 16..{MAX_LEN}, one epoch of "
+        f"{args.finetune_batches} batches"
+    )
     header = ["variant", "s/epoch", "tokens/s", "speedup", "peak MB"]
     print("  ".join(f"{h:>13}" for h in header))
     for r in tuning:
         values = [r["variant"], f"{r['s_per_epoch']:.2f}", f"{r['tokens_per_s']:,.0f}", f"{r['speedup']:.2f}"]
         print("  ".join(f"{v:>13}" for v in [*values, f"{r['peak_rss_mb']:.0f}"]))
-    (ROOT / "bench").mkdir(exist_ok=True)
-    (ROOT / "bench" / "results.json").write_text(
-        json.dumps({"matmul_peak_flop_s": peaks, "rows": rows, "finetune": tuning}, indent=2) + "\n"
-    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"matmul_peak_flop_s": peaks, "rows": rows, "finetune": tuning}, indent=2) + "\n")
     tuned = {r["variant"]: r for r in tuning}
     mini = {r["variant"]: r for r in rows if r["size"] == "mini"}
     print(

