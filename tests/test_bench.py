@@ -6,9 +6,9 @@ where it was told, print its `name=value` summary line, and leave the committed 
 The numbers of these runs mean nothing; only that every step of each script still runs.
 Not here: bench/bench_gpu.py (needs a CUDA GPU; bench/gpu.sh runs it).
 
-`make test` runs the cheaper ones (make bench-data, make bench's end-to-end bench and summary line, make results'
-main run: ~3.5 min on 2 cores); the rest take 1–5 min each even at this size (a bertkit command costs ~5 s of
-imports, and they run dozens), so they run with BERTKIT_BENCH_TESTS=1: `make test-bench` runs them all.
+`make test` runs the cheap ones (make bench-data, the summary line: ~30 s on 2 cores); the rest take 1–5 min each
+even at this size (a bertkit command costs ~5 s of imports, and they run dozens; ~20 min together), which would
+take make test past its 10 minutes, so they run with BERTKIT_BENCH_TESTS=1: `make test-bench` runs them all.
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ def test_bench_train(reports):
     summary(stdout, "speedup_fp32", "speedup_bf16", "mfu_fp32", "finetune_speedup_fp32")
 
 
+@minutes
 @needs_snownlp
 def test_bench_e2e(reports, tmp_path):
     out = reports / "results-e2e.json"
@@ -182,6 +183,7 @@ def results_mode(run: tuple[Path, Path], tmp_path: Path, *mode) -> tuple[str, Pa
     return bench("results.py", *mode, "--seeds", 1, "--work", work, "--reports", mine), mine
 
 
+@minutes
 def test_results(results_run):
     pass  # the fixture's checks: the main run (make results)
 
