@@ -80,7 +80,8 @@ _HELD: dict[Path, tuple[int, Path | None]] = {}  # output → its lock's descrip
 
 
 def _lock_file(path: Path) -> Path:
-    return path.parent / f".{path.name}.lock"
+    # A name no user file is likely to have: claim truncates it and release removes it.
+    return path.parent / f".{path.name}.bertkit-lock"
 
 
 def claim(path: Path, key: str) -> None:
@@ -89,7 +90,7 @@ def claim(path: Path, key: str) -> None:
     output publishes), which the kernel drops when the holder dies: a killed run's lock is taken over. Written
     here rather than with the `filelock` package because its lock file cannot tell who holds it (3.x truncates
     it on every attempt). Under torchrun/accelerate, rank 0 holds it for the whole job."""
-    path = Path(path).absolute()
+    path = Path(path).resolve()  # one lock per dir, however it is named (runs/x, ./runs/x, runs/y/../x, links)
     if fcntl is None or path in _HELD or os.environ.get("RANK", "0") != "0":
         return
     lock = _lock_file(path)

@@ -34,10 +34,10 @@ def test_a_held_output_is_refused_naming_the_holder_and_a_killed_holder_is_taken
     finally:
         holder.kill()  # SIGKILL: no release; the kernel drops the flock, the lock file stays behind
         holder.wait()
-    assert (out / ".tokenizer.lock").exists()
+    assert (out / ".tokenizer.bertkit-lock").exists()
     result = run_cli("tokenize", RECIPE, f"output_dir={out}", *SMALL)
     assert result.exit_code == 0, result.output
-    assert not list(out.glob(".*.lock"))  # released (and removed) when the command ended
+    assert not list(out.glob(".*.bertkit-lock"))  # released (and removed) when the command ended
 
 
 def test_two_concurrent_runs_into_one_dir_one_proceeds_the_other_names_it(tiny_run, tmp_path):
@@ -47,7 +47,7 @@ def test_two_concurrent_runs_into_one_dir_one_proceeds_the_other_names_it(tiny_r
     args += [f"data.dataset_dir={data / 'data'}", *TINY_MODEL, "train.max_steps=100000", "train.max_time_minutes=0.75"]
     args += ["train.eval_every=0", "train.save_every=0"]
     first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _wait_for(out / ".pretrain.lock")
+    _wait_for(out / ".pretrain.bertkit-lock")
     second = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert first.wait(timeout=120) == 0, first.stderr.read()
     assert second.returncode == 2
