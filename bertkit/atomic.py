@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
-from bertkit.errors import BertkitError
+from bertkit.errors import BertkitError, DeferredSignals
 
 try:
     import fcntl
@@ -215,10 +215,12 @@ def atomic_file(path: Path, mode: str = "wb", check: Callable[[], None] | None =
     the temporary file is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the final file should not be
     text = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
+    signals, tmp = DeferredSignals(), None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the final file should not be
+        signals.release()  # a signal noted while tmp was made is raised here, where its clean-up is armed
         with os.fdopen(fd, mode, **text) as f:
             yield f
             f.flush()
@@ -227,8 +229,10 @@ def atomic_file(path: Path, mode: str = "wb", check: Callable[[], None] | None =
             check()
         os.replace(tmp, path)
     except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        signals.release()
         if is_full_disk(e):
             raise _full_disk(path) from None
         raise
@@ -242,15 +246,19 @@ def atomic_dir(final: Path, keep: Iterable[str] = ()) -> Iterator[Path]:
     that bertkit did not write (no MARKER, not empty) is never replaced: that is an error, and nothing changes."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the final dir should not be
+    signals, tmp = DeferredSignals(), None
     try:
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the final dir should not be
+        signals.release()  # a signal noted while tmp was made is raised here, where its clean-up is armed
         yield tmp
         if final.is_symlink() or (final.exists() and not _is_empty_dir(final) and not is_ours(final)):
             raise BertkitError(f"{final}: exists and was not written by bertkit (no {MARKER}); nothing was replaced")
         _publishable(tmp)
     except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        signals.release()
         if is_full_disk(e):
             raise _full_disk(final) from None
         raise

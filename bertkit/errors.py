@@ -37,6 +37,30 @@ def _terminate(signum, frame) -> None:
     raise Terminated
 
 
+class DeferredSignals:
+    """SIGINT and SIGTERM noted instead of handled until release(), which raises the first one noted: for the few
+    steps between making a temporary output and arming its clean-up (a signal there would leave it behind; seen
+    when a SIGTERM came right after mkdtemp) and for forking workers (a signal during os.fork's hooks is lost).
+    In the main thread only, where handlers can be set; elsewhere it changes nothing."""
+
+    def __init__(self) -> None:
+        self.noted: list[int] = []
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._note) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _note(self, signum, frame) -> None:
+        self.noted.append(signum)
+
+    def release(self) -> None:
+        """Put the earlier handlers back (a second call does nothing) and raise a signal noted meanwhile."""
+        previous, self._previous = self._previous, {}
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if previous and self.noted:
+            signal.raise_signal(self.noted[0])
+
+
 @contextlib.contextmanager
 def reported(debug: bool = False) -> Iterator[None]:
     """Turn a BertkitError, or an OSError naming a path (unwritable, read-only, a file where a dir belongs), into

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -20,9 +21,10 @@ from typer.testing import CliRunner
 import bertkit.commands.pretrain
 import bertkit.modeling.model
 import bertkit.training.checkpoint
+from bertkit.atomic import atomic_dir, atomic_file
 from bertkit.cli import app
 from bertkit.config import RECIPES, load_recipe
-from bertkit.errors import BertkitError
+from bertkit.errors import BertkitError, reported
 
 SMALL = [*SMALL, *recipe_edits(["train.batch_size=8"])]
 
@@ -346,6 +348,26 @@ def test_sigterm_during_tokenize_leaves_nothing_behind(tmp_path):
     assert code == 143, stderr[-2000:]
     assert "stopped: SIGTERM" in stderr and "Traceback" not in stderr
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("make", ["mkdtemp", "mkstemp"])
+def test_a_signal_right_after_a_temporary_output_is_made_leaves_nothing(tmp_path, monkeypatch, make):
+    """The kill tests' SIGTERM can land between making the temporary sibling and arming its clean-up (seen under
+    load: a `.data.*.tmp` left behind); bertkit holds the signal until the clean-up is armed."""
+    real = getattr(tempfile, make)
+
+    def make_then_sigterm(*args, **kwargs):
+        made = real(*args, **kwargs)
+        signal.raise_signal(signal.SIGTERM)  # its handler runs at the next bytecode: here, before any try
+        return made
+
+    monkeypatch.setattr(tempfile, make, make_then_sigterm)
+    writer = atomic_dir(tmp_path / "out") if make == "mkdtemp" else atomic_file(tmp_path / "out.txt")
+    with pytest.raises(SystemExit) as stopped, reported(), writer:
+        pytest.fail("the body runs after the signal")
+    assert stopped.value.code == 143
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are back
 
 
 @pytest.mark.slow

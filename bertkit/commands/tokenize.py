@@ -44,7 +44,7 @@ from bertkit.config import TokenizeRecipe, save_config
 from bertkit.data.corpus import ReadReport, Source, read_documents, resolve_files, total_bytes
 from bertkit.data.dataset import METADATA_FILE, STATISTICS_FILE, TOKENIZER_SUBDIR
 from bertkit.data.pretraining import BUILDERS, LABELLED, Sentence, Special, word_ids_from_starts
-from bertkit.errors import BertkitError
+from bertkit.errors import BertkitError, DeferredSignals
 from bertkit.progress import progress
 from bertkit.textfile import split_lines
 from bertkit.tokenizer.train import load_tokenizer, save_tokenizer, train_wordpiece
@@ -205,16 +205,16 @@ def map_ordered(
         return
     # Each worker runs the Rust tokenizer single-threaded; forked children must not inherit its thread pool.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    # A SIGTERM handled while os.fork runs its at-fork hooks would be swallowed ("Exception ignored"): it is
-    # only noted until the workers exist, then raised again.
-    previous = signal.signal(signal.SIGTERM, _note_sigterm)
+    # A signal handled while os.fork runs its at-fork hooks would be swallowed ("Exception ignored"): it is only
+    # noted until the workers exist, then raised inside `with pool`, which stops them.
+    signals = DeferredSignals()
     try:
-        pool = multiprocessing.get_context("fork").Pool(num_proc, _start_worker, (initializer, initargs))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        pool = multiprocessing.get_context("fork").Pool(num_proc, _start_worker, (initializer, initargs, signals))
+    except BaseException:
+        signals.release()
+        raise
     with pool:
-        if _SIGTERM_NOTED:
-            signal.raise_signal(signal.SIGTERM)
+        signals.release()
         pending: deque = deque()
         for item in items:
             pending.append(pool.apply_async(fn, item))
@@ -224,18 +224,11 @@ def map_ordered(
             yield pending.popleft().get()
 
 
-_SIGTERM_NOTED: list[int] = []
-
-
-def _note_sigterm(signum, frame) -> None:
-    _SIGTERM_NOTED.append(signum)
-
-
-def _start_worker(initializer: Callable, initargs: tuple) -> None:
+def _start_worker(initializer: Callable, initargs: tuple, signals: DeferredSignals) -> None:
     # The pool stops its workers with SIGTERM: they must not inherit the CLI's handler (errors.reported), and a
-    # worker forked after a SIGTERM was noted is not needed.
+    # worker forked after a signal was noted is not needed.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if _SIGTERM_NOTED:
+    if signals.noted:
         os._exit(0)
     initializer(*initargs)
 
