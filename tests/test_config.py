@@ -236,6 +236,11 @@ FAMILY_KEYS = [
         "finetune.task.tokens_column is for token-classification, not multiple-choice",
     ),
     ("{type: classification, crf: true}", "finetune.task.crf is for token-classification, not classification"),
+    (
+        "{type: token-classification, truncation: tail}",
+        "finetune.task.truncation is for classification or multi-label-classification or regression, not "
+        "token-classification; remove it, or set finetune.task.type=classification",
+    ),
 ]
 
 

@@ -244,6 +244,26 @@ def test_long_token_inputs_are_windowed_and_every_word_tagged(tiny_run):
     assert covered == set(range(len(words)))
 
 
+@pytest.mark.parametrize("truncation", ["head", "tail", "head+tail"])
+def test_a_long_text_keeps_its_head_its_tail_or_both(tiny_run, truncation):
+    from bertkit.config.sections import TaskConfig
+    from bertkit.tasks.classification import encode
+    from bertkit.tokenizer.train import load_tokenizer
+
+    tok = load_tokenizer(tiny_run[0] / "pretrain")
+    text = "".join("北京上海天津重庆南京"[i % 10] for i in range(100))
+    pieces = tok(text, add_special_tokens=False)["input_ids"]
+    assert len(pieces) == 100
+    examples = [{"text": t, "text_pair": None, "label": "a"} for t in (text, "北京")]
+    long, short = encode(tok, examples, ["a"], TaskConfig(max_seq_length=34, truncation=truncation), train=True)
+    assert long["input_ids"][0] == tok.cls_token_id and long["input_ids"][-1] == tok.sep_token_id
+    kept = long["input_ids"][1:-1]
+    head = {"head": 32, "tail": 0, "head+tail": 8}[truncation]
+    assert kept == pieces[:head] + pieces[100 - (32 - head) :]
+    assert long["token_type_ids"] == [0] * 34 and long["labels"] == 0
+    assert short["input_ids"] == tok("北京")["input_ids"]  # a short text is not cut
+
+
 def test_multi_label_classification(tiny_run, tmp_path):
     rows = [json.loads(line) for line in (ROOT / "data/zh/topic/train.jsonl").read_text(encoding="utf-8").splitlines()]
     data = tmp_path / "multi.jsonl"

@@ -397,9 +397,11 @@ FAMILIES = (
 Family = Literal[FAMILIES]  # bertkit.tasks.TASKS has one entry each (a test checks)
 
 
-def _of(family: str, default: Any, **constraints) -> Any:
-    """A finetune.task key that only `family` reads: set for another family it is an error, not ignored."""
-    return Field(default, json_schema_extra={"family": family}, **constraints)
+def _of(family: str | tuple[str, ...], default: Any, **constraints) -> Any:
+    """A finetune.task key that only `family` (or these families) reads: set for another family it is an error,
+    not ignored."""
+    families = (family,) if isinstance(family, str) else family
+    return Field(default, json_schema_extra={"families": list(families)}, **constraints)
 
 
 class TaskColumnsConfig(Section):
@@ -418,6 +420,12 @@ class TaskColumnsConfig(Section):
     max_seq_length: int = Field(128, ge=8)
     """Tokens per input; longer texts are truncated (classification) or cut into overlapping windows (tagging,
     question answering)."""
+    truncation: Literal["head", "tail", "head+tail"] = _of(
+        ("classification", "multi-label-classification", "regression"), "head"
+    )
+    """Which part of a text longer than max_seq_length is kept: its start, its end, or both (the first quarter
+    and the end: the best cut on long reviews in Sun et al. 2019, "How to Fine-Tune BERT for Text
+    Classification"). Single texts; a pair is cut longest first. predict and serve cut as the model was trained."""
 
 
 class TaskFilesConfig(Section):
@@ -485,15 +493,17 @@ class TaskReadingConfig(TaskColumnsConfig):
         # Keys stay flat under finetune.task, but some are read by one family only: set for another, they would
         # be silently ignored. The default value is allowed, so that a saved bertkit.yaml loads.
         for name, field in type(self).model_fields.items():
-            family = (field.json_schema_extra or {}).get("family")
+            families = (field.json_schema_extra or {}).get("families")
             if (
-                family
-                and family != self.type
+                families
+                and self.type not in families
                 and name in self.model_fields_set
                 and getattr(self, name) != field.default
             ):
                 raise RuleError(
-                    f"{{0}} is for {family}, not {self.type}; remove it, or set {{1}}={family}", name, "type"
+                    f"{{0}} is for {' or '.join(families)}, not {self.type}; remove it, or set {{1}}={families[0]}",
+                    name,
+                    "type",
                 )
         return self
 

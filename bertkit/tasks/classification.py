@@ -106,7 +106,13 @@ def _names(value, where: str, column: str) -> list[str]:
 
 def encode(tokenizer, examples: list[dict], labels: list[str] | None, cfg: TaskConfig, train: bool) -> list[dict]:
     pairs = [e["text_pair"] for e in examples] if examples[0]["text_pair"] is not None else None
-    enc = tokenizer([e["text"] for e in examples], pairs, truncation=True, max_length=cfg.max_seq_length)
+    texts = [e["text"] for e in examples]
+    if pairs is None and cfg.truncation != "head":
+        ids = [_cut(x, cfg) for x in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
+        enc = {"input_ids": [[tokenizer.cls_token_id, *x, tokenizer.sep_token_id] for x in ids]}
+        enc["token_type_ids"] = [[0] * len(x) for x in enc["input_ids"]]
+    else:
+        enc = tokenizer(texts, pairs, truncation=True, max_length=cfg.max_seq_length)
     label2id = label_ids(labels) if labels else None
     features = []
     for i, e in enumerate(examples):
@@ -118,6 +124,16 @@ def encode(tokenizer, examples: list[dict], labels: list[str] | None, cfg: TaskC
                 f["labels"] = label2id[e["label"]] if label2id else e["label"]
         features.append(f)
     return features
+
+
+def _cut(ids: list[int], cfg: TaskConfig) -> list[int]:
+    """A text's tokens cut to max_seq_length with [CLS] and [SEP]: its end (tail), or its first quarter and its end
+    (head+tail)."""
+    room = cfg.max_seq_length - 2
+    if len(ids) <= room:
+        return ids
+    head = room // 4 if cfg.truncation == "head+tail" else 0
+    return ids[:head] + ids[len(ids) - (room - head) :]
 
 
 def collate(features: list[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
