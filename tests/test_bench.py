@@ -228,3 +228,26 @@ def test_results_continued(results_run, tmp_path):
     stdout, reports = results_mode(results_run, tmp_path, "--continued", 0.05)
     assert '"continued"' in (reports / "results-zh.json").read_text()
     summary(stdout, "bertkit.sentiment")
+
+
+def test_minutes_to_the_trainers_model_in_the_summary_line():
+    """--speedup's crossing when the tenth-budget run passed the Trainer model's MLM accuracy; else the main run's
+    first evaluation past it, a lower bound on the speed-up."""
+    spec = importlib.util.spec_from_file_location("results", BENCH / "results.py")
+    results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(results)
+    report = {
+        "models": [],
+        "results": {},
+        "trainer": {"seconds": 1800, "mlm_accuracy": 0.14},
+        "pretraining": {
+            "minutes_by_step": {"2000": 4.0, "4000": 8.0},
+            "mlm_accuracy_by_step": {"2000": 0.3, "4000": 0.4},
+        },
+        "time_to_quality": {"minutes_to_trainer_mlm_accuracy": None},
+    }
+    assert results.summary_line(report) == "results: mlm_speedup_at_least=7.5x"
+    report["time_to_quality"]["minutes_to_trainer_mlm_accuracy"] = 2.0
+    assert results.summary_line(report) == "results: mlm_speedup=15.0x"
+    report["pretraining"]["mlm_accuracy_by_step"] = {"2000": 0.1, "4000": 0.12}
+    assert results.main_run_passed_by(report) is None
