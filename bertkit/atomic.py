@@ -220,8 +220,8 @@ def atomic_file(path: Path, mode: str = "wb", check: Callable[[], None] | None =
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the final file should not be
-        signals.release()  # a signal noted while tmp was made is raised here, where its clean-up is armed
         with os.fdopen(fd, mode, **text) as f:
+            signals.release()  # a signal noted while tmp was made is raised here, where its clean-up is armed
             yield f
             f.flush()
             os.fsync(f.fileno())
