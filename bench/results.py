@@ -550,11 +550,13 @@ def summary_line(report: dict) -> str:
                 row = SHORT.get(model) or re.sub(r"[^a-z0-9]+", "_", model.lower()).strip("_")
                 fields.append(f"{row}.{keys.get(task, task)}={score(by_model[model]):.4f}")
     quality = report.get("time_to_quality")
-    if quality and quality["minutes_to_trainer_mlm_accuracy"]:
-        ratio = report["trainer"]["seconds"] / 60 / quality["minutes_to_trainer_mlm_accuracy"]
-        fields.append(f"mlm_speedup={ratio:.1f}x")
-    elif quality and main_run_passed_by(report):  # a lower bound: the main run's evaluations are far apart
-        fields.append(f"mlm_speedup_at_least={report['trainer']['seconds'] / 60 / main_run_passed_by(report):.1f}x")
+    if quality:
+        trainer_minutes = report["trainer"]["seconds"] / 60
+        reached, passed_by = quality["minutes_to_trainer_mlm_accuracy"], main_run_passed_by(report)
+        if reached:
+            fields.append(f"mlm_speedup={trainer_minutes / reached:.1f}x")
+        elif passed_by:  # a lower bound: the main run's evaluations are far apart
+            fields.append(f"mlm_speedup_at_least={trainer_minutes / passed_by:.1f}x")
     return "results: " + " ".join(fields)
 
 
