@@ -129,6 +129,19 @@ def test_eval_pretrained_model_reports_mlm_and_nsp(tiny_run):
     assert report["nsp_accuracy"] == pytest.approx(30 / 46, abs=1.01 / 46)  # ±1 example
 
 
+def test_held_out_scores_at_a_fixed_masking_rate(tiny_run, tmp_path):
+    """eval.masking_rate scores at its own rate, whatever masking.rate a run trained with: a 30%-masked run
+    is scored on the very masks of a 15% one."""
+    out, overrides = tiny_run
+    counts = []
+    for rates in (["masking.rate=0.3"], ["masking.rate=0.3", "eval.masking_rate=0.15"]):
+        where = [f"eval.model_dir={out / 'pretrain'}", f"eval.output_dir={tmp_path}", "overwrite=true"]
+        result = run_cli("eval", RECIPE, *overrides, *rates, *where)
+        assert result.exit_code == 0, result.output
+        counts.append(json.loads((tmp_path / "report.json").read_text())["masked_tokens"])
+    assert counts[0] > 1.7 * 381 and counts[1] == 381
+
+
 def test_eval_masked_lm_reports_the_same_mlm_scores(tiny_run, tmp_path):
     """A BertForMaskedLM (what the Trainer's run_mlm saves) is scored on masked LM alone: the same numbers as
     the BertForPreTraining it was cut from, and no NSP score from a head it does not have."""

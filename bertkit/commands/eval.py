@@ -100,8 +100,9 @@ def _pretraining_report(cfg: EvalRecipe, model_dir: Path, tokenizer, accelerator
     objective = accelerator.prepare(objective)
     pair = pair_objective(meta) if pair_head else None
     split = splits[cfg.eval.split]
+    masking = cfg.eval.held_out_masking(cfg.masking)
     report = evaluate_pretraining(
-        accelerator, objective, split, tokenizer, cfg.masking, cfg.eval.batch_size, cfg.eval.seed, pair
+        accelerator, objective, split, tokenizer, masking, cfg.eval.batch_size, cfg.eval.seed, pair
     )
     return report, f"{dataset_dir} [{cfg.eval.split}]"
 

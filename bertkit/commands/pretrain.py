@@ -434,7 +434,7 @@ def _evaluate(cfg: PretrainRecipe, run: Setup, phase: Phase, state: TrainState) 
             run.objective,
             phase.splits["validation"],
             run.tokenizer,
-            cfg.masking,
+            cfg.eval.held_out_masking(cfg.masking),
             cfg.eval.batch_size,
             cfg.eval.seed,
             None if cfg.model.objective == "electra" else pair_objective(phase.meta),
