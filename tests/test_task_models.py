@@ -2,6 +2,8 @@
 eval need not know it: what of a feature the model takes, which model a run trains, and which a dir holds."""
 
 import pytest
+import torch
+from transformers import BertConfig, BertForPreTraining
 
 from bertkit.config import EvalRecipe, FinetuneRecipe
 from bertkit.config.sections import BiLSTMConfig, TaskConfig
@@ -69,3 +71,18 @@ def test_a_saved_bilstm_loads_for_its_family_only(tmp_path):
     assert isinstance(tagger, BiLSTMClassifier)
     with pytest.raises(BertkitError, match="not a BiLSTM for finetune.task.type=classification; set the recipe"):
         load_finetuned(recipe("classification"), TASKS["classification"], tmp_path, architectures)
+
+
+@pytest.mark.parametrize(("dropout", "expected"), [(None, 0.0), (0.1, 0.1)])
+def test_finetune_dropout_replaces_the_pretrained_models(tmp_path, dropout, expected):
+    """A model pretrained without dropout (the laptop-hour recipe) fine-tunes with finetune.dropout when set."""
+    config = BertConfig(
+        vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )  # fmt: skip
+    BertForPreTraining(config).save_pretrained(tmp_path)
+    cfg = FinetuneRecipe.model_validate({"finetune": {"dropout": dropout, "task": {"type": "classification"}}})
+    model = MODEL_TYPES["bert"].build(cfg, TASKS["classification"], None, tmp_path, ["neg", "pos"], {})
+    rates = {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
+    assert rates == {expected}
+    assert model.config.hidden_dropout_prob == model.config.attention_probs_dropout_prob == expected

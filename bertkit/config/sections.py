@@ -555,6 +555,10 @@ class FinetuneConfig(Section):
     tokenizer: model_dir may be a BERT dir (its weights are not used) or a tokenizer dir (`bertkit tokenize`'s
     `<output_dir>/tokenizer`)."""
     bilstm: BiLSTMConfig = BiLSTMConfig()
+    dropout: float | None = Field(None, ge=0, lt=1)
+    """BERT's hidden and attention dropout while fine-tuning (default: the model's config.json). A model pretrained
+    without dropout (recipes/pretrain/laptop-hour.yaml, as in Cramming) saves 0 there; 0.1 is BERT's fine-tuning
+    value."""
     task: TaskConfig = TaskConfig()
     train: TrainConfig = TrainConfig(lr=5e-5, epochs=3, batch_size=32, warmup_ratio=0.1)
     early_stopping_patience: int | None = Field(None, ge=1)

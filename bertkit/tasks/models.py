@@ -60,7 +60,9 @@ class BertHead:
     def build(self, cfg: FinetuneRecipe, task: Task, tokenizer, model_dir: Path, labels, settings: dict) -> nn.Module:
         cls = task.head(cfg.finetune.task)
         _check_head(model_dir, task, labels, cfg.finetune.task.type)
-        model = load_model(cls, model_dir, cfg.allow_pickle_weights, **task.model_kwargs(labels))
+        p = cfg.finetune.dropout
+        dropout = {} if p is None else {"hidden_dropout_prob": p, "attention_probs_dropout_prob": p}
+        model = load_model(cls, model_dir, cfg.allow_pickle_weights, **task.model_kwargs(labels), **dropout)
         # Set after loading: from_pretrained passes keys its config class does not know to the model's __init__.
         model.config.update(settings)
         if cfg.finetune.train.gradient_checkpointing:
