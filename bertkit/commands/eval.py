@@ -82,7 +82,7 @@ def _pretraining_report(cfg: EvalRecipe, model_dir: Path, tokenizer, accelerator
     dataset; (report, data)."""
     # datasets (~1 s of start-up) only for a pretrained model's data
     from bertkit.data.dataset import TOKENIZER_SUBDIR, load_pretraining_data, pair_objective
-    from bertkit.evaluation.pretraining import evaluate_pretraining
+    from bertkit.evaluation.pretraining import evaluate_pretraining, held_out_masking
 
     dataset_dir = cfg.eval.file or cfg.dataset_dir
     splits, meta = load_pretraining_data(dataset_dir)
@@ -100,7 +100,7 @@ def _pretraining_report(cfg: EvalRecipe, model_dir: Path, tokenizer, accelerator
     objective = accelerator.prepare(objective)
     pair = pair_objective(meta) if pair_head else None
     split = splits[cfg.eval.split]
-    masking = cfg.eval.held_out_masking(cfg.masking)
+    masking = held_out_masking(cfg.masking, cfg.eval.masking_rate)
     report = evaluate_pretraining(
         accelerator, objective, split, tokenizer, masking, cfg.eval.batch_size, cfg.eval.seed, pair
     )

@@ -41,7 +41,7 @@ from bertkit.data.dataset import TOKENIZER_SUBDIR, load_pretraining_data, pair_o
 from bertkit.data.loader import EpochSampler, KeyedDataset
 from bertkit.data.masking import PretrainingCollator
 from bertkit.errors import BertkitError, Interrupted
-from bertkit.evaluation.pretraining import evaluate_pretraining
+from bertkit.evaluation.pretraining import evaluate_pretraining, held_out_masking
 from bertkit.evaluation.probe import probe_model, read_probe_data, require_probe_files
 from bertkit.modeling.dropout import use_fast_dropout
 from bertkit.modeling.electra import ElectraObjective, electra_objective, is_electra
@@ -434,7 +434,7 @@ def _evaluate(cfg: PretrainRecipe, run: Setup, phase: Phase, state: TrainState) 
             run.objective,
             phase.splits["validation"],
             run.tokenizer,
-            cfg.eval.held_out_masking(cfg.masking),
+            held_out_masking(cfg.masking, cfg.eval.masking_rate),
             cfg.eval.batch_size,
             cfg.eval.seed,
             None if cfg.model.objective == "electra" else pair_objective(phase.meta),

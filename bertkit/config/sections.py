@@ -599,11 +599,7 @@ class PretrainEvalConfig(EvalBatchConfig):
     """Seed of the evaluation masking, so MLM numbers are comparable between runs."""
     masking_rate: float | None = Field(None, gt=0, lt=1)
     """Share of held-out tokens masked for the MLM scores (default: masking.rate). A fixed rate (0.15) makes runs
-    trained at different rates comparable: a 30%-masked run scored at 30% has half the context per guess."""
-
-    def held_out_masking(self, masking: MaskingConfig) -> MaskingConfig:
-        """The masking the held-out scores use: training's, at eval.masking_rate when set."""
-        return masking if self.masking_rate is None else masking.model_copy(update={"rate": self.masking_rate})
+    trained at different rates comparable: scored at 30%, a text keeps less of itself to guess from."""
 
 
 class EvalConfig(PretrainEvalConfig):

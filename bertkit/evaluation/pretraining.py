@@ -24,6 +24,11 @@ from bertkit.metrics import pretraining_metrics, rtd_metrics
 from bertkit.progress import progress
 
 
+def held_out_masking(masking: MaskingConfig, rate: float | None) -> MaskingConfig:
+    """The masking of held-out scores: training's, at `rate` (eval.masking_rate) when set."""
+    return masking if rate is None else masking.model_copy(update={"rate": rate})
+
+
 @torch.no_grad()
 def evaluate_pretraining(
     accelerator: Accelerator,
