@@ -598,8 +598,9 @@ class PretrainEvalConfig(EvalBatchConfig):
     seed: int = 0
     """Seed of the evaluation masking, so MLM numbers are comparable between runs."""
     masking_rate: float | None = Field(None, gt=0, lt=1)
-    """Share of held-out tokens masked for the MLM scores (default: masking.rate). A fixed rate (0.15) makes runs
-    trained at different rates comparable: scored at 30%, a text keeps less of itself to guess from."""
+    """Share of held-out tokens masked for the MLM scores, and for ELECTRA the tokens its generator replaces
+    (default: masking.rate). A fixed rate (0.15) makes runs trained at different rates comparable: scored at
+    30%, a text keeps less of itself to guess from."""
 
 
 class EvalConfig(PretrainEvalConfig):
